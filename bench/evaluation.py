@@ -1,0 +1,58 @@
+"""Scoring a set of samples with every requested metric.
+
+Each metric's outcome is one of: `ok` (with its value), `not_applicable` (with the unmet need)
+or `error` (with the exception text). One failing metric never stops the others.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from bench.progress import NullReporter, Reporter
+from metrics import METRICS, EvalInputs
+
+
+def evaluate(
+    samples: torch.Tensor,
+    *,
+    reference: torch.Tensor | None,
+    support: torch.Tensor | None = None,
+    model: Any = None,
+    metric_names: list[str] | None = None,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+) -> tuple[dict[str, dict], dict[str, float]]:
+    """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`."""
+    names = metric_names if metric_names is not None else METRICS.names()
+    inputs = EvalInputs(
+        samples=samples,
+        reference=reference,
+        support=support,
+        model=model,
+        capabilities=frozenset(getattr(model, "capabilities", ())),
+        seed=seed,
+    )
+    outcomes: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    handle = (reporter or NullReporter()).task("evaluate", len(names))
+    try:
+        for name in names:
+            metric = METRICS.get(name)
+            start = time.perf_counter()
+            missing = metric.missing_needs(inputs)
+            if missing:
+                outcomes[name] = {"status": "not_applicable", "reason": "; ".join(missing), **metric.card()}
+            else:
+                try:
+                    result = metric.compute(inputs)
+                    outcomes[name] = {"status": "ok", "value": result.value, **result.details, **metric.card()}
+                except Exception as exc:  # recorded, not raised: one broken metric must not sink a sweep
+                    outcomes[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}", **metric.card()}
+            timings[name] = time.perf_counter() - start
+            handle.advance()
+    finally:
+        handle.close()
+    return outcomes, timings

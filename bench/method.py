@@ -1,0 +1,120 @@
+"""The method protocol: what every few-shot generator implements, and what it may optionally offer.
+
+A method is a class with a flat config dataclass (`Config`, architecture and optimiser
+settings with working defaults) and a budget dataclass (`Budget`, how long to train, in
+steps or epochs, never wall-clock), named budgets in `profiles` (`smoke`, `quick`,
+`paper`), and two required calls:
+
+- `fit(task, budget, seed)`: train on a `FewShotTask` (base images + k support images);
+- `sample(n, generator)`: return n float images in [0, 1], shape (n, C, H, W).
+
+Optional capabilities are declared in `capabilities`, never guessed from attributes:
+
+- `"latent"`: `latent_dim`, `sample_latent(n, generator)` and `decode(z)`; samples are
+  `decode(sample_latent(...))` (LPIPS backtracking inverts `decode`);
+- `"log_likelihood"`: `log_likelihood(x)`, nats per image (for NLL);
+- `"reconstruct"`: `reconstruct(x)`;
+- `"embed"`: `embed(x)`, a feature vector per image (for latent-space plots).
+
+A metric that needs a capability the method lacks is recorded as not applicable.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import inspect
+import dataclasses
+import time
+from typing import Any, ClassVar, Iterator
+
+import torch
+
+from bench.progress import NullReporter, Reporter
+from bench.splits import FewShotTask
+
+PROFILES = ("smoke", "quick", "paper")
+CAPABILITIES = {
+    "latent": ("latent_dim", "sample_latent", "decode"),
+    "log_likelihood": ("log_likelihood",),
+    "reconstruct": ("reconstruct",),
+    "embed": ("embed",),
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss; the run is recorded as failed with this reason."""
+
+
+class Method(abc.ABC):
+    """Base class of every registered method (see the module docstring for the protocol)."""
+
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type]
+    Budget: ClassVar[type]
+    profiles: ClassVar[dict[str, Any]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Reference rows (oracle, copies of the support set) are run like methods but never ranked.
+    is_reference: ClassVar[bool] = False
+    # How many images `sample` produces per forward pass; bounds memory on large requests.
+    sample_batch_size: ClassVar[int] = 500
+
+    def __init__(self, config: Any = None, device: str | torch.device = "cpu"):
+        self.config = config if config is not None else self.Config()
+        self.device = torch.device(device)
+        self.timings: dict[str, float] = {}
+        self.training_log: dict[str, Any] = {}
+        self.reporter: Reporter = NullReporter()
+
+    # -- required -------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        """Train on `task` for `budget`; all randomness derives from `seed`."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Return `n` images in [0, 1], shape (n, C, H, W), drawn with `generator`."""
+
+    # -- helpers for subclasses -----------------------------------------------------
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of `fit` (e.g. `pretrain`, `finetune`); the runner stores the timings."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @classmethod
+    def budget_for(cls, profile: str) -> Any:
+        if profile not in cls.profiles:
+            from bench.registry import UnknownNameError
+
+            raise UnknownNameError("profile", profile, list(cls.profiles))
+        return cls.profiles[profile]
+
+    @classmethod
+    def validate_definition(cls, name: str) -> None:
+        """Checked at registration: a method that breaks the protocol fails loudly at import."""
+        for attr in ("Config", "Budget"):
+            if not dataclasses.is_dataclass(getattr(cls, attr, None)):
+                raise TypeError(f"method '{name}': {attr} must be a dataclass")
+        missing = [p for p in PROFILES if p not in getattr(cls, "profiles", {})]
+        if missing:
+            raise TypeError(f"method '{name}': profiles {missing} are missing")
+        for profile, budget in cls.profiles.items():
+            if not isinstance(budget, cls.Budget):
+                raise TypeError(f"method '{name}': profile '{profile}' is not a {cls.Budget.__name__}")
+        if inspect.isabstract(cls):
+            raise TypeError(f"method '{name}' does not implement {sorted(cls.__abstractmethods__)}")
+        for capability in cls.capabilities:
+            if capability not in CAPABILITIES:
+                raise TypeError(f"method '{name}': unknown capability '{capability}' (known: {sorted(CAPABILITIES)})")
+            for attr in CAPABILITIES[capability]:
+                if not hasattr(cls, attr):
+                    raise TypeError(f"method '{name}' declares '{capability}' but has no '{attr}'")

@@ -1,0 +1,181 @@
+"""The sweep: for each method and seed, build the split, fit, sample, evaluate, store.
+
+Everything a run did is timed per phase (`split`, the method's own `fit` phases, `sample`,
+`evaluate` per metric, `store`) and written into its record. A run that fails (a diverged
+loss, an exception in the method, invalid samples) is recorded as failed with its reason and
+the sweep goes on; an interrupted run (Ctrl-C, kill) writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.environment import environment, git_commit, utc_now
+from bench.evaluation import evaluate
+from bench.grids import save_grid
+from bench.method import Method, TrainingDiverged
+from bench.progress import NullReporter, Reporter
+from bench.splits import Split, make_split
+from bench.store import RECORD_SCHEMA, ResultStore, RunKey, atomic_write_bytes
+from methods import METHODS
+
+# Samples drawn for evaluation per profile (the evaluation reference has 1,000 images).
+EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent, stable seed for one purpose (e.g. sampling) derived from the run's seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class RunSpec:
+    methods: list[str]
+    dataset: str
+    shots: int = 4
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str = "quick"
+    novel_class: int | str | None = None
+    device: str = "cpu"
+    n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
+    metrics: list[str] | None = None  # default: every registered metric
+    overwrite: bool = False
+
+
+@dataclass
+class RunOutcome:
+    key: RunKey
+    status: str  # ok | failed | skipped
+    record: dict | None = None
+
+
+def check_samples(samples: torch.Tensor, n: int, image_shape: tuple[int, int, int]) -> None:
+    if tuple(samples.shape) != (n, *image_shape):
+        raise ValueError(f"sample() returned shape {tuple(samples.shape)}, expected {(n, *image_shape)}")
+    if not torch.isfinite(samples).all():
+        raise TrainingDiverged("samples contain NaN or infinite values")
+    if samples.min() < 0 or samples.max() > 1:
+        raise ValueError(f"sample() returned values in [{samples.min():.3g}, {samples.max():.3g}], expected [0, 1]")
+
+
+def run_one(
+    method_name: str,
+    split: Split,
+    spec: RunSpec,
+    store: ResultStore,
+    reporter: Reporter,
+) -> dict:
+    """Fit, sample, evaluate and store one (method, split, seed, profile); return the record."""
+    info = split.info
+    seed = info.seed
+    cls: type[Method] = METHODS.get(method_name)
+    budget = cls.budget_for(spec.profile)
+    n_samples = spec.n_samples or EVAL_SAMPLES[spec.profile]
+    key = RunKey(method_name, info.split_id, spec.profile, seed)
+    method = cls(device=spec.device)
+    method.reporter = reporter
+    timings: dict[str, float] = {}
+    record = {
+        "schema": RECORD_SCHEMA,
+        "key": key.to_dict(),
+        "status": "ok",
+        "method": {
+            "name": method_name,
+            "title": cls.title,
+            "version": cls.version,
+            "reference": cls.reference,
+            "is_reference": cls.is_reference,
+            "capabilities": sorted(cls.capabilities),
+            "config": dataclasses.asdict(method.config),
+            "budget": dataclasses.asdict(budget),
+        },
+        "split": info.to_dict(),
+        "evaluation": {"n_samples": n_samples, "sample_seed": derive_seed(seed, "sample")},
+        "code": git_commit(),
+        "environment": environment(spec.device),
+        "created_at": utc_now(),
+    }
+    started = time.perf_counter()
+    try:
+        fit_start = time.perf_counter()
+        method.fit(split.task, budget, seed)
+        timings["fit"] = time.perf_counter() - fit_start
+        timings.update({f"fit.{phase}": seconds for phase, seconds in method.timings.items()})
+        sample_start = time.perf_counter()
+        with torch.no_grad():
+            samples = method.sample(n_samples, torch.Generator().manual_seed(derive_seed(seed, "sample"))).float().cpu()
+        check_samples(samples, n_samples, split.task.image_shape)
+        timings["sample"] = time.perf_counter() - sample_start
+    except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
+        record["status"] = "failed"
+        record["failure"] = {
+            "type": type(exc).__name__,
+            "reason": str(exc),
+            "diverged": isinstance(exc, TrainingDiverged),
+            "traceback": traceback.format_exc(limit=6),
+        }
+        record["training_log"] = method.training_log
+        record["timings"] = {**timings, "total": time.perf_counter() - started}
+        store.write(record)
+        return record
+
+    record["training_log"] = method.training_log
+    eval_start = time.perf_counter()
+    record["metrics"], metric_timings = evaluate(
+        samples,
+        reference=split.reference,
+        support=split.task.support,
+        model=method,
+        metric_names=spec.metrics,
+        seed=derive_seed(seed, "evaluate"),
+        reporter=reporter,
+    )
+    timings["evaluate"] = time.perf_counter() - eval_start
+    timings.update({f"evaluate.{name}": seconds for name, seconds in metric_timings.items()})
+
+    store_start = time.perf_counter()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, samples=(samples * 255).round().to(torch.uint8).numpy())
+    atomic_write_bytes(store.samples_path(key), buffer.getvalue())
+    save_grid(store.grid_path(key), split.task.support, samples)
+    record["artifacts"] = {
+        "samples": str(store.samples_path(key).relative_to(store.root)),
+        "grid": str(store.grid_path(key).relative_to(store.root)),
+    }
+    timings["store"] = time.perf_counter() - store_start
+    record["timings"] = {**timings, "total": time.perf_counter() - started}
+    store.write(record)
+    return record
+
+
+def run_benchmark(
+    spec: RunSpec,
+    store: ResultStore,
+    reporter: Reporter | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    """Run every (method, seed) of `spec`, skipping runs already stored unless `spec.overwrite`."""
+    reporter = reporter or NullReporter()
+    outcomes: list[RunOutcome] = []
+    for method_name in spec.methods:
+        for seed in spec.seeds:
+            split = make_split(spec.dataset, spec.shots, seed, spec.novel_class)
+            key = RunKey(method_name, split.info.split_id, spec.profile, seed)
+            if not spec.overwrite and store.is_complete(key):
+                outcome = RunOutcome(key, "skipped", store.load(key))
+            else:
+                record = run_one(method_name, split, spec, store, reporter)
+                outcome = RunOutcome(key, record["status"], record)
+            outcomes.append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
+    return outcomes

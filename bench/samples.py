@@ -1,0 +1,67 @@
+"""Reading and validating sample files given to `bench evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class SampleFileError(ValueError):
+    """A sample file that cannot be scored; the message says what is wrong."""
+
+
+def load_samples(path: str | Path, image_shape: tuple[int, int, int], key: str | None = None) -> torch.Tensor:
+    """Load an `.npz` (or `.npy`) of images as float32 in [0, 1], shape (N, C, H, W).
+
+    Accepted: uint8 (0..255) or float (0..1) arrays of shape (N, H, W) or (N, C, H, W) (or
+    (N, H, W, C) for colour images). An `.npz` must hold one array, or name it with `key`
+    (default tried: `samples`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SampleFileError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise SampleFileError(f"{path}: not a readable .npz/.npy file ({exc})") from exc
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            files = loaded.files
+            if key is None:
+                key = "samples" if "samples" in files else (files[0] if len(files) == 1 else None)
+            if key is None or key not in files:
+                raise SampleFileError(f"{path}: holds arrays {files}; name the one to score with --key")
+            array = loaded[key]
+    else:
+        array = loaded
+    return validate_samples(array, image_shape, str(path))
+
+
+def validate_samples(array: np.ndarray, image_shape: tuple[int, int, int], origin: str = "samples") -> torch.Tensor:
+    channels, height, width = image_shape
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim == 4 and array.shape[1] != channels and array.shape[-1] == channels:
+        array = np.moveaxis(array, -1, 1)
+    if array.ndim != 4 or tuple(array.shape[1:]) != image_shape:
+        raise SampleFileError(
+            f"{origin}: images have shape {array.shape}; expected (N, {height}, {width}) or (N, {channels}, {height}, {width})"
+        )
+    if array.shape[0] < 2:
+        raise SampleFileError(f"{origin}: needs at least 2 images, got {array.shape[0]}")
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise SampleFileError(f"{origin}: dtype {array.dtype} is not supported; use uint8 (0..255) or float (0..1)")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).reshape(len(array), -1).any(1).sum())
+        raise SampleFileError(f"{origin}: {bad} images contain NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise SampleFileError(
+            f"{origin}: float pixel values must lie in [0, 1], found [{low:.4g}, {high:.4g}] "
+            "(rescale images in [-1, 1] with (x + 1) / 2, or save uint8)"
+        )
+    return torch.from_numpy(array.astype(np.float32))

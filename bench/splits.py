@@ -1,0 +1,160 @@
+"""The versioned few-shot split protocol.
+
+`novel-class` protocol, version 1 (`<dataset>/novel<c>-<k>shot.v1`):
+- base set: every TRAIN image whose class is not the novel class `c` (with labels);
+- support: `k` TRAIN images of class `c`, drawn without replacement by
+  `numpy.random.default_rng(seed).choice(<train indices of class c>, k, replace=False)`;
+  seed `s` is support draw `s`;
+- evaluation reference: every TEST image of class `c` (1,000 for Fashion-MNIST and MNIST's 9).
+
+The split hash is the sha256 of the protocol id, the support indices and the bytes of the
+base images and labels, the support images and the reference images: two results with the
+same hash were measured on the same data.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from bench.datasets import DATASETS, ImageDataset, LoadedData
+
+PROTOCOL = "novel-class"
+PROTOCOL_VERSION = 1
+MAX_SHOTS = 1000
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """Identity of one split: what goes into every result record."""
+
+    dataset: str
+    protocol: str
+    version: int
+    split_id: str
+    novel_class: int
+    novel_class_name: str
+    shots: int
+    seed: int
+    support_indices: tuple[int, ...]
+    n_base: int
+    n_reference: int
+    sha256: str
+    data_provenance: dict = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["support_indices"] = list(self.support_indices)
+        return record
+
+
+@dataclass(frozen=True)
+class FewShotTask:
+    """What a method is given: base-class images with labels and the k support images of the novel class.
+
+    Images are float32 tensors in [0, 1], shape (N, C, H, W). The evaluation reference is
+    deliberately not part of the task.
+    """
+
+    base_images: torch.Tensor
+    base_labels: torch.Tensor
+    support: torch.Tensor
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    novel_class: int
+    allows_hflip: bool
+    info: SplitInfo
+
+    @property
+    def shots(self) -> int:
+        return int(self.support.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """A task plus the evaluation reference that is kept away from the method."""
+
+    task: FewShotTask
+    reference: torch.Tensor
+
+    @property
+    def info(self) -> SplitInfo:
+        return self.task.info
+
+
+def split_id(dataset: str, novel_class: int, shots: int) -> str:
+    return f"{dataset}/novel{novel_class}-{shots}shot.v{PROTOCOL_VERSION}"
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str) -> tuple[ImageDataset, LoadedData]:
+    """Load (and keep in memory) a registered dataset."""
+    dataset = DATASETS.get(name)
+    return dataset, dataset.load()
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).float().div_(255.0)
+
+
+def validate_shots(shots: int, available: int | None = None) -> None:
+    if not isinstance(shots, int) or shots < 1 or shots > MAX_SHOTS:
+        raise ValueError(f"--shots must be an integer between 1 and {MAX_SHOTS}, got {shots!r}")
+    if available is not None and shots > available:
+        raise ValueError(f"--shots {shots} exceeds the {available} train images of the novel class")
+
+
+def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: int | str | None = None) -> Split:
+    """Build the novel-class split of `dataset_name` for `shots` support images and support draw `seed`."""
+    validate_shots(shots)
+    dataset, data = load_dataset(DATASETS.get(dataset_name).name)
+    novel = dataset.default_novel_class if novel_class is None else dataset.class_index(novel_class)
+
+    novel_train = np.flatnonzero(data.train_labels == novel)
+    validate_shots(shots, len(novel_train))
+    rng = np.random.default_rng(seed)
+    support_indices = rng.choice(novel_train, size=shots, replace=False)
+    base_mask = data.train_labels != novel
+    reference_mask = data.test_labels == novel
+
+    base_images = data.train_images[base_mask]
+    base_labels = data.train_labels[base_mask]
+    support = data.train_images[support_indices]
+    reference = data.test_images[reference_mask]
+
+    digest = hashlib.sha256()
+    digest.update(f"{split_id(dataset.name, novel, shots)}|seed={seed}|".encode())
+    digest.update(np.asarray(support_indices, dtype=np.int64).tobytes())
+    for array in (base_images, base_labels, support, reference):
+        digest.update(np.ascontiguousarray(array).tobytes())
+
+    info = SplitInfo(
+        dataset=dataset.name,
+        protocol=PROTOCOL,
+        version=PROTOCOL_VERSION,
+        split_id=split_id(dataset.name, novel, shots),
+        novel_class=int(novel),
+        novel_class_name=dataset.class_names[novel],
+        shots=shots,
+        seed=seed,
+        support_indices=tuple(int(i) for i in support_indices),
+        n_base=int(base_mask.sum()),
+        n_reference=int(reference_mask.sum()),
+        sha256=digest.hexdigest(),
+        data_provenance=data.provenance,
+    )
+    task = FewShotTask(
+        base_images=to_float(base_images),
+        base_labels=torch.from_numpy(base_labels),
+        support=to_float(support),
+        image_shape=dataset.image_shape,
+        num_classes=dataset.num_classes,
+        novel_class=int(novel),
+        allows_hflip=dataset.allows_hflip,
+        info=info,
+    )
+    return Split(task=task, reference=to_float(reference))

@@ -1,0 +1,22 @@
+"""Registered few-shot generators: one module per method, registry key = module name = CLI name.
+
+Add a method by adding one file that defines a `bench.method.Method` subclass decorated with
+`@register`; it is then listed by `bench list methods`, runnable by `bench run`, and covered
+by the registry-parametrised smoke tests.
+"""
+
+from __future__ import annotations
+
+from bench.method import Method
+from bench.registry import Registry, key_for_module
+
+METHODS: Registry[type[Method]] = Registry("method", "methods")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    cls.validate_definition(key_for_module(cls.__module__))
+    return METHODS.register(cls, cls.__module__)
+
+
+def method_names(include_references: bool = True) -> list[str]:
+    return [name for name, cls in METHODS.items() if include_references or not cls.is_reference]

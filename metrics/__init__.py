@@ -1,0 +1,82 @@
+"""Registered metrics: one module per metric, registry key = module name = CLI name.
+
+A metric is data (`Metric`: direction, what it needs, version, reference, definition) plus a
+pure function of an `EvalInputs`. What a metric needs is declared in `needs`:
+
+- `"reference"`: the evaluation reference images (the novel class's test images);
+- `"support"`: the k support images the method was given;
+- `"capability:<name>"`: a method capability (see `bench.method`), e.g. `capability:log_likelihood`.
+
+When a need is not met the harness records the metric as not applicable with the reason;
+it never records 0 and never crashes the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from bench.registry import Registry, key_for_module
+
+
+@dataclass
+class EvalInputs:
+    """Everything a metric may look at. Images are float tensors in [0, 1], shape (N, C, H, W)."""
+
+    samples: torch.Tensor
+    reference: torch.Tensor | None = None
+    support: torch.Tensor | None = None
+    model: Any = None  # a fitted method, for capability metrics
+    capabilities: frozenset[str] = frozenset()
+    seed: int = 0
+    # Shared by the metrics of one evaluation (e.g. nearest-neighbour indices used by mse and ssim).
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    value: float
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's metadata and its function. `name` is filled in from the module at registration."""
+
+    compute: Callable[[EvalInputs], MetricResult]
+    # None marks a diagnostic with no better direction (shown without an arrow, never ranked).
+    higher_is_better: bool | None
+    needs: frozenset[str]
+    version: str
+    reference: str
+    definition: str
+    name: str = ""
+
+    def missing_needs(self, inputs: EvalInputs) -> list[str]:
+        missing = []
+        for need in sorted(self.needs):
+            if need.startswith("capability:"):
+                capability = need.split(":", 1)[1]
+                if inputs.model is None or capability not in inputs.capabilities:
+                    missing.append(f"the method has no '{capability}' capability")
+            elif getattr(inputs, need, None) is None:
+                missing.append(f"no {need} images were given")
+        return missing
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: "·"}[self.higher_is_better]
+
+    def card(self) -> dict:
+        """How this metric was measured: stored next to every value."""
+        return {"version": self.version, "higher_is_better": self.higher_is_better, "reference": self.reference}
+
+
+METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_")
+
+
+def register(metric: Metric, module_name: str) -> Metric:
+    named = Metric(**{**metric.__dict__, "name": key_for_module(module_name, METRICS.separator)})
+    return METRICS.register(named, module_name)
