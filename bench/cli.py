@@ -74,6 +74,7 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
         from methods import METHODS
 
         table = Table("method", "kind", "capabilities", "profiles", "reference", title="Methods")
+        table.columns[0].no_wrap = True
         for name, cls in METHODS.items():
             kind = "reference row" if cls.is_reference else "method"
             table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
@@ -81,20 +82,31 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
         from metrics import METRICS
 
         table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
+        table.columns[0].no_wrap = True
         for name, metric in METRICS.items():
             better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
             table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
     else:
         from bench.datasets import DATASETS
 
-        table = Table("dataset", "protocols", "shape", "classes", "files", "provenance", title="Datasets")
+        table = Table(title="Datasets", show_lines=True)
+        table.add_column("dataset", no_wrap=True)
+        table.add_column("details")
         for name, dataset in DATASETS.items():
             found = dataset.find_files()
-            status = "found" if len(found) == len(dataset.slots) else f"missing {len(dataset.slots) - len(found)} of {len(dataset.slots)}"
-            if found:
-                status += f" ({Path(next(iter(found.values()))).parent})"
-            classes = ", ".join(f"{i}:{c}" for i, c in enumerate(dataset.class_names))
-            table.add_row(name, ", ".join(dataset.protocols), "x".join(map(str, dataset.image_shape)), classes, status, dataset.citation)
+            if len(found) == len(dataset.slots):
+                files = "found in " + ", ".join(sorted({str(p.parent) for p in found.values()}))
+            else:
+                files = f"[yellow]missing {len(dataset.slots) - len(found)} of {len(dataset.slots)} arrays[/] (set BENCH_DATA_DIR, or run once online to download)"
+            novel = dataset.default_novel_class
+            details = "\n".join([
+                f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
+                f"default novel class {novel} ({dataset.class_names[novel]})",
+                "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(dataset.class_names)),
+                f"files: {files}",
+                f"source: {dataset.citation}; licence: {dataset.license}",
+            ])
+            table.add_row(name, details)
     out.print(table)
 
 

@@ -73,6 +73,7 @@ def run_one(
     spec: RunSpec,
     store: ResultStore,
     reporter: Reporter,
+    split_seconds: float = 0.0,
 ) -> dict:
     """Fit, sample, evaluate and store one (method, split, seed, profile); return the record."""
     info = split.info
@@ -83,7 +84,7 @@ def run_one(
     key = RunKey(method_name, info.split_id, spec.profile, seed)
     method = cls(device=spec.device)
     method.reporter = reporter
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"split": split_seconds}
     record = {
         "schema": RECORD_SCHEMA,
         "key": key.to_dict(),
@@ -168,12 +169,14 @@ def run_benchmark(
     outcomes: list[RunOutcome] = []
     for method_name in spec.methods:
         for seed in spec.seeds:
+            split_start = time.perf_counter()
             split = make_split(spec.dataset, spec.shots, seed, spec.novel_class)
+            split_seconds = time.perf_counter() - split_start
             key = RunKey(method_name, split.info.split_id, spec.profile, seed)
             if not spec.overwrite and store.is_complete(key):
                 outcome = RunOutcome(key, "skipped", store.load(key))
             else:
-                record = run_one(method_name, split, spec, store, reporter)
+                record = run_one(method_name, split, spec, store, reporter, split_seconds)
                 outcome = RunOutcome(key, record["status"], record)
             outcomes.append(outcome)
             if on_outcome:

@@ -1,0 +1,38 @@
+"""Shared fixtures. Data tests use the real files found through BENCH_DATA_DIR (CI points it at
+../shared/data); when it is unset and that folder exists beside the checkout, it is used."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_STAGED = REPO.parent / "shared" / "data"
+if not os.environ.get("BENCH_DATA_DIR") and _STAGED.is_dir():
+    os.environ["BENCH_DATA_DIR"] = str(_STAGED)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Caches go to a per-session temporary folder, never the user's home.
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _has(dataset: str) -> bool:
+    from bench.datasets import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return len(spec.find_files()) == len(spec.slots)
+
+
+def requires_data(dataset: str):
+    return pytest.mark.skipif(not _has(dataset), reason=f"{dataset} files not found (set BENCH_DATA_DIR)")
+
+
+@pytest.fixture(scope="session")
+def fashion_split():
+    from bench.splits import make_split
+
+    return make_split("fashion-mnist", shots=4, seed=0)

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.splits import load_dataset
+from conftest import requires_data
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--methods", "vea", "--dataset", "fashion-mnist"], "Did you mean 'vae'?"),
+    (["run", "--methods", "vae", "--dataset", "fashion-mnst"], "Did you mean 'fashion-mnist'?"),
+    (["run", "--methods", "vae", "--dataset", "mnist", "--profile", "quik"], "Did you mean 'quick'?"),
+    (["run", "--methods", "vae", "--dataset", "mnist", "--metrics", "mse,ssmi"], "Did you mean 'ssim'?"),
+    (["run", "--methods", "vae", "--dataset", "mnist", "--shots", "0"], "--shots must be"),
+    (["run", "--methods", "vae", "--dataset", "mnist", "--seeds", "0,x"], "--seeds takes"),
+    (["run", "--methods", "vae", "--dataset", "mnist", "--device", "tpu"], "--device"),
+    (["list", "method"], "Did you mean 'methods'?"),
+])
+def test_bad_names_exit_2_with_valid_choices(args, expected, tmp_path):
+    result = invoke(*args, *(["--results-dir", tmp_path / "r"] if args[0] == "run" else []))
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_list_shows_every_registry():
+    for what, name in (("methods", "vae"), ("metrics", "support_nn_mse"), ("datasets", "fashion-mnist")):
+        result = invoke("list", what)
+        assert result.exit_code == 0 and name in result.output
+
+
+@requires_data("fashion-mnist")
+def test_run_smoke_two_seeds_writes_records_and_leaderboard(tmp_path):
+    result = invoke("run", "--methods", "vae", "--dataset", "fashion-mnist", "--profile", "smoke",
+                    "--seeds", "0,1", "--samples", "60", "--results-dir", tmp_path / "results", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout[result.stdout.index("["):])
+    assert [r["key"]["seed"] for r in records] == [0, 1] and all(r["status"] == "ok" for r in records)
+    assert len(list((tmp_path / "results" / "runs").rglob("*.json"))) == 2
+    board = (tmp_path / "leaderboard.md").read_text()
+    header = next(line for line in board.splitlines() if line.startswith("| method"))
+    assert all(m in header for m in ("mse", "ssim", "support_nn_mse"))
+    assert any(line.startswith("| `vae` | 2 |") for line in board.splitlines())
+
+
+@requires_data("fashion-mnist")
+def test_evaluate_scores_real_images_better_than_noise(tmp_path):
+    _, data = load_dataset("fashion-mnist")
+    real = data.train_images[data.train_labels == 9][-300:, 0]  # uint8 N x H x W
+    noise = np.random.default_rng(0).random((300, 1, 28, 28)).astype(np.float32)  # float N x C x H x W
+    np.savez(tmp_path / "real.npz", samples=real)
+    np.savez(tmp_path / "noise.npz", noise)
+    scores = {}
+    for name in ("real", "noise"):
+        result = invoke("evaluate", "--samples", tmp_path / f"{name}.npz", "--dataset", "fashion-mnist", "--json")
+        assert result.exit_code == 0, result.output
+        scores[name] = json.loads(result.stdout)["metrics"]
+    assert scores["real"]["mse"]["value"] < scores["noise"]["mse"]["value"]
+    assert scores["real"]["ssim"]["value"] > scores["noise"]["ssim"]["value"]
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.full((10, 28, 28), np.nan, dtype=np.float32), "NaN"),
+    (np.zeros((10, 32, 32), dtype=np.uint8), "shape"),
+    (np.full((10, 28, 28), 2.0, dtype=np.float32), "[0, 1]"),
+    (np.zeros((10, 28, 28), dtype=np.int64), "dtype"),
+])
+@requires_data("fashion-mnist")
+def test_evaluate_rejects_bad_sample_files(tmp_path, array, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, samples=array)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke("evaluate", "--samples", path, "--dataset", "fashion-mnist")
+    assert result.exit_code == 2 and message in result.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_check_exits_1_naming_the_regression(tmp_path):
+    from test_leaderboard_check import SPLIT, record
+    from bench.store import ResultStore
+
+    store = ResultStore(tmp_path / "results")
+    store.write(record("vae", 0, 0.08, 0.2))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"schema": 1, "entries": [
+        {"split_id": SPLIT, "profile": "quick", "method": "vae", "metric": "mse", "mean": 0.06}]}))
+    result = invoke("check", "--baseline", baseline, "--results-dir", tmp_path / "results")
+    assert result.exit_code == 1 and "regression: vae mse" in result.output
+    result = invoke("baseline", "--out", tmp_path / "new.json", "--results-dir", tmp_path / "results")
+    assert result.exit_code == 0
+    assert invoke("check", "--baseline", tmp_path / "new.json", "--results-dir", tmp_path / "results").exit_code == 0

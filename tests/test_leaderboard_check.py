@@ -1,0 +1,131 @@
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from bench.check import BaselineError, check, write_baseline
+from bench.leaderboard import write_leaderboard
+from bench.store import ResultStore
+
+SPLIT = "fashion-mnist/novel9-4shot.v1"
+
+
+def record(method, seed, mse=None, ssim=None, status="ok", is_reference=False, profile="quick"):
+    rec = {
+        "schema": 1,
+        "key": {"method": method, "split_id": SPLIT, "profile": profile, "seed": seed},
+        "status": status,
+        "method": {"name": method, "is_reference": is_reference},
+        "evaluation": {"n_samples": 1000},
+        "timings": {"fit": 12.0},
+        "artifacts": {"grid": f"grids/{SPLIT}/{method}/{profile}/seed{seed}.png"},
+    }
+    if status == "ok":
+        rec["metrics"] = {
+            "mse": {"status": "ok", "value": mse},
+            "ssim": {"status": "ok", "value": ssim},
+            "support_nn_mse": {"status": "not_applicable", "reason": "no support images were given"},
+        }
+    else:
+        rec["failure"] = {"reason": "diverged"}
+    return rec
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ResultStore(tmp_path / "results")
+    for rec in [
+        record("vae", 0, 0.06, 0.20), record("vae", 1, 0.07, 0.25), record("vae", 2, 0.05, 0.30),
+        record("gan", 0, 0.09, 0.10), record("gan", 1, status="failed"),
+        record("support-copy", 0, 0.04, 0.50, is_reference=True),
+    ]:
+        s.write(rec)
+    return s
+
+
+def _row(text, method):
+    return next(line for line in text.splitlines() if line.startswith(f"| `{method}`"))
+
+
+def test_leaderboard_rows_are_mean_and_std_over_seeds(store, tmp_path):
+    path, errors = write_leaderboard(store, tmp_path / "leaderboard.md")
+    text = path.read_text()
+    assert not errors
+    assert f"## {SPLIT} · profile `quick`" in text
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert "mse ↓" in header and "ssim ↑" in header
+    assert "support_nn_mse" not in header  # never scored in these records
+    vae = _row(text, "vae")
+    assert f"{statistics.mean([0.06, 0.07, 0.05]):.4f} ± {statistics.stdev([0.06, 0.07, 0.05]):.4f}" in vae
+    assert f"{statistics.mean([0.2, 0.25, 0.3]):.4f} ± {statistics.stdev([0.2, 0.25, 0.3]):.4f}" in vae
+    assert "| 3 |" in vae and f"[grid](results/grids/{SPLIT}/vae/quick/seed0.png)" in vae
+    assert "1 (1 failed)" in _row(text, "gan")
+
+
+def test_reference_rows_get_their_own_table(store, tmp_path):
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    section = text.split("Reference rows (not ranked):")
+    assert len(section) == 2
+    assert "`support-copy`" in section[1] and "`support-copy`" not in section[0]
+
+
+def test_leaderboard_is_a_pure_function_of_the_records(store, tmp_path):
+    first = write_leaderboard(store, tmp_path / "a.md")[0].read_text()
+    second = write_leaderboard(store, tmp_path / "b.md")[0].read_text()
+    assert first == second
+
+
+def test_unreadable_records_are_reported_not_fatal(store, tmp_path):
+    bad = store.root / "runs" / "broken.json"
+    bad.write_text("{not json")
+    path, errors = write_leaderboard(store, tmp_path / "leaderboard.md")
+    assert len(errors) == 1 and "broken.json" in errors[0]
+    assert "`vae`" in path.read_text()
+
+
+def _baseline(tmp_path, entries, **default):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"schema": 1, "default_tolerance": default or {"absolute": 0.0, "relative": 0.1}, "entries": entries}))
+    return path
+
+
+def _entry(method, metric, mean, **tol):
+    entry = {"split_id": SPLIT, "profile": "quick", "method": method, "metric": metric, "mean": mean}
+    if tol:
+        entry["tolerance"] = tol
+    return entry
+
+
+def test_check_follows_each_metrics_direction(store, tmp_path):
+    # vae: mse mean 0.06 (lower is better), ssim mean 0.25 (higher is better).
+    path = _baseline(tmp_path, [
+        _entry("vae", "mse", 0.059),                  # 0.06 within 10% of 0.059: ok
+        _entry("vae", "mse", 0.05),                   # 0.06 > 0.05 + 0.005: regression
+        _entry("vae", "mse", 0.07),                   # better than baseline: ok
+        _entry("vae", "ssim", 0.30, absolute=0.01),  # 0.25 < 0.30 - 0.03: regression
+        _entry("vae", "ssim", 0.20),                  # better: ok
+        _entry("dcgan", "mse", 0.1),                  # no current result: regression
+    ])
+    verdicts = [row.regressed for row in check(store, path)]
+    assert verdicts == [False, True, False, True, False, True]
+
+
+def test_written_baseline_passes_against_its_own_results(store, tmp_path):
+    count = write_baseline(store, tmp_path / "b.json", relative=0.05, absolute=0.0)
+    assert count == 6  # mse and ssim of vae, gan and support-copy; not-applicable metrics have no entry
+    assert not any(row.regressed for row in check(store, tmp_path / "b.json"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "not a baseline file"),
+    ("{", "not valid JSON"),
+    ('{"schema": 1, "entries": [{"method": "vae"}]}', "lacks"),
+])
+def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=message):
+        check(store, path)
+    with pytest.raises(BaselineError, match="no such baseline"):
+        check(store, tmp_path / "missing.json")

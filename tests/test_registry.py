@@ -1,0 +1,70 @@
+import pytest
+
+from bench.datasets import DATASETS
+from bench.method import CAPABILITIES, PROFILES, Method
+from bench.registry import Registry, UnknownNameError
+from methods import METHODS
+from metrics import METRICS
+
+
+def test_unknown_names_list_valid_ones_and_suggest():
+    with pytest.raises(UnknownNameError) as info:
+        METHODS.get("vea")
+    message = str(info.value)
+    assert "Did you mean 'vae'?" in message
+    assert "vae" in message.split("Valid methods:")[1]
+
+
+def test_hyphen_and_underscore_spellings_resolve_to_one_entry():
+    assert DATASETS.get("fashion_mnist") is DATASETS.get("fashion-mnist")
+    assert METRICS.get("support-nn-mse") is METRICS.get("support_nn_mse")
+
+
+def test_resolve_all_and_lists():
+    assert METHODS.resolve("all") == METHODS.names()
+    assert METRICS.resolve("ssim, mse,ssim") == ["ssim", "mse"]
+    with pytest.raises(UnknownNameError):
+        METRICS.resolve("mse,fidd")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_registered_methods_follow_the_protocol(name):
+    cls = METHODS.get(name)
+    assert issubclass(cls, Method)
+    assert cls.__module__ == f"methods.{name.replace('-', '_')}"
+    assert set(PROFILES) <= set(cls.profiles)
+    for capability in cls.capabilities:
+        assert capability in CAPABILITIES
+    assert cls.reference and cls.title
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_registered_metrics_carry_metadata(name):
+    metric = METRICS.get(name)
+    assert metric.name == name
+    assert metric.higher_is_better in (True, False, None)
+    assert metric.needs and metric.version and metric.reference and metric.definition
+
+
+def test_method_missing_a_declared_capability_is_refused():
+    class Broken(Method):
+        Config = METHODS.get("vae").Config
+        Budget = METHODS.get("vae").Budget
+        profiles = METHODS.get("vae").profiles
+        capabilities = frozenset({"log_likelihood"})
+
+        def fit(self, task, budget, seed):
+            pass
+
+        def sample(self, n, generator):
+            pass
+
+    with pytest.raises(TypeError, match="log_likelihood"):
+        Broken.validate_definition("broken")
+
+
+def test_duplicate_registration_is_refused():
+    registry = Registry("thing", "methods")
+    registry.register(object(), "x.alpha")
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(object(), "y.alpha")
