@@ -32,7 +32,7 @@ class VAEConfig:
     kl_weight: float = 1.0
     batch_size: int = 64
     pretrain_lr: float = 1e-3
-    finetune_lr: float = 2e-4
+    finetune_lr: float = 1e-3
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -77,7 +77,8 @@ class ConvVAE(nn.Module):
 def negative_elbo(model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+    # Noise is drawn on the CPU generator and moved, so CPU and CUDA runs draw the same numbers.
+    eps = torch.randn(mean.shape, generator=generator).to(mean.device)
     z = mean + eps * torch.exp(0.5 * logvar)
     logits = model.decode_logits(z)
     reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
@@ -94,7 +95,7 @@ class VAE(Method):
     Budget = VAEBudget
     profiles = {
         "smoke": VAEBudget(pretrain_steps=20, finetune_steps=10, pool_size=32),
-        "quick": VAEBudget(pretrain_steps=3000, finetune_steps=300, pool_size=300),
+        "quick": VAEBudget(pretrain_steps=3000, finetune_steps=600, pool_size=300),
         # The transfer protocol of the FIGR report: 20 epochs of the 54,000 base images at
         # batch 64 (16,880 steps), then the support set augmented 4 -> 300.
         "paper": VAEBudget(pretrain_steps=16880, finetune_steps=1000, pool_size=300),
