@@ -35,6 +35,13 @@ def evaluate(
         capabilities=frozenset(getattr(model, "capabilities", ())),
         seed=seed,
     )
+    # Measurement facts every card carries; metrics add their own (implementation, features, ...).
+    measured = {
+        "n_samples": int(samples.shape[0]),
+        "n_reference": None if reference is None else int(reference.shape[0]),
+        "n_support": None if support is None else int(support.shape[0]),
+        "image_shape": list(samples.shape[1:]),
+    }
     outcomes: dict[str, dict] = {}
     timings: dict[str, float] = {}
     handle = (reporter or NullReporter()).task("evaluate", len(names))
@@ -44,13 +51,13 @@ def evaluate(
             start = time.perf_counter()
             missing = metric.missing_needs(inputs)
             if missing:
-                outcomes[name] = {"status": "not_applicable", "reason": "; ".join(missing), **metric.card()}
+                outcomes[name] = {"status": "not_applicable", "reason": "; ".join(missing), "card": metric.card(**measured)}
             else:
                 try:
                     result = metric.compute(inputs)
-                    outcomes[name] = {"status": "ok", "value": result.value, **result.details, **metric.card()}
+                    outcomes[name] = {"status": "ok", "value": result.value, **result.details, "card": metric.card(**measured, **result.card)}
                 except Exception as exc:  # recorded, not raised: one broken metric must not sink a sweep
-                    outcomes[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}", **metric.card()}
+                    outcomes[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "card": metric.card(**measured)}
             timings[name] = time.perf_counter() - start
             handle.advance()
     finally:

@@ -37,8 +37,16 @@ class EvalInputs:
 
 @dataclass(frozen=True)
 class MetricResult:
+    """A metric's value, extra numbers (`details`, e.g. a std) and how it was measured (`card`).
+
+    `card` holds what is needed to compare two values: implementation and library version,
+    feature extractor and its weights hash, image size and resize filter, sample counts. The
+    harness adds the metric's version, direction and reference to it.
+    """
+
     value: float
     details: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,9 +77,9 @@ class Metric:
     def arrow(self) -> str:
         return {True: "↑", False: "↓", None: "·"}[self.higher_is_better]
 
-    def card(self) -> dict:
+    def card(self, **measured) -> dict:
         """How this metric was measured: stored next to every value."""
-        return {"version": self.version, "higher_is_better": self.higher_is_better, "reference": self.reference}
+        return {"version": self.version, "higher_is_better": self.higher_is_better, "reference": self.reference, **measured}
 
 
 METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_")

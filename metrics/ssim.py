@@ -6,7 +6,7 @@ same pairing as `mse`). SSIM: scikit-image defaults (7x7 uniform window, K1=0.01
 `data_range=1.0`, averaged over channels.
 """
 
-import numpy as np
+import skimage
 from skimage.metrics import structural_similarity
 
 from metrics import EvalInputs, Metric, MetricResult, register
@@ -23,7 +23,7 @@ def mean_nearest_ssim(inputs: EvalInputs) -> MetricResult:
     value = structural_similarity(
         samples.reshape(n * c, h, w), partners.reshape(n * c, h, w), data_range=1.0, channel_axis=0
     )
-    return MetricResult(float(value))
+    return MetricResult(float(value), card={"implementation": f"scikit-image {skimage.__version__} structural_similarity"})
 
 
 METRIC = register(
