@@ -228,7 +228,14 @@ def evaluate_samples(
         fail(str(exc))
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
-    outcomes, timings = evaluate(images, reference=split.reference, support=split.task.support, metric_names=metric_list)
+    outcomes, timings = evaluate(
+        images,
+        reference=split.reference,
+        support=split.task.support,
+        dataset=split.info.dataset,
+        novel_class=split.info.novel_class,
+        metric_names=metric_list,
+    )
     result = {
         "samples": str(samples),
         "n_samples": int(images.shape[0]),

@@ -20,20 +20,30 @@ def evaluate(
     *,
     reference: torch.Tensor | None,
     support: torch.Tensor | None = None,
+    dataset: str | None = None,
+    novel_class: int | None = None,
     model: Any = None,
     metric_names: list[str] | None = None,
     seed: int = 0,
+    settings: dict | None = None,
     reporter: Reporter | None = None,
 ) -> tuple[dict[str, dict], dict[str, float]]:
-    """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`."""
+    """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`.
+
+    `settings` is handed to every metric as `EvalInputs.settings` (e.g. the number of importance
+    samples of `nll`); each metric records the settings it used in its card.
+    """
     names = metric_names if metric_names is not None else METRICS.names()
     inputs = EvalInputs(
         samples=samples,
         reference=reference,
         support=support,
+        dataset=dataset,
+        novel_class=novel_class,
         model=model,
         capabilities=frozenset(getattr(model, "capabilities", ())),
         seed=seed,
+        settings=dict(settings or {}),
     )
     # Measurement facts every card carries; metrics add their own (implementation, features, ...).
     measured = {

@@ -11,8 +11,17 @@ steps or epochs, never wall-clock), named budgets in `profiles` (`smoke`, `quick
 Optional capabilities are declared in `capabilities`, never guessed from attributes:
 
 - `"latent"`: `latent_dim`, `sample_latent(n, generator)` and `decode(z)`; samples are
-  `decode(sample_latent(...))` (LPIPS backtracking inverts `decode`);
-- `"log_likelihood"`: `log_likelihood(x)`, nats per image (for NLL);
+  `decode(sample_latent(...))`, and `decode` is differentiable in z (LPIPS backtracking
+  optimises latents through it);
+- `"log_likelihood"`: `log_likelihood(x, num_samples=1000, generator=None) -> Tensor`: for
+  images x (n, C, H, W) in [0, 1], a float64 CPU tensor (n,) of log p(x) in nats per image,
+  estimated with `num_samples` importance samples (latent-variable methods reuse
+  `bench.likelihood.iwae_log_likelihood`), noise drawn only from the CPU `generator` (None: a
+  generator seeded with 0). For grey-scale data the observation is the binarised image
+  (x > 0.5): the `nll` metric passes binarised images, and a Bernoulli method binarises its
+  input itself too (a no-op on 0/1 images), so any [0, 1] input is scored as its binarisation.
+  It runs without gradients in eval mode (e.g. BatchNorm running statistics) and restores the
+  model's mode;
 - `"reconstruct"`: `reconstruct(x)`;
 - `"embed"`: `embed(x)`, a feature vector per image (for latent-space plots).
 

@@ -8,6 +8,14 @@ weights on the pool) applied to a VAE.
 Loss (negative ELBO per image, nats): Bernoulli reconstruction cross-entropy summed over
 pixels + `kl_weight` * KL(q(z|x) || N(0, I)). Samples are the decoder's mean image
 sigmoid(decoder(z)) for z ~ N(0, I).
+
+Log-likelihood (capability `log_likelihood`, for the `nll` metric): the observation model is
+Bernoulli(sigmoid(decoder(z))) on BINARISED images, x_bin = (x > 0.5). Training uses the
+same Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; it is not a
+normalised density for non-binary x), so evaluation binarises: `log_likelihood` binarises its
+input itself (a no-op on images that are already 0/1, which is what `nll` passes). log p(x)
+is the IWAE estimate of `bench.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
+with the model in eval mode (BatchNorm uses its running statistics).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.augment import AugmentConfig, augment
+from bench.likelihood import iwae_log_likelihood
 from bench.method import Method
 from bench.splits import FewShotTask
 from bench.training import make_generator, minibatches, optimise, seeded_init
@@ -74,6 +83,16 @@ class ConvVAE(nn.Module):
         return self.decoder(self.decoder_input(z).view(-1, *self.feature_shape))
 
 
+def binarise(x: torch.Tensor) -> torch.Tensor:
+    """The evaluation observation: 1 where x > 0.5, else 0 (same dtype as x)."""
+    return (x > 0.5).to(x.dtype)
+
+
+def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log Bernoulli(x; sigmoid(logits)) summed over all but the first dimension: (m, ...) -> (m,)."""
+    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
 def negative_elbo(model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
@@ -100,7 +119,10 @@ class VAE(Method):
         # batch 64 (16,880 steps), then the support set augmented 4 -> 300.
         "paper": VAEBudget(pretrain_steps=16880, finetune_steps=1000, pool_size=300),
     }
-    capabilities = frozenset({"latent", "reconstruct", "embed"})
+    capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed"})
+    # Images per encoder pass and (image, importance sample) pairs per decoder pass in log_likelihood.
+    likelihood_batch_size: int = 64
+    likelihood_chunk_size: int = 2048
 
     def fit(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
         cfg = self.config
@@ -134,10 +156,11 @@ class VAE(Method):
     def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
-    @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        # Differentiable in z: LPIPS backtracking optimises latents through it.
         return torch.sigmoid(self.model.decode_logits(z.to(self.device))).cpu()
 
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = self.sample_latent(n, generator)
         return torch.cat([self.decode(chunk) for chunk in z.split(self.sample_batch_size)])
@@ -146,6 +169,33 @@ class VAE(Method):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         mean, _ = self.model.encode(x.to(self.device))
         return self.decode(mean)
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """IWAE estimate of log p(x) in nats per image, (n,) float64 on the CPU.
+
+        `x` (n, C, H, W) in [0, 1] is binarised at 0.5 first (see the module docstring);
+        `num_samples` importance samples per image; noise from the CPU `generator` (default:
+        a generator seeded with 0, so the call is deterministic).
+        """
+        generator = generator if generator is not None else make_generator(0)
+        model = self.model
+        was_training = model.training
+        model.eval()  # BatchNorm must use its running statistics, not the batch's
+        try:
+            return iwae_log_likelihood(
+                binarise(x.float()).to(self.device),
+                model.encode,
+                lambda x_rows, z: bernoulli_log_prob(model.decode_logits(z), x_rows),
+                num_samples,
+                generator,
+                batch_size=self.likelihood_batch_size,
+                chunk_size=self.likelihood_chunk_size,
+            )
+        finally:
+            model.train(was_training)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

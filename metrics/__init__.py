@@ -5,6 +5,8 @@ pure function of an `EvalInputs`. What a metric needs is declared in `needs`:
 
 - `"reference"`: the evaluation reference images (the novel class's test images);
 - `"support"`: the k support images the method was given;
+- `"dataset"`, `"novel_class"`: which dataset (and class) the samples belong to, for metrics
+  that use the dataset's domain evaluator;
 - `"capability:<name>"`: a method capability (see `bench.method`), e.g. `capability:log_likelihood`.
 
 When a need is not met the harness records the metric as not applicable with the reason;
@@ -28,9 +30,15 @@ class EvalInputs:
     samples: torch.Tensor
     reference: torch.Tensor | None = None
     support: torch.Tensor | None = None
+    dataset: str | None = None  # registry name: selects the domain evaluator
+    novel_class: int | None = None  # the class the samples should depict
     model: Any = None  # a fitted method, for capability metrics
     capabilities: frozenset[str] = frozenset()
     seed: int = 0
+    # Per-run evaluation settings chosen by the caller (the runner sets them per profile, see
+    # `bench.runner.EVAL_SETTINGS`), e.g. {"nll_importance_samples": 100, "nll_max_images": 1000}.
+    # A metric reads its own keys, falls back to a stated default and records what it used in its card.
+    settings: dict = field(default_factory=dict)
     # Shared by the metrics of one evaluation (e.g. nearest-neighbour indices used by mse and ssim).
     cache: dict = field(default_factory=dict)
 
@@ -47,6 +55,14 @@ class MetricResult:
     value: float
     details: dict = field(default_factory=dict)
     card: dict = field(default_factory=dict)
+
+
+_NEED_MESSAGES = {
+    "reference": "no evaluation reference images were given",
+    "support": "no support images were given",
+    "dataset": "no dataset was named (the domain evaluator is trained per dataset)",
+    "novel_class": "no target class was given",
+}
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,7 @@ class Metric:
                 if inputs.model is None or capability not in inputs.capabilities:
                     missing.append(f"the method has no '{capability}' capability")
             elif getattr(inputs, need, None) is None:
-                missing.append(f"no {need} images were given")
+                missing.append(_NEED_MESSAGES.get(need, f"no {need} was given"))
         return missing
 
     @property

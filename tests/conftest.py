@@ -14,10 +14,14 @@ if not os.environ.get("BENCH_DATA_DIR") and _STAGED.is_dir():
     os.environ["BENCH_DATA_DIR"] = str(_STAGED)
 
 
+# Caches (trained domain evaluators) go to BENCH_CACHE_DIR when set (CI sets it, so evaluators
+# are trained once per CI run), else to a per-session temporary folder, never the user's home.
+_CACHE = os.environ.get("BENCH_CACHE_DIR")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Caches go to a per-session temporary folder, never the user's home.
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("BENCH_CACHE_DIR", _CACHE or str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def _has(dataset: str) -> bool:

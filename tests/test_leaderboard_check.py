@@ -129,3 +129,29 @@ def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message
         check(store, path)
     with pytest.raises(BaselineError, match="no such baseline"):
         check(store, tmp_path / "missing.json")
+
+
+def test_bootstrap_interval_brackets_the_mean_within_the_range_of_seeds():
+    import numpy as np
+
+    from bench.leaderboard import bootstrap_interval
+
+    values = np.array([0.06, 0.07, 0.05, 0.09])
+    low, high = bootstrap_interval(values)
+    assert values.min() <= low < values.mean() < high <= values.max()
+    assert bootstrap_interval(np.array([0.3, 0.3, 0.3])) == (0.3, 0.3)
+
+
+def test_values_measured_with_different_cards_are_not_silently_compared(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    a, b = record("vae", 0, 0.06, 0.2), record("gan", 0, 0.08, 0.1)
+    a["metrics"]["mse"]["card"] = {"n_samples": 1000}
+    b["metrics"]["mse"]["card"] = {"n_samples": 200}
+    c = record("vae", 1, 0.07, 0.2)
+    c["metrics"]["mse"]["card"] = {"n_samples": 500}
+    for rec in (a, b, c):
+        store.write(rec)
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    assert "Not comparable across rows: mse" in text
+    assert "cards differ across seeds" in _row(text, "vae")
+    assert "(card " in _row(text, "gan")

@@ -43,7 +43,8 @@ def test_registered_metrics_carry_metadata(name):
     metric = METRICS.get(name)
     assert metric.name == name
     assert metric.higher_is_better in (True, False, None)
-    assert metric.needs and metric.version and metric.reference and metric.definition
+    assert isinstance(metric.needs, frozenset)
+    assert metric.version and metric.reference and metric.definition
 
 
 def test_method_missing_a_declared_capability_is_refused():

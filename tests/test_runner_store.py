@@ -144,3 +144,15 @@ def test_killed_run_leaves_no_record(tmp_path):
     # The finished vae run is stored; the killed run left neither a record nor a temporary file.
     assert records == ["seed0.json"]
     assert json.loads(next((tmp_path / "results" / "runs").rglob("seed0.json")).read_text())["key"]["method"] == "vae"
+
+
+def test_a_stored_run_measured_on_other_data_is_stale_and_rerun(tmp_path):
+    store = ResultStore(tmp_path)
+    spec = RunSpec(["vae"], seeds=[0], **SMOKE)
+    run_benchmark(spec, store)
+    key = RunKey("vae", "fashion-mnist/novel9-4shot.v1", "smoke", 0)
+    record = store.load(key)
+    record["split"]["sha256"] = "0" * 64  # as if measured on different files
+    store.write(record)
+    assert run_benchmark(spec, store)[0].status == "ok"
+    assert store.load(key)["split"]["sha256"] != "0" * 64

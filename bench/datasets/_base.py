@@ -131,6 +131,8 @@ class ImageDataset:
     license: str
     default_novel_class: int
     allows_hflip: bool
+    # The domain evaluator (bench/evaluator.py) is refused below this test accuracy.
+    evaluator_min_accuracy: float = 0.9
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
 

@@ -31,6 +31,7 @@ DATASET = DATASETS.register(
         license="MIT, (c) Zalando SE",
         default_novel_class=9,
         allows_hflip=True,
+        evaluator_min_accuracy=0.90,
         notes="Debian package dataset-fashion-mnist ships the canonical files under /usr/share/datasets/fashion-mnist/.",
     ),
     __name__,

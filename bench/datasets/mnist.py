@@ -45,6 +45,7 @@ DATASET = DATASETS.register(
         license="CC BY-SA 3.0 (as distributed by its authors)",
         default_novel_class=9,
         allows_hflip=False,
+        evaluator_min_accuracy=0.99,
         notes="Reference (test) images are always the canonical t10k files.",
     ),
     __name__,

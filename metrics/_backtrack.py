@@ -1,0 +1,134 @@
+"""LPIPS backtracking (Liu et al., FastGAN, ICLR 2021), shared by `lpips_backtrack` and `lpips_backtrack_support`.
+
+For each target image x, optimise a latent code z so that the method's generator G(z)
+reconstructs x, and report the perceptual distance of the best reconstruction:
+
+    d(x) = min over R restarts of  D(G(z_T), x),   z_0 ~ the method's latent prior,
+    z_{t+1} = Adam step on D(G(z_t), x),  T iterations, learning rate `lr`.
+
+All targets and restarts are optimised together as one batch. A generator that can reach
+held-out images of the class (small d) models the class; one that reaches only its support
+images memorises them: the gap between the held-out and support scores is the diagnostic.
+
+D is LPIPS (Zhang et al., CVPR 2018, AlexNet, the `lpips` package's linear heads) when the
+AlexNet backbone weights are in torch's hub cache; otherwise the domain perceptual distance:
+the unweighted LPIPS form on the domain evaluator's two conv blocks,
+D(x, y) = sum_l mean_hw || f_l(x)/|f_l(x)| - f_l(y)/|f_l(y)| ||^2 (channel-normalised).
+The card says which was used; `perceptual_distance` in the settings forces one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from metrics import EvalInputs
+
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+DEFAULTS = {"backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05}
+LPIPS_MIN_SIDE = 64  # AlexNet's pooling fails below about 32 px; LPIPS is computed at 64 px or more
+
+
+def alexnet_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+
+
+def _normalise(features: torch.Tensor) -> torch.Tensor:
+    return features / (features.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+
+
+def domain_distance(dataset: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+    from bench.evaluator import load_domain_evaluator
+
+    evaluator = load_domain_evaluator(dataset)
+    model = evaluator.model
+
+    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for fx, fy in zip(model.conv_features(x), model.conv_features(y)):
+            total = total + (_normalise(fx) - _normalise(fy)).pow(2).sum(1).mean((1, 2))
+        return total
+
+    card = {
+        "distance": "domain perceptual distance (unweighted LPIPS form on the domain evaluator's conv blocks)",
+        "distance_weights_sha256": evaluator.card["weights_sha256"],
+    }
+    return distance, card
+
+
+def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+    weights = alexnet_weights_path()
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"LPIPS needs the AlexNet backbone weights at {weights} (torchvision downloads them when online); "
+            "offline, copy the file there or use perceptual_distance='domain'"
+        )
+    import lpips
+
+    net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
+
+    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        def prepare(images: torch.Tensor) -> torch.Tensor:
+            if images.shape[1] == 1:
+                images = images.repeat(1, 3, 1, 1)
+            side = min(images.shape[-2:])
+            if side < LPIPS_MIN_SIDE:
+                scale = LPIPS_MIN_SIDE / side
+                images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+            return images * 2 - 1
+
+        return net(prepare(x), prepare(y)).flatten()
+
+    card = {"distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
+                        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px"}
+    return distance, card
+
+
+def choose_distance(inputs: EvalInputs):
+    choice = inputs.settings.get("perceptual_distance", "auto")
+    if choice == "lpips" or (choice == "auto" and alexnet_weights_path().is_file()):
+        return lpips_distance()
+    if choice in ("domain", "auto"):
+        return domain_distance(inputs.dataset)
+    raise ValueError(f"unknown perceptual_distance '{choice}' (valid: auto, lpips, domain)")
+
+
+def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[torch.Tensor, dict]:
+    """Per-target best perceptual distance after optimising latents of `inputs.model`, and the card."""
+    settings = {key: inputs.settings.get(key, default) for key, default in DEFAULTS.items()}
+    cache_key = ("backtrack", label)
+    if cache_key in inputs.cache:
+        return inputs.cache[cache_key]
+    distance, card = choose_distance(inputs)
+    model = inputs.model
+    n = min(len(targets), settings["backtrack_images"])
+    targets = targets[:n]
+    restarts = settings["backtrack_restarts"]
+    generator = torch.Generator().manual_seed(inputs.seed)
+    z = model.sample_latent(n * restarts, generator).clone().requires_grad_(True)
+    repeated = targets.repeat(restarts, 1, 1, 1)
+    optimizer = torch.optim.Adam([z], lr=settings["backtrack_lr"])
+    with torch.enable_grad():
+        for _ in range(settings["backtrack_steps"]):
+            loss = distance(model.decode(z), repeated).sum()
+            optimizer.zero_grad(set_to_none=True)
+            (grad,) = torch.autograd.grad(loss, z)
+            z.grad = grad
+            optimizer.step()
+    with torch.no_grad():
+        final = distance(model.decode(z), repeated).view(restarts, n)
+    best = final.min(0).values
+    card.update({
+        "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
+        "targets": f"first {n} {label} images",
+        "n_targets": n,
+        "steps": settings["backtrack_steps"],
+        "restarts": restarts,
+        "lr": settings["backtrack_lr"],
+    })
+    inputs.cache[cache_key] = (best, card)
+    return best, card

@@ -1,0 +1,157 @@
+"""One torch-fidelity pass shared by fid, kid, precision and recall.
+
+torch-fidelity computes all four from one feature extraction per input. Two feature spaces:
+
+- `domain` (default, offline): the project's domain evaluator (`bench/evaluator.py`),
+  registered with torch-fidelity as the feature extractor `bench-domain`; features are its
+  128-d penultimate layer.
+- `inception-v3-compat`: torch-fidelity's standard InceptionV3 (the numbers papers call FID),
+  grey-scale images repeated to 3 channels and resized to 299 by torch-fidelity. Needs the
+  weights file in torch's hub cache (torch-fidelity downloads it when online).
+
+Images reach torch-fidelity as uint8 (the samples rounded to 0..255, exactly what the store
+keeps), so scoring a stored sample file reproduces the run's numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+from pathlib import Path
+
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+from metrics import EvalInputs
+
+DOMAIN_EXTRACTOR = "bench-domain"
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+KID_SUBSETS = 100
+PRC_NEIGHBOURHOOD = 3
+
+
+class DomainFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of a trained domain evaluator checkpoint (`feature_extractor_weights_path`)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        from bench.evaluator import DomainCNN
+
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator checkpoint)")
+        checkpoint = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        self.model = DomainCNN(tuple(checkpoint["image_shape"]), checkpoint["num_classes"], checkpoint["card"]["config"]["width"])
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("features", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "features"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return None
+
+    def forward(self, x):
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        features, logits = self.model(x)
+        provided = {"features": features, "logits": logits}
+        return tuple(provided[name] for name in self.features_list)
+
+
+if DOMAIN_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(DOMAIN_EXTRACTOR, DomainFeatureExtractor)
+
+
+class _Images(torch.utils.data.Dataset):
+    """torch-fidelity wants a Dataset whose items are tensors (not tuples)."""
+
+    def __init__(self, images: torch.Tensor, channels: int = 0):
+        uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        self.images = uint8.repeat(1, channels // uint8.shape[1], 1, 1) if channels > uint8.shape[1] else uint8
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def inception_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+
+
+def feature_space(inputs: EvalInputs) -> str:
+    return inputs.settings.get("feature_extractor", "domain")
+
+
+def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
+    """torch-fidelity's FID, KID and precision/recall for samples vs reference, and their card (cached per evaluation)."""
+    if "fidelity" in inputs.cache:
+        return inputs.cache["fidelity"]
+    n_samples, n_reference = len(inputs.samples), len(inputs.reference)
+    subset = min(1000, n_samples, n_reference)
+    kwargs = dict(
+        fid=True, kid=True, prc=True,
+        kid_subsets=KID_SUBSETS, kid_subset_size=subset, prc_neighborhood=PRC_NEIGHBOURHOOD,
+        cuda=torch.cuda.is_available() and inputs.settings.get("device", "cpu").startswith("cuda"),
+        save_cpu_ram=True, verbose=False, rng_seed=inputs.seed % (2**31), batch_size=500,
+    )
+    space = feature_space(inputs)
+    if space == "domain":
+        from bench.evaluator import load_domain_evaluator
+
+        evaluator = load_domain_evaluator(inputs.dataset)
+        channels = 0
+        kwargs.update(feature_extractor=DOMAIN_EXTRACTOR, feature_extractor_weights_path=str(evaluator.path))
+        card = {
+            "feature_extractor": f"domain evaluator {evaluator.card['architecture']} ({evaluator.card['feature_dim']}-d penultimate layer)",
+            "feature_weights_sha256": evaluator.card["weights_sha256"],
+            "feature_dim": evaluator.card["feature_dim"],
+            "evaluator_test_accuracy": evaluator.card["test_accuracy"],
+            "resize": "none (native resolution)",
+        }
+    elif space == INCEPTION_EXTRACTOR:
+        weights = inception_weights_path()
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"InceptionV3 weights not found: {weights}. torch-fidelity downloads them on first use when online; "
+                f"offline, copy {INCEPTION_WEIGHTS} there (or use the default domain feature space)"
+            )
+        channels = 3
+        kwargs.update(feature_extractor=INCEPTION_EXTRACTOR, feature_extractor_weights_path=str(weights))
+        card = {
+            "feature_extractor": "InceptionV3 (torch-fidelity inception-v3-compat, 2048-d pool3)",
+            "feature_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "feature_dim": 2048,
+            "resize": "torch-fidelity bilinear (TF1.x-compatible) to 299x299; grey-scale repeated to 3 channels",
+        }
+    else:
+        raise ValueError(f"unknown feature space '{space}' (valid: domain, {INCEPTION_EXTRACTOR})")
+    try:
+        scores = torch_fidelity.calculate_metrics(
+            input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
+        )
+    except urllib.error.URLError as exc:
+        raise FileNotFoundError(f"torch-fidelity tried to download weights and could not ({exc})") from exc
+    card.update({
+        "implementation": f"torch-fidelity {torch_fidelity.__version__}",
+        "kid_subsets": KID_SUBSETS,
+        "kid_subset_size": subset,
+        "prc_neighbourhood": PRC_NEIGHBOURHOOD,
+        "input": "uint8 (samples rounded to 0..255)",
+    })
+    inputs.cache["fidelity"] = (scores, card)
+    return scores, card
+

@@ -1,0 +1,86 @@
+"""Negative log-likelihood of the held-out novel-class images, in nats per image (IWAE estimate).
+
+Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
+shared in `bench.likelihood`). The images scored are the evaluation reference (the novel
+class's TEST images, never shown to the method), binarised at 0.5: the observation model of
+the benchmark's grey-scale data is Bernoulli on binarised images, so every method is scored
+on the same 0/1 data. The method computes log p(x) through its `log_likelihood` capability.
+
+Settings (`EvalInputs.settings`, set per profile in `bench.runner.EVAL_SETTINGS`):
+`nll_importance_samples` (K, default `DEFAULT_IMPORTANCE_SAMPLES`) and `nll_max_images`
+(score the first N reference images in the split's fixed order; None or absent = all). The
+IWAE estimate is a stochastic lower bound on log p(x) that tightens with K, so the NLL is an
+upper bound that decreases with K: values are comparable only at the same K (in the card).
+Noise comes from a CPU generator seeded with `EvalInputs.seed`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from metrics import EvalInputs, Metric, MetricResult, register
+
+DEFAULT_IMPORTANCE_SAMPLES = 100
+OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
+
+
+def binarise(x: torch.Tensor) -> torch.Tensor:
+    return (x > 0.5).to(torch.float32)
+
+
+def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
+    settings = inputs.settings
+    k = int(settings.get("nll_importance_samples", DEFAULT_IMPORTANCE_SAMPLES))
+    max_images = settings.get("nll_max_images")
+    reference = inputs.reference if max_images is None else inputs.reference[: int(max_images)]
+    if reference.shape[1] != 1:
+        raise ValueError(f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels")
+    if reference.shape[0] == 0:
+        raise ValueError("no reference images to score")
+    x = binarise(reference)
+    generator = torch.Generator().manual_seed(inputs.seed)
+    log_px = torch.as_tensor(inputs.model.log_likelihood(x, k, generator)).double().cpu()
+    if log_px.shape != (x.shape[0],):
+        raise ValueError(f"log_likelihood returned shape {tuple(log_px.shape)}, expected ({x.shape[0]},)")
+    if not torch.isfinite(log_px).all():
+        raise ValueError(f"log_likelihood returned {int((~torch.isfinite(log_px)).sum())} non-finite values")
+    nll = -log_px
+    n = nll.shape[0]
+    mean = float(nll.mean())
+    std = float(nll.std()) if n > 1 else 0.0
+    dims = x[0].numel()
+    return MetricResult(
+        mean,
+        details={
+            "std": std,  # spread over images
+            "sem": std / math.sqrt(n),  # standard error of the mean over images
+            "bits_per_dim": mean / (dims * math.log(2)),
+        },
+        card={
+            "estimator": "IWAE",
+            "importance_samples": k,
+            "observation_model": OBSERVATION_MODEL,
+            "n_images": n,
+            "image_selection": "all" if n == inputs.reference.shape[0] else f"first {n} of the evaluation reference",
+            "units": "nats per image",
+            "noise_seed": inputs.seed,
+        },
+    )
+
+
+METRIC = register(
+    Metric(
+        compute=negative_log_likelihood,
+        higher_is_better=False,
+        needs=frozenset({"reference", "capability:log_likelihood"}),
+        version="1",
+        reference="Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016",
+        definition=(
+            "Mean over the evaluation-reference images (binarised at 0.5) of -log p(x) in nats per image, "
+            "log p(x) estimated by the method with K importance samples (IWAE, K in the card)."
+        ),
+    ),
+    __name__,
+)

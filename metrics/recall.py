@@ -1,0 +1,30 @@
+"""Improved recall (Kynkäänniemi et al., NeurIPS 2019), k = 3, computed by torch-fidelity.
+
+The fraction of reference images that fall inside the sample manifold (the union of the
+samples' 3-NN balls). Low recall = the samples cover little of the class (mode collapse,
+copies of the support set).
+"""
+
+from metrics import EvalInputs, Metric, MetricResult, register
+from metrics._fidelity import fidelity_scores
+
+
+def improved_recall(inputs: EvalInputs) -> MetricResult:
+    scores, card = fidelity_scores(inputs)
+    return MetricResult(float(scores["recall"]), {}, card)
+
+
+METRIC = register(
+    Metric(
+        compute=improved_recall,
+        higher_is_better=True,
+        needs=frozenset({"reference", "dataset"}),
+        version="1",
+        reference="Kynkäänniemi et al., Improved Precision and Recall Metric for Assessing Generative Models, NeurIPS 2019",
+        definition=(
+            "Fraction of reference images inside the union of k-NN balls (k=3) of the sample features "
+            "(how much of the class the samples cover), computed by torch-fidelity."
+        ),
+    ),
+    __name__,
+)
