@@ -186,18 +186,20 @@ def run(
 
 
 def _print_run_summary(summary, metric_list) -> None:
-    from metrics import METRICS
+    """One column per run, one row per metric: a dozen metrics do not fit across a terminal."""
+    from metrics import METRICS, in_display_order
 
-    names = metric_list or METRICS.names()
-    table = Table("method", "seed", "status", *[f"{n} {METRICS.get(n).arrow}" for n in names], "fit s", title="Runs")
-    for outcome in summary:
-        record = outcome.record or {}
+    names = metric_list or in_display_order(METRICS.names())
+    table = Table("metric", *[f"{o.key.method} s{o.key.seed}" for o in summary], title="Runs")
+    table.add_row("status", *[o.status for o in summary], end_section=True)
+    for name in names:
         cells = []
-        for name in names:
-            result = record.get("metrics", {}).get(name, {})
-            cells.append(f"{result['value']:.4g}" if result.get("status") == "ok" else result.get("status", "-"))
-        fit = record.get("timings", {}).get("fit")
-        table.add_row(outcome.key.method, str(outcome.key.seed), outcome.status, *cells, f"{fit:.1f}" if fit else "-")
+        for outcome in summary:
+            result = (outcome.record or {}).get("metrics", {}).get(name, {})
+            cells.append(f"{result['value']:.4g}" if result.get("status") == "ok" else result.get("status", "-").replace("_", " "))
+        table.add_row(f"{name} {METRICS.get(name).arrow}", *cells)
+    fits = [(outcome.record or {}).get("timings", {}).get("fit") for outcome in summary]
+    table.add_row("fit seconds", *[f"{fit:.1f}" if fit else "-" for fit in fits], end_section=False)
     out.print(table)
 
 
@@ -215,6 +217,7 @@ def evaluate_samples(
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.datasets import DATASETS, DataNotFoundError
     from bench.evaluation import evaluate
+    from bench.runner import derive_seed
     from bench.samples import SampleFileError, load_samples
     from bench.splits import make_split
     from metrics import METRICS
@@ -235,6 +238,8 @@ def evaluate_samples(
         dataset=split.info.dataset,
         novel_class=split.info.novel_class,
         metric_names=metric_list,
+        # The evaluation seed `bench run` uses for this support draw, so rescoring a stored sample file reproduces it.
+        seed=derive_seed(seed, "evaluate"),
     )
     result = {
         "samples": str(samples),
@@ -250,7 +255,7 @@ def evaluate_samples(
     for name, outcome in outcomes.items():
         arrow = METRICS.get(name).arrow
         if outcome["status"] == "ok":
-            table.add_row(name, f"{outcome['value']:.5g}", arrow, "")
+            table.add_row(name, f"{outcome['value']:.5g}", arrow, outcome.get("flag", ""))
         else:
             table.add_row(name, outcome["status"], arrow, outcome.get("reason") or outcome.get("error", ""))
     out.print(table)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from bench.progress import NullReporter, Reporter
-from metrics import METRICS, EvalInputs
+from metrics import METRICS, EvalInputs, in_display_order
 
 
 def evaluate(
@@ -33,7 +33,7 @@ def evaluate(
     `settings` is handed to every metric as `EvalInputs.settings` (e.g. the number of importance
     samples of `nll`); each metric records the settings it used in its card.
     """
-    names = metric_names if metric_names is not None else METRICS.names()
+    names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     inputs = EvalInputs(
         samples=samples,
         reference=reference,

@@ -8,10 +8,12 @@ all of them). Its penultimate layer (`features`, 128-d) feeds FID, KID and preci
 its logits give class consistency; its conv blocks give the perceptual distance used when
 LPIPS weights are absent.
 
-Training is deterministic (seeded init and shuffling), cached on disk under
-`<cache>/evaluators/<dataset>/<key>.pt` where the key hashes the dataset's content, the
-architecture and the training config; the file's sha256 goes into every metric card. An
-evaluator whose test accuracy is below the dataset's configured minimum is refused.
+Training is deterministic (initialisation, shuffling and dropout all draw from the config's
+seed), cached on disk under `<cache>/evaluators/<dataset>/<architecture>-<key>.pt` where the key
+hashes the dataset's content, the architecture, the training recipe version and the training
+config. The sha256 of the weights themselves (not of the file, whose card holds timings) goes
+into every metric card. An evaluator whose test accuracy is below the dataset's configured
+minimum is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from bench.progress import NullReporter, Reporter
 from bench.store import atomic_write_bytes
 
 ARCHITECTURE = "convnet2-v2"
+# Bumped when training changes in a way the config does not capture (2: dropout drawn from the seed).
+RECIPE_VERSION = 2
 FEATURE_DIM = 128
 
 
@@ -100,9 +104,20 @@ class DomainEvaluator:
         return torch.cat([f for f, _ in outputs]).cpu(), torch.cat([l for _, l in outputs]).cpu()
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the parameters and buffers (names, shapes, dtypes, bytes): identifies the weights, not the file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _cache_key(dataset_name: str, content: dict, config: EvaluatorConfig) -> str:
     payload = json.dumps(
-        {"dataset": dataset_name, "content": content, "architecture": ARCHITECTURE, "config": dataclasses.asdict(config)},
+        {"dataset": dataset_name, "content": content, "architecture": ARCHITECTURE, "recipe": RECIPE_VERSION,
+         "config": dataclasses.asdict(config)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -112,10 +127,15 @@ def _train(data, image_shape, num_classes: int, config: EvaluatorConfig, reporte
     from bench.training import make_generator, seeded_init
 
     generator = make_generator(config.seed)
+    # The whole of training runs under the seed: dropout masks come from the global generator.
     with seeded_init(config.seed):
-        model = DomainCNN(image_shape, num_classes, config.width)
-    images = torch.from_numpy(data.train_images)
-    labels = torch.from_numpy(data.train_labels)
+        return _train_seeded(data, image_shape, num_classes, config, reporter, generator)
+
+
+def _train_seeded(data, image_shape, num_classes, config, reporter, generator) -> tuple[DomainCNN, dict]:
+    model = DomainCNN(image_shape, num_classes, config.width)
+    images = torch.from_numpy(data.train_images.copy())  # a writable copy: the loaded arrays may be read-only
+    labels = torch.from_numpy(data.train_labels.astype("int64"))
     steps_per_epoch = len(images) // config.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
@@ -139,9 +159,9 @@ def _train(data, image_shape, num_classes: int, config: EvaluatorConfig, reporte
     model.eval()
     train_seconds = time.perf_counter() - start
     with torch.no_grad():
-        test = torch.from_numpy(data.test_images)
-        predictions = torch.cat([model(chunk.float().div_(255))[1].argmax(1) for chunk in test.split(1000)])
-    test_labels = torch.from_numpy(data.test_labels)
+        test = torch.from_numpy(data.test_images.astype("float32"))
+        predictions = torch.cat([model(chunk.div(255))[1].argmax(1) for chunk in test.split(1000)])
+    test_labels = torch.from_numpy(data.test_labels.astype("int64"))
     correct = predictions == test_labels
     per_class = [float(correct[test_labels == c].float().mean()) for c in range(num_classes)]
     return model, {
@@ -188,7 +208,7 @@ def load_domain_evaluator(
         blob = buffer.getvalue()
         atomic_write_bytes(path, blob)
     model.eval().requires_grad_(False).to(device)
-    card = {**card, "weights_sha256": hashlib.sha256(blob).hexdigest(), "weights_path": str(path)}
+    card = {**card, "weights_sha256": weights_digest(model), "weights_path": str(path)}
     if card["test_accuracy"] < dataset.evaluator_min_accuracy:
         raise EvaluatorTooWeak(
             f"the {dataset.name} domain evaluator reached {card['test_accuracy']:.4f} test accuracy, below the required "

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.store import ResultStore, atomic_write_bytes
-from metrics import METRICS
+from metrics import METRICS, in_display_order
 
 HEADER = (
     "# Leaderboard\n\n"
@@ -51,9 +51,10 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
         outcomes = record.get("metrics", {}) if record["status"] == "ok" else {}
         scored = [(name, o) for name, o in outcomes.items() if o.get("status") == "ok"]
         if not scored:
-            rows.append({**base, "metric": None, "value": None, "card": None})
+            rows.append({**base, "metric": None, "value": None, "card": None, "flag": None})
         for name, outcome in scored:
-            rows.append({**base, "metric": name, "value": outcome["value"], "card": card_fingerprint(outcome.get("card", {}))})
+            rows.append({**base, "metric": name, "value": outcome["value"], "card": card_fingerprint(outcome.get("card", {})),
+                         "flag": outcome.get("flag")})
     return pd.DataFrame(rows)
 
 
@@ -84,8 +85,7 @@ def format_cell(values: np.ndarray) -> str:
 
 
 def _metric_order(present: set[str]) -> list[str]:
-    registered = [name for name in METRICS.names() if name in present]
-    return registered + sorted(present - set(registered))
+    return in_display_order(present)
 
 
 def _header_for(metric: str) -> str:
@@ -122,6 +122,7 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
     # A metric whose rows were measured differently (other evaluator weights, sample counts, ...)
     # is marked per row with its card's fingerprint and explained under the table.
     mixed = [m for m in metrics if ok_scores.loc[ok_scores["metric"] == m, "card"].nunique() > 1]
+    flags: dict[str, str] = {}  # flag text -> its footnote mark
     for method, method_runs in runs.groupby("method", sort=True):
         ok = method_runs[method_runs["status"] == "ok"]
         failed = int((method_runs["status"] != "ok").sum())
@@ -137,7 +138,10 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
                 cells.append(f"cards differ across seeds ({', '.join(sorted(cards))})")
             else:
                 cell = format_cell(rows["value"].to_numpy(dtype=float))
-                cells.append(f"{cell} (card {cards[0]})" if metric in mixed else cell)
+                cell = f"{cell} (card {cards[0]})" if metric in mixed else cell
+                for flag in rows["flag"].dropna().unique():
+                    cell += flags.setdefault(flag, "†" * (len(flags) + 1))
+                cells.append(cell)
         fit = ok["fit_seconds"].dropna().astype(float)
         cells.append(f"{fit.mean():.0f}" if len(fit) else "n/a")
         grids = ok.sort_values("seed")["grid"].dropna()
@@ -147,6 +151,9 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
         else:
             cells.append("n/a")
         lines.append("| " + " | ".join(cells) + " |")
+    if flags:
+        lines.append("")
+        lines.extend(f"{mark} {flag}" + ("  " if i < len(flags) - 1 else "") for i, (flag, mark) in enumerate(flags.items()))
     if mixed:
         lines.append("")
         lines.append(

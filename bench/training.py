@@ -62,7 +62,7 @@ def minibatches(data: torch.Tensor, batch_size: int, generator: torch.Generator)
 
 @contextlib.contextmanager
 def seeded_init(seed: int) -> Iterator[None]:
-    """Build modules under a fixed seed without touching the caller's global RNG state."""
+    """Run a block (module construction, dropout) under a fixed global seed without touching the caller's RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield

@@ -104,3 +104,18 @@ METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_")
 def register(metric: Metric, module_name: str) -> Metric:
     named = Metric(**{**metric.__dict__, "name": key_for_module(module_name, METRICS.separator)})
     return METRICS.register(named, module_name)
+
+
+# Reading order in tables: distribution metrics on the evaluator's features, then latent-generator
+# metrics, then per-sample quality and pixel metrics, then diagnostics. Unlisted metrics follow, sorted.
+DISPLAY_ORDER = (
+    "fid", "kid", "precision", "recall", "class_consistency",
+    "lpips_backtrack", "lpips_backtrack_support", "nll",
+    "brisque", "mse", "ssim", "support_nn_mse",
+)
+
+
+def in_display_order(names) -> list[str]:
+    names = set(names)
+    listed = [name for name in DISPLAY_ORDER if name in names]
+    return listed + sorted(names - set(listed))

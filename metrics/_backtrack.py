@@ -19,6 +19,7 @@ The card says which was used; `perceptual_distance` in the settings forces one.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics import EvalInputs
+from metrics._weights import download_weights, hub_checkpoint
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 DEFAULTS = {"backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05}
@@ -34,7 +36,7 @@ LPIPS_MIN_SIDE = 64  # AlexNet's pooling fails below about 32 px; LPIPS is compu
 
 
 def alexnet_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+    return hub_checkpoint(ALEXNET_WEIGHTS)
 
 
 def _normalise(features: torch.Tensor) -> torch.Tensor:
@@ -63,10 +65,10 @@ def domain_distance(dataset: str) -> tuple[Callable[[torch.Tensor, torch.Tensor]
 def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
     weights = alexnet_weights_path()
     if not weights.is_file():
-        raise FileNotFoundError(
-            f"LPIPS needs the AlexNet backbone weights at {weights} (torchvision downloads them when online); "
-            "offline, copy the file there or use perceptual_distance='domain'"
-        )
+        import torchvision
+
+        download_weights(weights, "LPIPS's AlexNet backbone weights",
+                         lambda: torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1))
     import lpips
 
     net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
@@ -84,7 +86,8 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         return net(prepare(x), prepare(y)).flatten()
 
     card = {"distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
-                        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px"}
+                        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
+            "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     return distance, card
 
 

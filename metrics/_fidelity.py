@@ -16,20 +16,22 @@ keeps), so scoring a stored sample file reproduces the run's numbers.
 from __future__ import annotations
 
 import hashlib
-import urllib.error
 from pathlib import Path
 
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from metrics import EvalInputs
+from metrics._weights import download_weights, hub_checkpoint
 
 DOMAIN_EXTRACTOR = "bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 KID_SUBSETS = 100
+KID_MAX_SUBSET = 1000
 PRC_NEIGHBOURHOOD = 3
 
 
@@ -89,7 +91,7 @@ class _Images(torch.utils.data.Dataset):
 
 
 def inception_weights_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+    return hub_checkpoint(INCEPTION_WEIGHTS)
 
 
 def feature_space(inputs: EvalInputs) -> str:
@@ -101,9 +103,13 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     if "fidelity" in inputs.cache:
         return inputs.cache["fidelity"]
     n_samples, n_reference = len(inputs.samples), len(inputs.reference)
-    subset = min(1000, n_samples, n_reference)
+    # Half the smaller set (at most torch-fidelity's 1,000): subsets as large as the set would all be
+    # the same set, and the KID std over subsets would say nothing.
+    subset = min(KID_MAX_SUBSET, max(2, min(n_samples, n_reference) // 2))
+    # k-NN radii need more than k images in each set; without them precision/recall are not computed.
+    with_prc = min(n_samples, n_reference) > PRC_NEIGHBOURHOOD
     kwargs = dict(
-        fid=True, kid=True, prc=True,
+        fid=True, kid=True, prc=with_prc,
         kid_subsets=KID_SUBSETS, kid_subset_size=subset, prc_neighborhood=PRC_NEIGHBOURHOOD,
         cuda=torch.cuda.is_available() and inputs.settings.get("device", "cpu").startswith("cuda"),
         save_cpu_ram=True, verbose=False, rng_seed=inputs.seed % (2**31), batch_size=500,
@@ -125,10 +131,8 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()
         if not weights.is_file():
-            raise FileNotFoundError(
-                f"InceptionV3 weights not found: {weights}. torch-fidelity downloads them on first use when online; "
-                f"offline, copy {INCEPTION_WEIGHTS} there (or use the default domain feature space)"
-            )
+            download_weights(weights, "InceptionV3 weights for FID",
+                             lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]))
         channels = 3
         kwargs.update(feature_extractor=INCEPTION_EXTRACTOR, feature_extractor_weights_path=str(weights))
         card = {
@@ -139,19 +143,28 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
         }
     else:
         raise ValueError(f"unknown feature space '{space}' (valid: domain, {INCEPTION_EXTRACTOR})")
-    try:
-        scores = torch_fidelity.calculate_metrics(
-            input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
-        )
-    except urllib.error.URLError as exc:
-        raise FileNotFoundError(f"torch-fidelity tried to download weights and could not ({exc})") from exc
+    scores = torch_fidelity.calculate_metrics(
+        input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
+    )
     card.update({
         "implementation": f"torch-fidelity {torch_fidelity.__version__}",
         "kid_subsets": KID_SUBSETS,
         "kid_subset_size": subset,
+        "kid_subset_rule": f"min({KID_MAX_SUBSET}, min(n_samples, n_reference) // 2), sampled without replacement",
         "prc_neighbourhood": PRC_NEIGHBOURHOOD,
         "input": "uint8 (samples rounded to 0..255)",
     })
     inputs.cache["fidelity"] = (scores, card)
     return scores, card
 
+
+
+def precision_recall_score(inputs: EvalInputs, name: str) -> tuple[float, dict]:
+    """`precision` or `recall` from the shared pass; an error naming the minimum when the sets are too small."""
+    scores, card = fidelity_scores(inputs)
+    if name not in scores:
+        raise ValueError(
+            f"{name} needs more than k={PRC_NEIGHBOURHOOD} images in both sets "
+            f"(got {len(inputs.samples)} samples, {len(inputs.reference)} reference images)"
+        )
+    return float(scores[name]), card

@@ -12,7 +12,7 @@ from metrics._backtrack import backtrack
 
 def held_out_backtrack(inputs: EvalInputs) -> MetricResult:
     distances, card = backtrack(inputs, inputs.reference, "evaluation-reference")
-    return MetricResult(float(distances.mean()), {"std": float(distances.std())}, card)
+    return MetricResult(float(distances.mean()), {"std": float(distances.std()) if len(distances) > 1 else 0.0}, card)
 
 
 METRIC = register(

@@ -6,12 +6,12 @@ neighbour. High precision = samples look like the class; it says nothing about d
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import fidelity_scores
+from metrics._fidelity import precision_recall_score
 
 
 def improved_precision(inputs: EvalInputs) -> MetricResult:
-    scores, card = fidelity_scores(inputs)
-    return MetricResult(float(scores["precision"]), {}, card)
+    value, card = precision_recall_score(inputs, "precision")
+    return MetricResult(value, {}, card)
 
 
 METRIC = register(

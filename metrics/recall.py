@@ -6,12 +6,12 @@ copies of the support set).
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import fidelity_scores
+from metrics._fidelity import precision_recall_score
 
 
 def improved_recall(inputs: EvalInputs) -> MetricResult:
-    scores, card = fidelity_scores(inputs)
-    return MetricResult(float(scores["recall"]), {}, card)
+    value, card = precision_recall_score(inputs, "recall")
+    return MetricResult(value, {}, card)
 
 
 METRIC = register(

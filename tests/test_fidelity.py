@@ -6,7 +6,6 @@ and cached in BENCH_CACHE_DIR.
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from bench.evaluation import evaluate
@@ -46,11 +45,24 @@ def score(samples, split, metrics=FIDELITY, **settings):
     return {name: outcome["value"] for name, outcome in outcomes.items()}, outcomes
 
 
-def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
-    mu_a, mu_b = a.mean(0), b.mean(0)
+def _independent_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance with the symmetric form tr sqrt(S_a^1/2 S_b S_a^1/2) (eigh, not torch-fidelity's eigvals).
+
+    Features stay float32 as torch-fidelity holds them: its np.mean of float32 features is a
+    float32 mean, which moves FID by about 1e-6 relative against a float64 mean.
+    """
+    mu_a, mu_b = a.mean(0).astype(np.float64), b.mean(0).astype(np.float64)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(cov_a @ cov_b).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    eigenvalues, eigenvectors = np.linalg.eigh(cov_a)
+    half = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(half @ cov_b @ half), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
+def _float32_features(evaluator, images: torch.Tensor) -> np.ndarray:
+    uint8 = (images.clamp(0, 1) * 255).round()
+    with torch.no_grad():
+        return evaluator.features_and_logits(uint8 / 255)[0].float().numpy()
 
 
 def test_evaluator_is_accurate_and_its_card_is_complete(evaluator):
@@ -59,12 +71,10 @@ def test_evaluator_is_accurate_and_its_card_is_complete(evaluator):
     assert len(card["weights_sha256"]) == 64 and card["trained_on"] == "all classes of the train split"
 
 
-def test_fid_matches_an_independent_scipy_computation(evaluator, fashion_split, unseen):
+def test_fid_matches_an_independent_computation(evaluator, fashion_split, unseen):
     values, outcomes = score(unseen, fashion_split, ["fid"])
-    quantised = (unseen * 255).round() / 255
-    feats_s = evaluator.features_and_logits(quantised)[0].double().numpy()
-    feats_r = evaluator.features_and_logits(fashion_split.reference)[0].double().numpy()
-    assert values["fid"] == pytest.approx(_scipy_fid(feats_s, feats_r), rel=1e-5)
+    expected = _independent_fid(_float32_features(evaluator, unseen), _float32_features(evaluator, fashion_split.reference))
+    assert values["fid"] == pytest.approx(expected, rel=1e-6)
     assert outcomes["fid"]["card"]["feature_weights_sha256"] == evaluator.card["weights_sha256"]
 
 
@@ -91,14 +101,24 @@ def test_precision_recall_orientation(fashion_split, unseen):
     assert real_scores["recall"] > collapsed_scores["recall"] + 0.5
 
 
-def test_kid_subset_never_exceeds_the_sample_count(fashion_split, unseen):
+def test_kid_subsets_are_smaller_than_the_sample_set(fashion_split, unseen):
     values, outcomes = score(unseen[:50], fashion_split, ["kid"])
-    assert outcomes["kid"]["card"]["kid_subset_size"] == 50
-    assert np.isfinite(values["kid"]) and outcomes["kid"]["std"] >= 0
+    assert outcomes["kid"]["card"]["kid_subset_size"] == 25  # half of 50: subsets of the whole set would all be equal
+    assert np.isfinite(values["kid"]) and outcomes["kid"]["std"] > 0
+
+
+def test_too_few_samples_for_precision_and_recall_leave_fid_standing(fashion_split, unseen):
+    outcomes, _ = evaluate(unseen[:3], reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,
+                           metric_names=["fid", "precision", "recall"], seed=0)
+    assert outcomes["fid"]["status"] == "ok" and "rank-deficient" in outcomes["fid"]["flag"]
+    for name in ("precision", "recall"):
+        assert outcomes[name]["status"] == "error" and "more than k=3" in outcomes[name]["error"]
 
 
 def test_fid_is_flagged_below_the_feature_dimension(fashion_split, unseen):
     _, outcomes = score(unseen[:100], fashion_split, ["fid"])
+    assert "rank-deficient" in outcomes["fid"]["flag"]
+    _, outcomes = score(unseen[:128], fashion_split, ["fid"])
     assert "rank-deficient" in outcomes["fid"]["flag"]
     _, outcomes = score(unseen[:300], fashion_split, ["fid"])
     assert "flag" not in outcomes["fid"]
@@ -110,6 +130,13 @@ def test_real_images_beat_another_class_and_noise(fashion_split, unseen, sandals
     assert real["class_consistency"] > 0.9 and other["class_consistency"] < 0.1
     assert real["fid"] < other["fid"] and real["fid"] < rand["fid"]
     assert real["kid"] < other["kid"] and real["kid"] < rand["kid"]
+
+
+def test_copies_of_the_support_set_are_caught(fashion_split, unseen):
+    copies = fashion_split.task.support.repeat(150, 1, 1, 1)
+    copied, real = (score(x, fashion_split, ["support_nn_mse", "recall"])[0] for x in (copies, unseen))
+    assert copied["support_nn_mse"] < 1e-4 < real["support_nn_mse"]
+    assert copied["recall"] < 0.1 and real["recall"] > copied["recall"] + 0.5
 
 
 def test_inception_features_fail_clearly_without_weights(fashion_split, unseen, tmp_path, monkeypatch):

@@ -155,3 +155,23 @@ def test_values_measured_with_different_cards_are_not_silently_compared(tmp_path
     assert "Not comparable across rows: mse" in text
     assert "cards differ across seeds" in _row(text, "vae")
     assert "(card " in _row(text, "gan")
+
+
+def test_flagged_values_carry_their_flag_as_a_footnote(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    flagged, clean = record("vae", 0, 0.06, 0.2), record("gan", 0, 0.08, 0.1)
+    flagged["metrics"]["mse"]["flag"] = "100 images < 128 feature dimensions"
+    for rec in (flagged, clean):
+        store.write(rec)
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    assert "0.0600†" in _row(text, "vae") and "†" not in _row(text, "gan")
+    assert "† 100 images < 128 feature dimensions" in text
+
+
+def test_columns_follow_the_metric_reading_order(store, tmp_path):
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| method"))
+    assert header.index("mse") < header.index("ssim")
+    from metrics import in_display_order
+
+    assert in_display_order(["support_nn_mse", "zeta", "fid", "alpha", "mse"]) == ["fid", "mse", "support_nn_mse", "alpha", "zeta"]

@@ -146,13 +146,33 @@ def test_killed_run_leaves_no_record(tmp_path):
     assert json.loads(next((tmp_path / "results" / "runs").rglob("seed0.json")).read_text())["key"]["method"] == "vae"
 
 
-def test_a_stored_run_measured_on_other_data_is_stale_and_rerun(tmp_path):
+def _measured_on_other_files(record):
+    record["split"]["sha256"] = "0" * 64
+
+
+def _older_metric_version(record):
+    record["metrics"]["mse"]["card"]["version"] = "0"
+
+
+def _metric_missing(record):
+    del record["metrics"]["ssim"]
+
+
+def _other_evaluation_settings(record):
+    record["evaluation"]["settings"]["backtrack_steps"] += 1
+
+
+@pytest.mark.parametrize("change", [_measured_on_other_files, _older_metric_version, _metric_missing,
+                                    _other_evaluation_settings])
+def test_a_stored_run_measured_differently_is_stale_and_rerun(tmp_path, change):
     store = ResultStore(tmp_path)
-    spec = RunSpec(["vae"], seeds=[0], **SMOKE)
+    spec = RunSpec(["vae"], seeds=[0], metrics=["mse", "ssim"], **SMOKE)
     run_benchmark(spec, store)
     key = RunKey("vae", "fashion-mnist/novel9-4shot.v1", "smoke", 0)
-    record = store.load(key)
-    record["split"]["sha256"] = "0" * 64  # as if measured on different files
-    store.write(record)
-    assert run_benchmark(spec, store)[0].status == "ok"
-    assert store.load(key)["split"]["sha256"] != "0" * 64
+    fresh = store.load(key)
+    stale = json.loads(json.dumps(fresh))
+    change(stale)
+    store.write(stale)
+    assert run_benchmark(spec, store)[0].status == "ok"  # run again, not "skipped"
+    assert store.load(key)["metrics"].keys() == fresh["metrics"].keys()
+    assert store.load(key)["split"] == fresh["split"] and store.load(key)["evaluation"] == fresh["evaluation"]

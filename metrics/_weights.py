@@ -1,0 +1,31 @@
+"""Pretrained weights that a library downloads into torch's hub cache (InceptionV3 for FID, AlexNet for LPIPS).
+
+Users who are online get the library's own download; offline machines get one clear error
+naming the file and where to put it.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def hub_checkpoint(filename: str) -> Path:
+    """Where torch.hub.load_state_dict_from_url keeps `filename` (TORCH_HOME sets the root)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def download_weights(expected: Path, what: str, fetch: Callable[[], object]) -> None:
+    """Run `fetch` (the library's own download into the hub cache); on failure, name the missing file."""
+    try:
+        fetch()
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise FileNotFoundError(
+            f"{what} not found at {expected} and the download failed ({type(exc).__name__}: {exc}); "
+            f"on an offline machine, copy {expected.name} into {expected.parent} (TORCH_HOME sets the root)"
+        ) from exc
+    if not expected.is_file():
+        raise FileNotFoundError(f"{what}: the download did not produce {expected}")

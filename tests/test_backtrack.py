@@ -1,0 +1,84 @@
+"""LPIPS backtracking: by meaning, on generators whose range is known.
+
+A "table" generator decodes z to a softmax mixture of a fixed set of images, so its range is the
+convex hull of that set. One whose table is the support set can reach its support images but not
+held-out images of the class: the memorisation the support/held-out gap is meant to expose.
+"""
+
+import pytest
+import torch
+
+from bench.evaluation import evaluate
+from conftest import requires_data
+
+pytestmark = requires_data("fashion-mnist")
+BACKTRACK = ["lpips_backtrack", "lpips_backtrack_support"]
+SETTINGS = {"backtrack_images": 8, "backtrack_steps": 60, "backtrack_restarts": 2, "backtrack_lr": 0.5,
+            "perceptual_distance": "domain"}
+
+
+class TableGenerator:
+    capabilities = frozenset({"latent"})
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+        self.latent_dim = len(table)
+
+    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(4 * z, dim=1)
+        return torch.einsum("nk,kchw->nchw", weights, self.table)
+
+
+def backtrack_scores(model, split, **overrides):
+    outcomes, _ = evaluate(split.task.support, reference=split.reference, support=split.task.support,
+                           dataset="fashion-mnist", novel_class=9, model=model, metric_names=BACKTRACK,
+                           seed=0, settings={**SETTINGS, **overrides})
+    return outcomes
+
+
+def test_a_memorising_generator_reaches_its_support_but_not_held_out_images(fashion_split):
+    outcomes = backtrack_scores(TableGenerator(fashion_split.task.support), fashion_split)
+    assert all(outcome["status"] == "ok" for outcome in outcomes.values()), outcomes
+    support, held_out = outcomes["lpips_backtrack_support"]["value"], outcomes["lpips_backtrack"]["value"]
+    assert support < 0.2 * held_out
+    card = outcomes["lpips_backtrack"]["card"]
+    assert card["n_targets"] == 8 and card["steps"] == 60 and "domain perceptual distance" in card["distance"]
+
+
+def test_a_generator_that_covers_the_class_reaches_held_out_images(fashion_split):
+    memoriser = backtrack_scores(TableGenerator(fashion_split.task.support), fashion_split)
+    covering = backtrack_scores(TableGenerator(fashion_split.reference[:8]), fashion_split)
+    assert covering["lpips_backtrack"]["value"] < 0.5 * memoriser["lpips_backtrack"]["value"]
+
+
+def test_more_optimisation_never_hurts(fashion_split):
+    model = TableGenerator(fashion_split.reference[:16])
+    short, long = (backtrack_scores(model, fashion_split, backtrack_steps=steps)["lpips_backtrack"]["value"]
+                   for steps in (5, 80))
+    assert long < short
+
+
+def test_backtracking_is_deterministic_given_the_seed(fashion_split):
+    model = TableGenerator(fashion_split.reference[:16])
+    first, second = (backtrack_scores(model, fashion_split)["lpips_backtrack"]["value"] for _ in range(2))
+    assert first == second
+
+
+def test_a_method_without_a_latent_generator_is_not_applicable(fashion_split):
+    class Implicit:
+        capabilities = frozenset()
+
+    outcomes = backtrack_scores(Implicit(), fashion_split)
+    for outcome in outcomes.values():
+        assert outcome["status"] == "not_applicable" and "latent" in outcome["reason"]
+
+
+def test_lpips_without_its_backbone_weights_fails_clearly(fashion_split, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    outcomes = backtrack_scores(TableGenerator(fashion_split.task.support), fashion_split, perceptual_distance="lpips")
+    error = outcomes["lpips_backtrack"]["error"]
+    assert outcomes["lpips_backtrack"]["status"] == "error"
+    assert "alexnet-owt-7be5be79.pth" in error and str(tmp_path / "torch-home") in error
