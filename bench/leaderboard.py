@@ -62,8 +62,13 @@ BOOTSTRAP_RESAMPLES = 2000
 
 
 def card_fingerprint(card: dict) -> str:
-    """A short hash of how a value was measured; values are only aggregated when these agree."""
-    return hashlib.sha256(json.dumps(card, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """A short hash of how a value was measured; values are only aggregated when these agree.
+
+    Seeds (card keys ending in `seed`) are left out: they differ between seeds by design, and
+    the spread they cause is what the mean ± std over seeds reports.
+    """
+    measured = {key: value for key, value in card.items() if not key.endswith("seed")}
+    return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
@@ -121,7 +126,12 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
     ok_scores = scores[scores["status"] == "ok"]
     # A metric whose rows were measured differently (other evaluator weights, sample counts, ...)
     # is marked per row with its card's fingerprint and explained under the table.
-    mixed = [m for m in metrics if ok_scores.loc[ok_scores["metric"] == m, "card"].nunique() > 1]
+    # Only differences between rows count here; differences within a row are shown in its cell.
+    mixed = [
+        m for m in metrics
+        if ok_scores.loc[ok_scores["metric"] == m, "card"].nunique() > 1
+        and ok_scores.loc[ok_scores["metric"] == m, "method"].nunique() > 1
+    ]
     flags: dict[str, str] = {}  # flag text -> its footnote mark
     for method, method_runs in runs.groupby("method", sort=True):
         ok = method_runs[method_runs["status"] == "ok"]

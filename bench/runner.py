@@ -224,8 +224,8 @@ def run_benchmark(
     """Run every (method, seed) of `spec`.
 
     A run already stored with status `ok` is skipped unless `spec.overwrite`, or unless it was
-    measured on other data (split hash), another method version, budget or sample count: then it
-    is stale and run again.
+    measured differently (see `_matches`: data, method version, budget, sample count, evaluation
+    settings, metric versions): then it is stale and run again.
     """
     reporter = reporter or NullReporter()
     outcomes: list[RunOutcome] = []

@@ -105,7 +105,7 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     n_samples, n_reference = len(inputs.samples), len(inputs.reference)
     # Half the smaller set (at most torch-fidelity's 1,000): subsets as large as the set would all be
     # the same set, and the KID std over subsets would say nothing.
-    subset = min(KID_MAX_SUBSET, max(2, min(n_samples, n_reference) // 2))
+    subset = min(KID_MAX_SUBSET, max(2, min(n_samples, n_reference) // 2))  # 2: the smallest torch-fidelity accepts
     # k-NN radii need more than k images in each set; without them precision/recall are not computed.
     with_prc = min(n_samples, n_reference) > PRC_NEIGHBOURHOOD
     kwargs = dict(

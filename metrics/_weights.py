@@ -6,11 +6,14 @@ naming the file and where to put it.
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+DOWNLOAD_TIMEOUT_SECONDS = 60
 
 
 def hub_checkpoint(filename: str) -> Path:
@@ -20,6 +23,9 @@ def hub_checkpoint(filename: str) -> Path:
 
 def download_weights(expected: Path, what: str, fetch: Callable[[], object]) -> None:
     """Run `fetch` (the library's own download into the hub cache); on failure, name the missing file."""
+    previous = socket.getdefaulttimeout()
+    # A network that drops packets instead of refusing them would otherwise hang the download.
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
     try:
         fetch()
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
@@ -27,5 +33,7 @@ def download_weights(expected: Path, what: str, fetch: Callable[[], object]) -> 
             f"{what} not found at {expected} and the download failed ({type(exc).__name__}: {exc}); "
             f"on an offline machine, copy {expected.name} into {expected.parent} (TORCH_HOME sets the root)"
         ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
     if not expected.is_file():
         raise FileNotFoundError(f"{what}: the download did not produce {expected}")

@@ -2,9 +2,9 @@
 
 Heusel et al., GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
 Equilibrium, NeurIPS 2017. FID = |mu_s - mu_r|^2 + Tr(S_s + S_r - 2 (S_s S_r)^(1/2)), features
-from the domain evaluator (default) or InceptionV3 (`feature_extractor` setting). With fewer
-images than feature dimensions the covariance is rank-deficient and FID is badly biased: the
-value is then flagged.
+from the domain evaluator (default) or InceptionV3 (`feature_extractor` setting). With no more
+images than feature dimensions (n <= d) the covariance is rank-deficient and FID is badly
+biased: the value is then flagged.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register

@@ -1,7 +1,8 @@
 """Kernel Inception Distance: unbiased MMD^2 with a cubic polynomial kernel, averaged over subsets (torch-fidelity).
 
 Binkowski et al., Demystifying MMD GANs, ICLR 2018. Kernel k(x, y) = (x.y / d + 1)^3; 100
-random subsets of size min(1000, n_samples, n_reference) (never larger than either set);
+random subsets of size min(1000, max(2, min(n_samples, n_reference) // 2)) (half the smaller set, so
+subsets differ and their std means something);
 value = mean over subsets, `std` = their standard deviation.
 """
 
@@ -25,7 +26,7 @@ METRIC = register(
         reference="Binkowski et al., ICLR 2018; torch-fidelity",
         definition=(
             "Unbiased MMD^2 between sample and reference features with the kernel (x.y/d + 1)^3, mean (and std) over "
-            "100 random subsets of size min(1000, n_samples, n_reference), computed by torch-fidelity."
+            "100 random subsets of half the smaller set (at most 1000), computed by torch-fidelity."
         ),
     ),
     __name__,

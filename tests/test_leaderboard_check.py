@@ -175,3 +175,14 @@ def test_columns_follow_the_metric_reading_order(store, tmp_path):
     from metrics import in_display_order
 
     assert in_display_order(["support_nn_mse", "zeta", "fid", "alpha", "mse"]) == ["fid", "mse", "support_nn_mse", "alpha", "zeta"]
+
+
+def test_seeds_in_a_card_do_not_split_the_aggregate(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for seed, mse in ((0, 0.06), (1, 0.08)):
+        rec = record("vae", seed, mse, 0.2)
+        rec["metrics"]["mse"]["card"] = {"n_samples": 1000, "noise_seed": 1234 + seed}
+        store.write(rec)
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    assert "0.0700 ± 0.0141" in _row(text, "vae")
+    assert "cards differ" not in text and "Not comparable" not in text
