@@ -112,7 +112,7 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
 
 @app.command()
 def run(
-    methods: str = typer.Option(..., "--methods", help="comma-separated method names, or 'all'"),
+    methods: str = typer.Option(..., "--methods", help="comma-separated method names, or 'all' (every method, then the reference rows)"),
     dataset: str = typer.Option(..., "--dataset"),
     shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated support draws, e.g. 0,1,2"),
@@ -139,7 +139,8 @@ def run(
     check_device(device)
     seed_list = parse_seeds(seeds)
     try:
-        method_list = METHODS.resolve(methods, method_names(include_references=False))
+        # `all`: every method, then the reference rows that give the leaderboard its scale.
+        method_list = METHODS.resolve(methods, method_names(references=False) + method_names(methods=False))
         dataset_name = DATASETS.get(dataset).name
         metric_list = METRICS.resolve(metric_names) if metric_names else None
         validate_shots(shots)

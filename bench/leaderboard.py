@@ -113,15 +113,65 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         n_samples = sorted({int(n) for n in runs["n_samples"].dropna()})
         parts.append(f"\n## {split_id} · profile `{profile}`\n\n")
         parts.append(f"Samples per run: {', '.join(map(str, n_samples)) or 'n/a'}.\n")
+        verdicts = memorisation_verdicts(table)
         for is_reference, subset in runs.groupby("is_reference", sort=True):
             parts.append("\nReference rows (not ranked):\n\n" if is_reference else "\n")
-            parts.append(_table(table[table["is_reference"] == is_reference], subset, results_root, leaderboard_path))
+            parts.append(_table(table[table["is_reference"] == is_reference], subset, results_root, leaderboard_path,
+                                None if is_reference else verdicts))
     return "".join(parts)
 
 
-def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderboard_path: Path) -> str:
+# The memorisation flag: a method is compared with the copy floors of its own table.
+AUGMENT_FLOOR = "support-augment"
+COPY_FLOORS = ("support-copy", "support-augment")
+MUST_EXCEED_AUGMENT = ("recall", "coverage")  # diversity that augmentation alone cannot give
+MUST_EXCEED_COPIES = ("support_nn_shift_mse", "support_nn_feat")  # distance to the (shifted) support set
+MEMORISES = "memorises the support set"
+
+
+def memorisation_verdicts(scores: pd.DataFrame) -> dict[str, str]:
+    """{method: reason} for every method whose stored means put it among the copy floors.
+
+    Flagged when its recall or coverage does not exceed `support-augment`'s, or when its
+    shift-tolerant or feature-space distance to the support set is no larger than a copy
+    floor's. Compared only where the metric cards agree; empty without the reference rows.
+    """
+    ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
+    means = ok.groupby(["method", "metric"])["value"].mean()
+    cards = ok.groupby(["method", "metric"])["card"].agg(lambda c: c.iloc[0] if c.nunique() == 1 else None)
+
+    def floor(method: str, metric: str) -> tuple[float, str] | None:
+        if (method, metric) not in means.index or cards[(method, metric)] is None:
+            return None
+        return float(means[(method, metric)]), cards[(method, metric)]
+
+    rules = [(m, (AUGMENT_FLOOR,)) for m in MUST_EXCEED_AUGMENT] + [(m, COPY_FLOORS) for m in MUST_EXCEED_COPIES]
+    verdicts = {}
+    for method in sorted(ok.loc[~ok["is_reference"].astype(bool), "method"].unique()):
+        reasons, compared = [], 0
+        for metric, floors in rules:
+            mine = floor(method, metric)
+            references = [(name, floor(name, metric)) for name in floors]
+            references = [(name, ref) for name, ref in references if ref is not None and mine is not None and ref[1] == mine[1]]
+            if not references:
+                continue
+            compared += 1
+            name, (highest, _) = max(references, key=lambda item: item[1][0])
+            if mine[0] <= highest:
+                reasons.append(f"{metric} {mine[0]:.4g} <= {name} {highest:.4g}")
+        if reasons:
+            verdicts[method] = f"**{MEMORISES}** ({'; '.join(reasons)})"
+        else:
+            verdicts[method] = "-" if compared else "not checked (no reference rows measured the same way)"
+    return verdicts
+
+
+def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderboard_path: Path,
+           verdicts: dict[str, str] | None = None) -> str:
     metrics = _metric_order({m for m in scores["metric"].dropna().unique()})
     header = ["method", "seeds", *[_header_for(m) for m in metrics], "fit s", "samples"]
+    if verdicts is not None:
+        header.append("memorisation")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ok_scores = scores[scores["status"] == "ok"]
     # A metric whose rows were measured differently (other evaluator weights, sample counts, ...)
@@ -160,6 +210,8 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
             cells.append(f"[grid]({link})")
         else:
             cells.append("n/a")
+        if verdicts is not None:
+            cells.append(verdicts.get(method, "not checked (no scores)"))
         lines.append("| " + " | ".join(cells) + " |")
     if flags:
         lines.append("")

@@ -67,6 +67,8 @@ class Method(abc.ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Reference rows (oracle, copies of the support set) are run like methods but never ranked.
     is_reference: ClassVar[bool] = False
+    # Only a reference row may see the novel class's other train images (`FewShotTask.unseen_novel`).
+    sees_unseen_novel_images: ClassVar[bool] = False
     # How many images `sample` produces per forward pass; bounds memory on large requests.
     sample_batch_size: ClassVar[int] = 500
 
@@ -119,6 +121,8 @@ class Method(abc.ABC):
         for profile, budget in cls.profiles.items():
             if not isinstance(budget, cls.Budget):
                 raise TypeError(f"method '{name}': profile '{profile}' is not a {cls.Budget.__name__}")
+        if cls.sees_unseen_novel_images and not cls.is_reference:
+            raise TypeError(f"method '{name}': only reference rows may see the novel class's unseen images")
         if inspect.isabstract(cls):
             raise TypeError(f"method '{name}' does not implement {sorted(cls.__abstractmethods__)}")
         for capability in cls.capabilities:
@@ -127,3 +131,34 @@ class Method(abc.ABC):
             for attr in CAPABILITIES[capability]:
                 if not hasattr(cls, attr):
                     raise TypeError(f"method '{name}' declares '{capability}' but has no '{attr}'")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoConfig:
+    """Reference rows have nothing to configure beyond what the split gives them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NoTraining:
+    """Reference rows do not train: every profile is the same empty budget."""
+
+
+class ReferenceRow(Method):
+    """Base of the reference rows: run like methods, stored like methods, never ranked among them.
+
+    They give every leaderboard table its scale: the oracle (real unseen images of the class, the
+    ceiling under this protocol) and the copy floors (the support set repeated or augmented).
+    """
+
+    is_reference = True
+    Config, Budget = NoConfig, NoTraining
+    profiles = {profile: NoTraining() for profile in PROFILES}
+
+    def fit(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        """Nothing to train: keep what the samples are drawn from (the seed acts through the split's support draw)."""
+        with self.phase("prepare"):
+            self.prepare(task)
+
+    @abc.abstractmethod
+    def prepare(self, task: FewShotTask) -> None:
+        """Keep the images that `sample` draws from."""

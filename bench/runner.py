@@ -126,7 +126,7 @@ def run_one(
     started = time.perf_counter()
     try:
         fit_start = time.perf_counter()
-        method.fit(split.task, budget, seed)
+        method.fit(split.task_for(cls), budget, seed)
         timings["fit"] = time.perf_counter() - fit_start
         timings.update({f"fit.{phase}": seconds for phase, seconds in method.timings.items()})
         sample_start = time.perf_counter()

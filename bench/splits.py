@@ -14,6 +14,7 @@ same hash were measured on the same data.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
@@ -68,6 +69,9 @@ class FewShotTask:
     novel_class: int
     allows_hflip: bool
     info: SplitInfo
+    # Only for reference entries that declare `sees_unseen_novel_images` (the oracle): the novel
+    # class's other TRAIN images. A method's task never carries them.
+    unseen_novel: torch.Tensor | None = None
 
     @property
     def shots(self) -> int:
@@ -80,10 +84,20 @@ class Split:
 
     task: FewShotTask
     reference: torch.Tensor
+    unseen_novel_indices: tuple[int, ...] = ()  # train indices of the novel class not in the support set
 
     @property
     def info(self) -> SplitInfo:
         return self.task.info
+
+    def task_for(self, method_cls) -> FewShotTask:
+        """What `method_cls` is given: the task, plus the unseen images only if it is a reference row that declares so."""
+        return self.task_with_unseen_novel() if getattr(method_cls, "sees_unseen_novel_images", False) else self.task
+
+    def task_with_unseen_novel(self) -> FewShotTask:
+        """The task plus the novel class's unseen train images: for the oracle reference row only."""
+        _, data = load_dataset(self.info.dataset)
+        return dataclasses.replace(self.task, unseen_novel=to_float(data.train_images[list(self.unseen_novel_indices)]))
 
 
 def split_id(dataset: str, novel_class: int, shots: int) -> str:
@@ -128,7 +142,8 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
     reference = data.test_images[reference_mask]
 
     digest = hashlib.sha256()
-    digest.update(f"{split_id(dataset.name, novel, shots)}|seed={seed}|".encode())
+    # allows_hflip is part of what a method is given (it shapes every augmentation), so it is hashed too.
+    digest.update(f"{split_id(dataset.name, novel, shots)}|seed={seed}|hflip={dataset.allows_hflip}|".encode())
     digest.update(np.asarray(support_indices, dtype=np.int64).tobytes())
     for array in (base_images, base_labels, support, reference):
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -158,4 +173,5 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
         allows_hflip=dataset.allows_hflip,
         info=info,
     )
-    return Split(task=task, reference=to_float(reference))
+    unseen = np.setdiff1d(novel_train, support_indices)  # sorted: a fixed order for every consumer
+    return Split(task=task, reference=to_float(reference), unseen_novel_indices=tuple(int(i) for i in unseen))

@@ -18,5 +18,6 @@ def register(cls: type[Method]) -> type[Method]:
     return METHODS.register(cls, cls.__module__)
 
 
-def method_names(include_references: bool = True) -> list[str]:
-    return [name for name, cls in METHODS.items() if include_references or not cls.is_reference]
+def method_names(methods: bool = True, references: bool = True) -> list[str]:
+    """Registered names: the generators under test, the reference rows (oracle, copy floors), or both."""
+    return [name for name, cls in METHODS.items() if (references if cls.is_reference else methods)]

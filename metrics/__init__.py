@@ -109,9 +109,10 @@ def register(metric: Metric, module_name: str) -> Metric:
 # Reading order in tables: distribution metrics on the evaluator's features, then latent-generator
 # metrics, then per-sample quality and pixel metrics, then diagnostics. Unlisted metrics follow, sorted.
 DISPLAY_ORDER = (
-    "fid", "kid", "precision", "recall", "class_consistency",
+    "fid", "kid", "precision", "recall", "density", "coverage", "class_consistency",
     "lpips_backtrack", "lpips_backtrack_support", "nll",
-    "brisque", "mse", "ssim", "support_nn_mse",
+    "brisque", "mse", "ssim",
+    "support_nn_mse", "support_nn_shift_mse", "support_nn_feat",
 )
 
 

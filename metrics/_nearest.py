@@ -1,8 +1,9 @@
-"""Batched nearest-neighbour search by pixel mean squared error (shared by mse, ssim, support_nn_mse)."""
+"""Batched nearest-neighbour search by pixel MSE, and the shifted support set of the memorisation metrics."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from metrics import EvalInputs
 
@@ -31,3 +32,21 @@ def nearest_reference(inputs: EvalInputs) -> tuple[torch.Tensor, torch.Tensor]:
     if "nearest_reference" not in inputs.cache:
         inputs.cache["nearest_reference"] = nearest_by_mse(inputs.samples, inputs.reference)
     return inputs.cache["nearest_reference"]
+
+
+DEFAULT_SHIFT_PIXELS = 2  # the shared augmentation's largest shift
+
+
+def shift_pixels(inputs: EvalInputs) -> int:
+    max_shift = int(inputs.settings.get("shift_pixels", DEFAULT_SHIFT_PIXELS))
+    if max_shift < 0:
+        raise ValueError(f"shift_pixels must be >= 0, got {max_shift}")
+    return max_shift
+
+
+def shifted_copies(images: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Every image translated by every (dy, dx) in [-max_shift, max_shift]^2, borders replicated."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    offsets = range(2 * max_shift + 1)
+    return torch.cat([padded[..., dy : dy + height, dx : dx + width] for dy in offsets for dx in offsets])

@@ -5,14 +5,12 @@ sharp. Uses the domain evaluator's argmax over all classes of the dataset.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
+from metrics._features import domain_features, evaluator_for
 
 
 def novel_class_fraction(inputs: EvalInputs) -> MetricResult:
-    from bench.evaluator import load_domain_evaluator
-
-    evaluator = load_domain_evaluator(inputs.dataset)
-    uint8 = (inputs.samples.clamp(0, 1) * 255).round() / 255  # the same quantisation as the stored samples
-    _, logits = evaluator.features_and_logits(uint8)
+    evaluator = evaluator_for(inputs)
+    _, logits = domain_features(inputs, "samples")
     predicted = logits.argmax(1)
     return MetricResult(
         float((predicted == inputs.novel_class).double().mean()),

@@ -12,7 +12,7 @@ pytestmark = requires_data("fashion-mnist")
 def _fit(name, split, seed=0):
     cls = METHODS.get(name)
     method = cls()
-    method.fit(split.task, cls.profiles["smoke"], seed)
+    method.fit(split.task_for(cls), cls.profiles["smoke"], seed)
     return method
 
 
@@ -30,8 +30,9 @@ def test_same_seed_same_samples_bit_for_bit(name, fashion_split):
     a = _fit(name, fashion_split).sample(8, torch.Generator().manual_seed(5))
     b = _fit(name, fashion_split).sample(8, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
-    c = _fit(name, fashion_split, seed=1).sample(8, torch.Generator().manual_seed(5))
-    assert not torch.equal(a, c)
+    if not METHODS.get(name).is_reference:  # reference rows do not train: the seed acts through the support draw
+        c = _fit(name, fashion_split, seed=1).sample(8, torch.Generator().manual_seed(5))
+        assert not torch.equal(a, c)
 
 
 @pytest.mark.parametrize("name", METHODS.names())

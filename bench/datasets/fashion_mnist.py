@@ -30,7 +30,9 @@ DATASET = DATASETS.register(
         citation="Xiao, Rasul and Vollgraf, Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms, 2017",
         license="MIT, (c) Zalando SE",
         default_novel_class=9,
-        allows_hflip=True,
+        # Every shoe in Fashion-MNIST points left: the domain evaluator calls 96% of test ankle boots
+        # ankle boots, and 0% of the same boots mirrored (sandals 98% -> 46%, sneakers 97% -> 40%).
+        allows_hflip=False,
         evaluator_min_accuracy=0.90,
         notes="Debian package dataset-fashion-mnist ships the canonical files under /usr/share/datasets/fashion-mnist/.",
     ),

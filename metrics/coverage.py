@@ -1,0 +1,29 @@
+"""Coverage (Naeem, Oh, Uh, Choi and Yoo, ICML 2020): the fraction of real images with a sample nearby.
+
+A reference image counts when the nearest sample lies inside its k-NN ball (k = 5) among the
+reference features. Copies of the k support images cover only their own neighbourhood, however
+many copies there are. See `metrics/_prdc.py`.
+"""
+
+from metrics import EvalInputs, Metric, MetricResult, register
+from metrics._prdc import prdc_scores
+
+
+def coverage(inputs: EvalInputs) -> MetricResult:
+    scores, card = prdc_scores(inputs)
+    return MetricResult(scores["coverage"], {}, card)
+
+
+METRIC = register(
+    Metric(
+        compute=coverage,
+        higher_is_better=True,
+        needs=frozenset({"reference", "dataset"}),
+        version="1",
+        reference="Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020; prdc",
+        definition=(
+            "Fraction of reference images whose k-NN ball (k=5, domain features) contains at least one sample."
+        ),
+    ),
+    __name__,
+)
