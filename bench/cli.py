@@ -79,11 +79,12 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
             kind = "reference row" if cls.is_reference else "method"
             table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
     elif what == "metrics":
-        from metrics import METRICS
+        from metrics import METRICS, in_display_order
 
         table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
         table.columns[0].no_wrap = True
-        for name, metric in METRICS.items():
+        for name in in_display_order(METRICS.names()):
+            metric = METRICS.get(name)
             better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
             table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
     else:
@@ -187,20 +188,40 @@ def run(
 
 
 def _print_run_summary(summary, metric_list) -> None:
-    """One column per run, one row per metric: a dozen metrics do not fit across a terminal."""
+    """One column per method (mean over its seeds), one row per metric: the leaderboard has the spread."""
     from metrics import METRICS, in_display_order
 
     names = metric_list or in_display_order(METRICS.names())
-    table = Table("metric", *[f"{o.key.method} s{o.key.seed}" for o in summary], title="Runs")
-    table.add_row("status", *[o.status for o in summary], end_section=True)
+    by_method: dict[str, list] = {}
+    for outcome in summary:
+        by_method.setdefault(outcome.key.method, []).append(outcome)
+    table = Table("metric", *[f"{method}\n({len(runs)} seed{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
+                  title="Runs (mean over seeds)")
+    table.columns[0].no_wrap = True
+
+    def status(runs) -> str:
+        counts: dict[str, int] = {}
+        for outcome in runs:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+    def cell(runs, name: str) -> str:
+        results = [(o.record or {}).get("metrics", {}).get(name, {}) for o in runs if o.status != "failed"]
+        values = [r["value"] for r in results if r.get("status") == "ok"]
+        if values:
+            return f"{sum(values) / len(values):.4g}"
+        states = {r.get("status", "-") for r in results} or {"-"}
+        return ", ".join(sorted({"not_applicable": "n/a"}.get(state, state) for state in states))
+
+    table.add_row("runs", *[status(runs) for runs in by_method.values()], end_section=True)
     for name in names:
-        cells = []
-        for outcome in summary:
-            result = (outcome.record or {}).get("metrics", {}).get(name, {})
-            cells.append(f"{result['value']:.4g}" if result.get("status") == "ok" else result.get("status", "-").replace("_", " "))
-        table.add_row(f"{name} {METRICS.get(name).arrow}", *cells)
-    fits = [(outcome.record or {}).get("timings", {}).get("fit") for outcome in summary]
-    table.add_row("fit seconds", *[f"{fit:.1f}" if fit else "-" for fit in fits], end_section=False)
+        table.add_row(f"{name} {METRICS.get(name).arrow}", *[cell(runs, name) for runs in by_method.values()])
+    fit_means = []
+    for runs in by_method.values():
+        fits = [(o.record or {}).get("timings", {}).get("fit") for o in runs if o.status != "failed"]
+        fits = [fit for fit in fits if fit is not None]
+        fit_means.append(f"{sum(fits) / len(fits):.1f}" if fits else "-")
+    table.add_row("fit seconds", *fit_means)
     out.print(table)
 
 

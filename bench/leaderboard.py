@@ -130,35 +130,38 @@ MEMORISES = "memorises the support set"
 
 
 def memorisation_verdicts(scores: pd.DataFrame) -> dict[str, str]:
-    """{method: reason} for every method whose stored means put it among the copy floors.
+    """{method: verdict} for every method of one table, read against the copy floors.
 
     Flagged when its recall or coverage does not exceed `support-augment`'s, or when its
     shift-tolerant or feature-space distance to the support set is no larger than a copy
-    floor's. Compared only where the metric cards agree; empty without the reference rows.
+    floor's. Each comparison uses the seeds (support draws) both rows have, and only values whose
+    metric cards agree; a method with no such comparison is "not checked".
     """
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
-    means = ok.groupby(["method", "metric"])["value"].mean()
-    cards = ok.groupby(["method", "metric"])["card"].agg(lambda c: c.iloc[0] if c.nunique() == 1 else None)
-
-    def floor(method: str, metric: str) -> tuple[float, str] | None:
-        if (method, metric) not in means.index or cards[(method, metric)] is None:
-            return None
-        return float(means[(method, metric)]), cards[(method, metric)]
-
     rules = [(m, (AUGMENT_FLOOR,)) for m in MUST_EXCEED_AUGMENT] + [(m, COPY_FLOORS) for m in MUST_EXCEED_COPIES]
+
+    def values(method: str, metric: str) -> pd.DataFrame:
+        return ok[(ok["method"] == method) & (ok["metric"] == metric)].set_index("seed")[["value", "card"]]
+
     verdicts = {}
     for method in sorted(ok.loc[~ok["is_reference"].astype(bool), "method"].unique()):
         reasons, compared = [], 0
         for metric, floors in rules:
-            mine = floor(method, metric)
-            references = [(name, floor(name, metric)) for name in floors]
-            references = [(name, ref) for name, ref in references if ref is not None and mine is not None and ref[1] == mine[1]]
-            if not references:
+            mine, highest = values(method, metric), None
+            for floor in floors:
+                theirs = values(floor, metric)
+                seeds = mine.index.intersection(theirs.index)
+                cards = set(mine.loc[seeds, "card"]) | set(theirs.loc[seeds, "card"])
+                if len(seeds) == 0 or len(cards) != 1:
+                    continue
+                pair = (float(mine.loc[seeds, "value"].mean()), float(theirs.loc[seeds, "value"].mean()), floor)
+                if highest is None or pair[1] > highest[1]:
+                    highest = pair
+            if highest is None:
                 continue
             compared += 1
-            name, (highest, _) = max(references, key=lambda item: item[1][0])
-            if mine[0] <= highest:
-                reasons.append(f"{metric} {mine[0]:.4g} <= {name} {highest:.4g}")
+            if highest[0] <= highest[1]:
+                reasons.append(f"{metric} {highest[0]:.4g} <= {highest[2]} {highest[1]:.4g}")
         if reasons:
             verdicts[method] = f"**{MEMORISES}** ({'; '.join(reasons)})"
         else:

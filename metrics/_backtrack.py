@@ -43,10 +43,10 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
     return features / (features.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
 
 
-def domain_distance(dataset: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
-    from bench.evaluator import load_domain_evaluator
+def domain_distance(inputs: EvalInputs) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+    from metrics._features import evaluator_for
 
-    evaluator = load_domain_evaluator(dataset)
+    evaluator = evaluator_for(inputs)
     model = evaluator.model
 
     def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ def choose_distance(inputs: EvalInputs):
     if choice == "lpips" or (choice == "auto" and alexnet_weights_path().is_file()):
         return lpips_distance()
     if choice in ("domain", "auto"):
-        return domain_distance(inputs.dataset)
+        return domain_distance(inputs)
     raise ValueError(f"unknown perceptual_distance '{choice}' (valid: auto, lpips, domain)")
 
 

@@ -12,9 +12,12 @@ from metrics import EvalInputs
 
 
 def evaluator_for(inputs: EvalInputs):
-    from bench.evaluator import load_domain_evaluator
+    """The dataset's domain evaluator, loaded once per evaluation."""
+    if "domain_evaluator" not in inputs.cache:
+        from bench.evaluator import load_domain_evaluator
 
-    return load_domain_evaluator(inputs.dataset)
+        inputs.cache["domain_evaluator"] = load_domain_evaluator(inputs.dataset)
+    return inputs.cache["domain_evaluator"]
 
 
 def domain_features(inputs: EvalInputs, which: str) -> tuple[torch.Tensor, torch.Tensor]:

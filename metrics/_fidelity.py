@@ -116,9 +116,9 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     )
     space = feature_space(inputs)
     if space == "domain":
-        from bench.evaluator import load_domain_evaluator
+        from metrics._features import evaluator_for
 
-        evaluator = load_domain_evaluator(inputs.dataset)
+        evaluator = evaluator_for(inputs)
         channels = 0
         kwargs.update(feature_extractor=DOMAIN_EXTRACTOR, feature_extractor_weights_path=str(evaluator.path))
         card = {

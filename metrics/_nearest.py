@@ -38,9 +38,9 @@ DEFAULT_SHIFT_PIXELS = 2  # the shared augmentation's largest shift
 
 
 def shift_pixels(inputs: EvalInputs) -> int:
-    max_shift = int(inputs.settings.get("shift_pixels", DEFAULT_SHIFT_PIXELS))
-    if max_shift < 0:
-        raise ValueError(f"shift_pixels must be >= 0, got {max_shift}")
+    max_shift = inputs.settings.get("shift_pixels", DEFAULT_SHIFT_PIXELS)
+    if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
+        raise ValueError(f"shift_pixels must be a whole number of pixels >= 0, got {max_shift!r}")
     return max_shift
 
 

@@ -33,9 +33,10 @@ def prdc_scores(inputs: EvalInputs) -> tuple[dict, dict]:
 
     samples, _ = domain_features(inputs, "samples")
     reference, _ = domain_features(inputs, "reference")
-    if min(len(samples), len(reference)) <= PRDC_NEIGHBOURHOOD:
+    # prdc takes each set's (k+1)-th smallest distance to itself (the first is the point itself).
+    if min(len(samples), len(reference)) < PRDC_NEIGHBOURHOOD + 2:
         raise ValueError(
-            f"density and coverage need more than k={PRDC_NEIGHBOURHOOD} images in both sets "
+            f"density and coverage need at least k+2={PRDC_NEIGHBOURHOOD + 2} images in both sets "
             f"(got {len(samples)} samples, {len(reference)} reference images)"
         )
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes

@@ -42,7 +42,7 @@ METRIC = register(
         reference="this benchmark (memorisation diagnostic)",
         definition=(
             "For each sample, the Euclidean distance in the domain evaluator's feature space to the nearest support "
-            "image shifted by up to 2 pixels; the mean over samples. 0 for copies, small for shifted or re-lit copies."
+            "image shifted by up to `shift_pixels` (default 2) pixels; the mean over samples. 0 for copies, small for shifted or re-lit copies."
         ),
     ),
     __name__,

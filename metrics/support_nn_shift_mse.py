@@ -29,8 +29,8 @@ METRIC = register(
         version="1",
         reference="this benchmark (memorisation diagnostic)",
         definition=(
-            "For each sample, the smallest pixel MSE to any support image translated by up to 2 pixels in each "
-            "direction; the mean over samples. 0 for copies and shifted copies."
+            "For each sample, the smallest pixel MSE to any support image translated by up to `shift_pixels` (default 2) "
+            "pixels in each direction; the mean over samples. 0 for copies and shifted copies."
         ),
     ),
     __name__,

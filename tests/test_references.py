@@ -199,3 +199,15 @@ def test_no_memorisation_verdict_across_different_cards(tmp_path):
     store.write(_record("low-recall", {"recall": 0.1}))
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     assert "not checked" in _rows(text, "low-recall")[0]
+
+
+def test_memorisation_is_judged_on_the_seeds_both_rows_have(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for seed, recall in ((0, 0.10), (1, 0.30)):
+        record = _record("support-augment", {"recall": recall}, is_reference=True)
+        record["key"]["seed"] = seed
+        store.write(record)
+    method = _record("method", {"recall": 0.2})  # seed 0 only: above the floor's seed 0, below its mean
+    store.write(method)
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    assert _rows(text, "method")[0].endswith("| - |")
