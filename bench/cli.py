@@ -118,7 +118,9 @@ def run(
     shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated support draws, e.g. 0,1,2"),
     profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper"),
-    novel_class: Optional[str] = typer.Option(None, "--novel-class", help="class index or name (default: the dataset's)"),
+    novel_class: Optional[str] = typer.Option(
+        None, "--novel-class", help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)"
+    ),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="default: leaderboard.md beside the results dir"),
     device: str = typer.Option("cpu", "--device"),
@@ -145,8 +147,7 @@ def run(
         dataset_name = DATASETS.get(dataset).name
         metric_list = METRICS.resolve(metric_names) if metric_names else None
         validate_shots(shots)
-        if novel_class is not None:
-            DATASETS.get(dataset).class_index(novel_class)
+        novel_classes = DATASETS.get(dataset).novel_classes(novel_class)
     except (UnknownNameError, ValueError) as exc:
         fail(str(exc))
     if n_samples is not None and n_samples < 2:
@@ -158,7 +159,7 @@ def run(
     from bench.progress import RichReporter
 
     summary = []
-    total = len(method_list) * len(seed_list)
+    total = len(novel_classes) * len(method_list) * len(seed_list)
     try:
         with progress_bars() as progress:
             overall = progress.add_task("runs", total=total)
@@ -195,8 +196,8 @@ def _print_run_summary(summary, metric_list) -> None:
     by_method: dict[str, list] = {}
     for outcome in summary:
         by_method.setdefault(outcome.key.method, []).append(outcome)
-    table = Table("metric", *[f"{method}\n({len(runs)} seed{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
-                  title="Runs (mean over seeds)")
+    table = Table("metric", *[f"{method}\n({len(runs)} run{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
+                  title="Runs (mean over each method's runs: seeds and held-out classes)")
     table.columns[0].no_wrap = True
 
     def status(runs) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,11 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             "n_samples": record.get("evaluation", {}).get("n_samples"),
             "grid": record.get("artifacts", {}).get("grid"),
             "fit_seconds": record.get("timings", {}).get("fit"),
+            # What class rotation groups by: the same dataset, shots and protocol with another held-out class.
+            "dataset": record.get("split", {}).get("dataset"),
+            "novel_class": record.get("split", {}).get("novel_class"),
+            "novel_class_name": record.get("split", {}).get("novel_class_name"),
+            "rotation_group": _rotation_group(key["split_id"]),
         }
         outcomes = record.get("metrics", {}) if record["status"] == "ok" else {}
         scored = [(name, o) for name, o in outcomes.items() if o.get("status") == "ok"]
@@ -118,7 +124,103 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
             parts.append("\nReference rows (not ranked):\n\n" if is_reference else "\n")
             parts.append(_table(table[table["is_reference"] == is_reference], subset, results_root, leaderboard_path,
                                 None if is_reference else verdicts))
+    for (group, profile), table in frame.groupby(["rotation_group", "profile"], sort=True):
+        if table["novel_class"].nunique() > 1:
+            parts.append(_rotation_section(group, profile, table))
     return "".join(parts)
+
+
+def _rotation_group(split_id: str) -> str:
+    """`fashion-mnist/novel3-4shot.v1` -> `fashion-mnist/novel*-4shot.v1`: the splits of one class rotation."""
+    return re.sub(r"/novel\d+-", "/novel*-", split_id)
+
+
+RANKED_BY_CLASS = "fid"  # the metric of the per-class rank table
+
+
+def class_ranks(scores: pd.DataFrame) -> pd.DataFrame:
+    """Rank of every method per (held-out class, metric), 1 = best; ties share the average rank.
+
+    Only methods (never reference rows) and only directional metrics are ranked; a method's value
+    for a class is its mean over that class's successful seeds. A (class, metric) whose methods'
+    metric cards differ is not ranked at all.
+    """
+    ok = scores[(scores["status"] == "ok") & scores["metric"].notna() & ~scores["is_reference"].astype(bool)]
+    ranked = []
+    for (novel_class, metric), rows in ok.groupby(["novel_class", "metric"]):
+        direction = _direction(metric)
+        if direction is None or rows["card"].nunique() != 1:
+            continue
+        means = rows.groupby("method")["value"].mean()
+        ranks = means.rank(ascending=not direction, method="average")
+        ranked.extend({"novel_class": novel_class, "metric": metric, "method": m, "value": means[m], "rank": r}
+                      for m, r in ranks.items())
+    return pd.DataFrame(ranked, columns=["novel_class", "metric", "method", "value", "rank"])
+
+
+def _direction(metric: str) -> bool | None:
+    try:
+        return METRICS.get(metric).higher_is_better
+    except KeyError:
+        return None
+
+
+def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
+    classes = sorted(scores["novel_class"].dropna().unique())
+    names = scores.drop_duplicates("novel_class").set_index("novel_class")["novel_class_name"]
+    ranks = class_ranks(scores)
+    lines = [
+        f"\n## {group} · profile `{profile}` · class rotation over {len(classes)} held-out classes\n",
+        "Each class held out in turn (`--novel-class all`); the per-class tables are above. Mean rank over the "
+        "classes per metric (1 = best among the methods; reference rows are not ranked; ties share the average "
+        "rank); \"of N\" when a metric could be ranked in fewer classes (differing metric cards).\n",
+    ]
+    if ranks.empty:
+        return "\n".join(lines) + "\nNo method has ranked scores yet.\n"
+    metrics = _metric_order(set(ranks["metric"]))
+    header = ["method", *[_header_for(m) for m in metrics]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, rows in ranks.groupby("method", sort=True):
+        cells = [f"`{method}`"]
+        for metric in metrics:
+            metric_ranks = rows.loc[rows["metric"] == metric, "rank"]
+            if metric_ranks.empty:
+                cells.append("n/a")
+            else:
+                suffix = f" (of {len(metric_ranks)})" if len(metric_ranks) < len(classes) else ""
+                cells.append(f"{metric_ranks.mean():.2f}{suffix}")
+        lines.append("| " + " | ".join(cells) + " |")
+    ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
+    per_class = ok.groupby(["method", "is_reference", "metric", "novel_class"])["value"].mean()
+    means = per_class.groupby(["method", "is_reference", "metric"]).agg(["mean", "count"])
+    value_metrics = _metric_order(set(ok["metric"]))
+    lines += ["", "Mean over the held-out classes of each class's mean over seeds, methods then reference rows "
+              "(\"of N\": classes with a value):", ""]
+    header = ["row", *[_header_for(m) for m in value_metrics]]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = sorted({(bool(r), m) for m, r, _ in means.index}, key=lambda item: item)
+    for is_reference, method in rows:
+        cells = [f"`{method}`" + (" (reference)" if is_reference else "")]
+        for metric in value_metrics:
+            if (method, is_reference, metric) not in means.index:
+                cells.append("n/a")
+                continue
+            mean, count = means.loc[(method, is_reference, metric)]
+            cells.append(format_cell(np.array([mean])) + (f" (of {int(count)})" if count < len(classes) else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    by_class = ranks[ranks["metric"] == RANKED_BY_CLASS]
+    if not by_class.empty:
+        lines += ["", f"Per-class rank on `{RANKED_BY_CLASS}` (value in brackets):", ""]
+        header = ["method", *[f"{c} {names.get(c, '')}".strip() for c in classes]]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method, rows in by_class.groupby("method", sort=True):
+            per_class = rows.set_index("novel_class")
+            cells = [f"`{method}`"] + [
+                f"{per_class.loc[c, 'rank']:g} ({per_class.loc[c, 'value']:.4g})" if c in per_class.index else "n/a"
+                for c in classes
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # The memorisation flag: a method is compared with the copy floors of its own table.

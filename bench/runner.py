@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bench.datasets import DATASETS
 from bench.environment import environment, git_commit, utc_now
 from bench.evaluation import evaluate
 from bench.grids import save_grid
@@ -57,7 +59,7 @@ class RunSpec:
     shots: int = 4
     seeds: list[int] = field(default_factory=lambda: [0])
     profile: str = "quick"
-    novel_class: int | str | None = None
+    novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
     device: str = "cpu"
     n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
     metrics: list[str] | None = None  # default: every registered metric
@@ -229,18 +231,18 @@ def run_benchmark(
     """
     reporter = reporter or NullReporter()
     outcomes: list[RunOutcome] = []
-    for method_name in spec.methods:
-        for seed in spec.seeds:
-            split_start = time.perf_counter()
-            split = make_split(spec.dataset, spec.shots, seed, spec.novel_class)
-            split_seconds = time.perf_counter() - split_start
-            key = RunKey(method_name, split.info.split_id, spec.profile, seed)
-            if not spec.overwrite and store.is_complete(key) and _matches(store.load(key), method_name, split, spec):
-                outcome = RunOutcome(key, "skipped", store.load(key))
-            else:
-                record = run_one(method_name, split, spec, store, reporter, split_seconds)
-                outcome = RunOutcome(key, record["status"], record)
-            outcomes.append(outcome)
-            if on_outcome:
-                on_outcome(outcome)
+    classes = DATASETS.get(spec.dataset).novel_classes(spec.novel_class)
+    for novel_class, method_name, seed in itertools.product(classes, spec.methods, spec.seeds):
+        split_start = time.perf_counter()
+        split = make_split(spec.dataset, spec.shots, seed, novel_class)
+        split_seconds = time.perf_counter() - split_start
+        key = RunKey(method_name, split.info.split_id, spec.profile, seed)
+        if not spec.overwrite and store.is_complete(key) and _matches(store.load(key), method_name, split, spec):
+            outcome = RunOutcome(key, "skipped", store.load(key))
+        else:
+            record = run_one(method_name, split, spec, store, reporter, split_seconds)
+            outcome = RunOutcome(key, record["status"], record)
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
     return outcomes

@@ -23,6 +23,8 @@ def invoke(*args):
     (["run", "--methods", "vae", "--dataset", "mnist", "--shots", "0"], "--shots must be"),
     (["run", "--methods", "vae", "--dataset", "mnist", "--seeds", "0,x"], "--seeds takes"),
     (["run", "--methods", "vae", "--dataset", "mnist", "--device", "tpu"], "--device"),
+    (["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "ankle bot"], "Did you mean 'Ankle boot'?"),
+    (["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "12"], "out of range"),
     (["list", "method"], "Did you mean 'methods'?"),
 ])
 def test_bad_names_exit_2_with_valid_choices(args, expected, tmp_path):
@@ -98,3 +100,21 @@ def test_check_exits_1_naming_the_regression(tmp_path):
     result = invoke("baseline", "--out", tmp_path / "new.json", "--results-dir", tmp_path / "results")
     assert result.exit_code == 0
     assert invoke("check", "--baseline", tmp_path / "new.json", "--results-dir", tmp_path / "results").exit_code == 0
+
+
+@requires_data("fashion-mnist")
+def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
+    result = invoke("run", "--methods", "vae,support-copy", "--dataset", "fashion-mnist", "--profile", "smoke",
+                    "--novel-class", "all", "--metrics", "mse,support_nn_mse", "--samples", "20",
+                    "--results-dir", tmp_path / "results", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout[result.stdout.index("["):])
+    assert sorted({r["split"]["novel_class"] for r in records}) == list(range(10)) and len(records) == 20
+    _, data = load_dataset("fashion-mnist")
+    for record in records:  # every run's support set comes from its own held-out class
+        assert set(data.train_labels[list(record["split"]["support_indices"])]) == {record["split"]["novel_class"]}
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "fashion-mnist/novel*-4shot.v1 · profile `smoke` · class rotation over 10 held-out classes" in board
+    rotation = board[board.index("class rotation over"):]
+    assert "| `vae` | 1.00 |" in rotation and "`support-copy` (reference)" in rotation
+    assert "| `support-copy` | " not in rotation  # reference rows are never ranked

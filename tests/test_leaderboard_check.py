@@ -186,3 +186,24 @@ def test_seeds_in_a_card_do_not_split_the_aggregate(tmp_path):
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     assert "0.0700 ± 0.0141" in _row(text, "vae")
     assert "cards differ" not in text and "Not comparable" not in text
+
+
+def test_class_rotation_ranks_methods_per_class_and_averages_the_ranks():
+    import pandas as pd
+
+    from bench.leaderboard import class_ranks
+
+    def rows(method, novel_class, fid, recall, card="a", is_reference=False):
+        base = {"method": method, "novel_class": novel_class, "status": "ok", "is_reference": is_reference}
+        return [{**base, "metric": "fid", "value": fid, "card": card}, {**base, "metric": "recall", "value": recall, "card": card}]
+
+    scores = pd.DataFrame(
+        rows("a", 0, 10.0, 0.5) + rows("b", 0, 20.0, 0.5) + rows("c", 0, 30.0, 0.1)  # recall: a and b tie
+        + rows("a", 1, 50.0, 0.2) + rows("b", 1, 40.0, 0.3) + rows("c", 1, 45.0, 0.9, card="other")  # class 1 fid: cards differ
+        + rows("oracle", 0, 1.0, 0.9, is_reference=True)
+    )
+    ranks = class_ranks(scores).set_index(["novel_class", "metric", "method"])["rank"]
+    assert ranks[(0, "fid", "a")] == 1 and ranks[(0, "fid", "c")] == 3  # lower FID is better
+    assert ranks[(0, "recall", "a")] == ranks[(0, "recall", "b")] == 1.5 and ranks[(0, "recall", "c")] == 3
+    assert (1, "fid", "a") not in ranks.index  # differing cards: the class is not ranked on that metric
+    assert "oracle" not in ranks.index.get_level_values("method")

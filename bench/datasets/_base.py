@@ -140,6 +140,14 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def novel_classes(self, value: str | int | None) -> list[int]:
+        """The held-out classes a run covers: the default, one class, or `all` (leave-one-class-out)."""
+        if value is None:
+            return [self.default_novel_class]
+        if str(value).strip().lower() == "all":
+            return list(range(self.num_classes))
+        return [self.class_index(value)]
+
     def class_index(self, value: str | int) -> int:
         """A class given as an index or a name (case-insensitive)."""
         if isinstance(value, int) or str(value).strip().lstrip("-").isdigit():
