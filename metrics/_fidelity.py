@@ -45,7 +45,7 @@ class DomainFeatureExtractor(FeatureExtractorBase):
         if feature_extractor_weights_path is None:
             raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator checkpoint)")
         checkpoint = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
-        self.model = DomainCNN(tuple(checkpoint["image_shape"]), checkpoint["num_classes"], checkpoint["card"]["config"]["width"])
+        self.model = DomainCNN.from_config(checkpoint["image_shape"], checkpoint["num_classes"], checkpoint["card"]["config"])
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.eval()
 

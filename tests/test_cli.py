@@ -118,3 +118,17 @@ def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
     rotation = board[board.index("class rotation over"):]
     assert "| `vae` | 1.00 |" in rotation and "`support-copy` (reference)" in rotation
     assert "| `support-copy` | " not in rotation  # reference rows are never ranked
+
+
+@requires_data("cifar10")
+def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
+    # Pixel and quality metrics only: the CIFAR-10 evaluator takes about 20 minutes to train on 2 cores.
+    result = invoke("run", "--methods", "vae,support-copy", "--dataset", "cifar10", "--shots", "1", "--profile", "smoke",
+                    "--metrics", "mse,ssim,brisque,support_nn_mse", "--samples", "40", "--results-dir", tmp_path / "results",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout[result.stdout.index("["):])
+    assert all(r["status"] == "ok" for r in records) and records[0]["split"]["split_id"] == "cifar10/novel9-1shot.v1"
+    assert all(o["status"] == "ok" for r in records for o in r["metrics"].values())
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "## cifar10/novel9-1shot.v1 · profile `smoke`" in board and "| `vae` | 1 |" in board

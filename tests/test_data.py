@@ -73,3 +73,16 @@ def test_mnist_reference_images_are_the_canonical_test_files():
     assert data.provenance["test_images"]["path"].endswith("t10k-images-idx3-ubyte.gz")
     assert data.train_images.shape == (60000, 1, 28, 28)
     assert int((data.test_labels == 9).sum()) == 1009
+
+
+@requires_data("cifar10")
+def test_cifar10_loads_as_rgb_with_canonical_sizes_and_says_it_is_lossy():
+    data = DATASETS.get("cifar10").load(download=False)
+    assert data.train_images.shape == (50000, 3, 32, 32) and data.test_images.shape == (10000, 3, 32, 32)
+    assert np.bincount(data.train_labels).tolist() == [5000] * 10
+    assert np.bincount(data.test_labels).tolist() == [1000] * 10
+    # Channel means of canonical CIFAR-10 train images (R, G, B) = (125.3, 123.0, 113.9): a BGR mix-up would swap R and B.
+    np.testing.assert_allclose(data.train_images.mean(axis=(0, 2, 3)), [125.3, 123.0, 113.9], atol=0.5)
+    images, labels = data.provenance["train_images"], data.provenance["train_labels"]
+    if images["path"].endswith("cifar10_jpeg_q75.tar"):
+        assert images["exact"] is False and "JPEG" in images["note"] and labels["exact"] is True
