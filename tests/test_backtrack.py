@@ -5,7 +5,6 @@ convex hull of that set. One whose table is the support set can reach its suppor
 held-out images of the class: the memorisation the support/held-out gap is meant to expose.
 """
 
-import pytest
 import torch
 
 from bench.evaluation import evaluate

@@ -142,7 +142,7 @@ def test_missing_model_files_say_what_to_install(tmp_path, monkeypatch):
 
 def test_card_names_the_implementation_and_the_model_hash():
     card = brisque(to_tensor(small_grey("camera")[None]))["card"]
-    assert card["implementation"].startswith(f"opencv-contrib-python-headless") and "QualityBRISQUE" in card["implementation"]
+    assert card["implementation"].startswith("opencv-contrib-python-headless") and "QualityBRISQUE" in card["implementation"]
     assert card["model"]["sha256"] == hashlib.sha256(open(MODEL, "rb").read()).hexdigest()
     assert card["model"]["path"] == MODEL and card["higher_is_better"] is False
 

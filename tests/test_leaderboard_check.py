@@ -1,6 +1,5 @@
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,5 @@
 """Reference rows (oracle, support copies) and the memorisation diagnostics that read against them."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -134,7 +132,6 @@ def _independent_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) ->
 
 
 def test_density_and_coverage_match_an_independent_computation(fashion_split, shifted_and_unseen):
-    from metrics._features import evaluator_for  # noqa: F401 - the evaluator the metrics use
     from bench.evaluator import load_domain_evaluator
 
     samples = shifted_and_unseen[1][:400]
