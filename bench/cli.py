@@ -150,6 +150,8 @@ def run(
         novel_classes = DATASETS.get(dataset).novel_classes(novel_class)
     except (UnknownNameError, ValueError) as exc:
         fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
     if n_samples is not None and n_samples < 2:
         fail("--samples must be at least 2")
 

@@ -132,3 +132,55 @@ def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
     assert all(o["status"] == "ok" for r in records for o in r["metrics"].values())
     board = (tmp_path / "leaderboard.md").read_text()
     assert "## cifar10/novel9-1shot.v1 · profile `smoke`" in board and "| `vae` | 1 |" in board
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Real Fashion-MNIST images as PNG files, one sub-folder per class, plus one unreadable file."""
+    import cv2
+
+    _, data = load_dataset("fashion-mnist")
+    root = tmp_path_factory.mktemp("images") / "shoes"
+    for label, name in ((5, "sandal"), (7, "sneaker"), (9, "ankle_boot")):
+        (root / name).mkdir(parents=True)
+        for i, index in enumerate(np.flatnonzero(data.train_labels == label)[:25]):
+            cv2.imwrite(str(root / name / f"{i:03d}.png"), data.train_images[index, 0])
+    (root / "sneaker" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+@requires_data("fashion-mnist")
+def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, image_folder):
+    with pytest.warns(UserWarning, match=r"1 unreadable files skipped: \['sneaker/broken.png'\]"):
+        result = invoke("run", "--methods", "vae,support-copy", "--dataset", f"folder:{image_folder}@28", "--profile",
+                        "smoke", "--metrics", "mse,ssim,support_nn_mse", "--samples", "20",
+                        "--results-dir", tmp_path / "results", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout[result.stdout.index("["):])
+    assert all(r["status"] == "ok" for r in records)
+    split = records[0]["split"]
+    assert split["split_id"].startswith("folder-shoes-") and split["novel_class_name"] == "sneaker"
+    assert split["data_provenance"]["train_images"]["unreadable_files"] == ["sneaker/broken.png"]
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert f"## {split['split_id']} · profile `smoke`" in board
+
+
+@requires_data("fashion-mnist")
+def test_an_image_folder_split_keeps_reference_images_out_of_training(image_folder):
+    from bench.datasets import DATASETS
+    from bench.splits import make_split
+
+    name = DATASETS.get(f"folder:{image_folder}@28").name
+    first, again = make_split(name, shots=3, seed=0), make_split(name, shots=3, seed=0)
+    assert first.info.sha256 == again.info.sha256 and first.task.image_shape == (1, 28, 28)
+    assert len(first.reference) == 5 and first.info.n_base == 40  # 20% of the 25 sneakers; 80% of the other classes
+    rows = lambda images: {bytes(r) for r in (images * 255).round().byte().flatten(1).numpy()}  # noqa: E731
+    assert not rows(first.reference) & (rows(first.task.support) | rows(first.task.base_images))
+
+
+def test_an_image_folder_without_classes_says_what_is_missing(tmp_path):
+    (tmp_path / "flat").mkdir()
+    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'flat'}", "--results-dir", tmp_path / "r")
+    assert result.exit_code == 2 and "no class sub-folders" in " ".join(result.output.split())
+    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'missing'}", "--results-dir", tmp_path / "r")
+    assert result.exit_code == 1 and "is not a folder" in " ".join(result.output.split())

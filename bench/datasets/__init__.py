@@ -8,6 +8,19 @@ from bench.datasets._base import (
 )
 from bench.registry import Registry
 
-DATASETS: Registry[ImageDataset] = Registry("dataset", "bench.datasets")
+class DatasetRegistry(Registry[ImageDataset]):
+    """The registered datasets, plus `folder:PATH[@SIZE]`: a folder of images made into a dataset on first use."""
+
+    def get(self, name: str) -> ImageDataset:
+        from bench.datasets.folder import PREFIX, folder_dataset
+
+        if name.strip().startswith(PREFIX):
+            dataset = folder_dataset(name)
+            self._entries.setdefault(dataset.name, dataset)
+            return self._entries[dataset.name]
+        return super().get(name)
+
+
+DATASETS: DatasetRegistry = DatasetRegistry("dataset", "bench.datasets")
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "ImageDataset", "LoadedData"]

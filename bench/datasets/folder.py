@@ -1,0 +1,148 @@
+"""`folder:PATH[@SIZE]`: a folder of images with one sub-folder per class, as a novel-class dataset.
+
+Every readable image (OpenCV: png, jpg, bmp, ...) in `PATH/<class>/` is read, turned into grey
+(when every image is grey) or RGB, and resized to SIZE x SIZE (default 64; `cv2.INTER_AREA` when
+shrinking, `cv2.INTER_CUBIC` when enlarging). Unreadable files are skipped, counted and named in
+the provenance of every record, and reported with a warning. Each class is divided into train
+(80%) and test (20%, at least one image) by a fixed seeded permutation, so the novel-class
+protocol applies unchanged: support from the novel class's train part, reference = its test part.
+
+Folders without class sub-folders (the unconditional protocol of the IMLE/FastGAN papers) are not
+supported yet: see docs/roadmap.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.datasets._base import DataNotFoundError, ImageDataset, LoadedData
+
+PREFIX = "folder:"
+DEFAULT_SIZE = 64
+TEST_FRACTION = 0.2
+DIVISION_SEED = 0  # the train/test division is part of the dataset's definition, not of a run's seed
+
+
+def parse(spec: str) -> tuple[Path, int]:
+    body = spec.strip()[len(PREFIX):]
+    size = DEFAULT_SIZE
+    if "@" in body and body.rsplit("@", 1)[1].isdigit():
+        body, size_text = body.rsplit("@", 1)
+        size = int(size_text)
+    if size < 8:
+        raise ValueError(f"{spec}: image size {size} is too small (at least 8)")
+    root = Path(body).expanduser().resolve()
+    if not root.is_dir():
+        raise DataNotFoundError(f"{spec}: {root} is not a folder")
+    return root, size
+
+
+def _read(path: Path, size: int) -> np.ndarray | None:
+    """(H, W) grey or (H, W, 3) RGB uint8 resized to size x size; None when OpenCV cannot read it."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    if image.ndim == 3:
+        image = image[:, :, :3]  # drop alpha
+        image = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+@dataclass(frozen=True)
+class FolderDataset(ImageDataset):
+    root: Path = Path(".")
+    image_size: int = DEFAULT_SIZE
+
+    def find_files(self) -> dict[str, Path]:
+        return {slot: self.root for slot in ("train_images", "train_labels", "test_images", "test_labels")}
+
+    def load(self, download: bool = True) -> LoadedData:
+        images, labels, unreadable = [], [], []
+        for label, class_name in enumerate(self.class_names):
+            for path in sorted(p for p in (self.root / class_name).iterdir() if p.is_file()):
+                image = _read(path, self.image_size)
+                if image is None:
+                    unreadable.append(str(path.relative_to(self.root)))
+                    continue
+                images.append(image)
+                labels.append(label)
+        if unreadable:
+            warnings.warn(f"{self.name}: {len(unreadable)} unreadable files skipped: {unreadable[:10]}", stacklevel=2)
+        channels = self.image_shape[0]
+        array = np.stack([_as_channels(image, channels) for image in images])
+        labels = np.asarray(labels, dtype=np.int64)
+        test = np.zeros(len(labels), dtype=bool)
+        rng = np.random.default_rng(DIVISION_SEED)
+        for label in range(len(self.class_names)):
+            members = np.flatnonzero(labels == label)
+            n_test = max(1, int(round(TEST_FRACTION * len(members))))
+            test[rng.permutation(members)[:n_test]] = True
+        digest = hashlib.sha256(array.tobytes() + labels.tobytes() + test.tobytes()).hexdigest()
+        source = {
+            "path": str(self.root),
+            "content_sha256": digest,
+            "exact": True,
+            "note": f"{len(labels)} images, {len(self.class_names)} classes, resized to {self.image_size}x{self.image_size} "
+                    f"(INTER_AREA shrinking, INTER_CUBIC enlarging); seeded {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} "
+                    f"train/test per class",
+            "unreadable_files": unreadable,
+        }
+        return LoadedData(array[~test], labels[~test], array[test], labels[test],
+                          provenance={slot: source for slot in ("train_images", "train_labels", "test_images", "test_labels")})
+
+
+def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[None]
+        return np.repeat(image, channels, axis=0) if channels == 3 else image
+    return image.transpose(2, 0, 1)
+
+
+def folder_dataset(spec: str) -> FolderDataset:
+    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`."""
+    root, size = parse(spec)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"{spec}: no class sub-folders in {root}. Folders without classes (the unconditional protocol) "
+            "are not supported yet; put the images in one sub-folder per class"
+        )
+    if len(classes) < 2:
+        raise ValueError(f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}")
+    colour = _any_colour(root, classes, size)
+    stem = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "images"
+    key = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
+    return FolderDataset(
+        name=f"folder-{stem}-{key}",
+        title=f"Image folder {root}",
+        class_names=tuple(classes),
+        image_shape=(3 if colour else 1, size, size),
+        slots=(),
+        citation=f"local image folder {root}",
+        license="that of the images",
+        default_novel_class=len(classes) - 1,
+        allows_hflip=False,  # unknown content: no mirror symmetry assumed
+        notes="made from a folder of images with one sub-folder per class",
+        root=root,
+        image_size=size,
+    )
+
+
+def _any_colour(root: Path, classes: list[str], size: int) -> bool:
+    for class_name in classes:
+        for path in sorted((root / class_name).iterdir()):
+            image = _read(path, size) if path.is_file() else None
+            if image is not None and image.ndim == 3 and not (image == image[:, :, :1]).all():
+                return True
+    return False
