@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from metrics import EvalInputs
+from metrics import EvalInputs, MetricResult
 from metrics._weights import download_weights, hub_checkpoint
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
@@ -135,3 +135,9 @@ def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[to
     })
     inputs.cache[cache_key] = (best, card)
     return best, card
+
+
+def backtrack_score(inputs: EvalInputs, targets: torch.Tensor, label: str) -> MetricResult:
+    """Mean best distance over the targets, with its std (0 for a single target)."""
+    distances, card = backtrack(inputs, targets, label)
+    return MetricResult(float(distances.mean()), {"std": float(distances.std()) if len(distances) > 1 else 0.0}, card)

@@ -7,12 +7,11 @@ for the optimisation and the distance.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._backtrack import backtrack
+from metrics._backtrack import backtrack_score
 
 
 def held_out_backtrack(inputs: EvalInputs) -> MetricResult:
-    distances, card = backtrack(inputs, inputs.reference, "evaluation-reference")
-    return MetricResult(float(distances.mean()), {"std": float(distances.std()) if len(distances) > 1 else 0.0}, card)
+    return backtrack_score(inputs, inputs.reference, "evaluation-reference")
 
 
 METRIC = register(

@@ -6,12 +6,11 @@ held-out images of the same class has memorised them.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._backtrack import backtrack
+from metrics._backtrack import backtrack_score
 
 
 def support_backtrack(inputs: EvalInputs) -> MetricResult:
-    distances, card = backtrack(inputs, inputs.support, "support")
-    return MetricResult(float(distances.mean()), {"std": float(distances.std()) if len(distances) > 1 else 0.0}, card)
+    return backtrack_score(inputs, inputs.support, "support")
 
 
 METRIC = register(
