@@ -100,10 +100,17 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
             else:
                 files = f"[yellow]missing {len(dataset.slots) - len(found)} of {len(dataset.slots)} arrays[/] (set BENCH_DATA_DIR, or run once online to download)"
             novel = dataset.default_novel_class
+            if "novel-class" in dataset.protocols:
+                protocol_note = f"default novel class {novel} ({dataset.class_names[novel]})"
+            else:
+                protocol_note = "novel classes drawn by the seed (see docs/protocol.md)"
+            names = [f"{i} {c}" for i, c in enumerate(dataset.class_names)]
+            if len(names) > 12:  # Omniglot has 1,623: show the two ends
+                names = names[:5] + [f"... ({len(names)} classes) ..."] + names[-3:]
             details = "\n".join([
                 f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
-                f"default novel class {novel} ({dataset.class_names[novel]})",
-                "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(dataset.class_names)),
+                + protocol_note,
+                "classes: " + ", ".join(names),
                 f"files: {files}",
                 f"source: {dataset.citation}; licence: {dataset.license}",
             ])
@@ -121,6 +128,9 @@ def run(
     novel_class: Optional[str] = typer.Option(
         None, "--novel-class", help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)"
     ),
+    characters: Optional[int] = typer.Option(
+        None, "--characters", help="omniglot: novel characters per run, drawn by the seed, one task each (default 20)"
+    ),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="default: leaderboard.md beside the results dir"),
     device: str = typer.Option("cpu", "--device"),
@@ -133,7 +143,7 @@ def run(
     from bench.datasets import DATASETS, DataNotFoundError
     from bench.leaderboard import write_leaderboard
     from bench.runner import RunSpec, run_benchmark
-    from bench.splits import validate_shots
+    from bench.splits import DEFAULT_CHARACTERS, validate_shots
     from bench.store import ResultStore
     from methods import METHODS, method_names
     from metrics import METRICS
@@ -154,8 +164,12 @@ def run(
         fail(str(exc), code=1)
     if n_samples is not None and n_samples < 2:
         fail("--samples must be at least 2")
+    if characters is not None and characters < 1:
+        fail("--characters must be at least 1")
+    characters = characters or DEFAULT_CHARACTERS
 
-    spec = RunSpec(method_list, dataset_name, shots, seed_list, profile, novel_class, device, n_samples, metric_list, overwrite)
+    spec = RunSpec(method_list, dataset_name, shots, seed_list, profile, novel_class=novel_class, characters=characters,
+                   device=device, n_samples=n_samples, metrics=metric_list, overwrite=overwrite)
     store = ResultStore(results_dir)
     leaderboard_path = leaderboard or results_dir.resolve().parent / "leaderboard.md"
     from bench.progress import RichReporter

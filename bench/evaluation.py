@@ -27,11 +27,13 @@ def evaluate(
     seed: int = 0,
     settings: dict | None = None,
     reporter: Reporter | None = None,
+    need_reasons: dict[str, str] | None = None,
 ) -> tuple[dict[str, dict], dict[str, float]]:
     """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`.
 
     `settings` is handed to every metric as `EvalInputs.settings` (e.g. the number of importance
-    samples of `nll`); each metric records the settings it used in its card.
+    samples of `nll`); each metric records the settings it used in its card. `need_reasons` says
+    why an input is absent when the generic message would mislead (see `EvalInputs`).
     """
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     inputs = EvalInputs(
@@ -44,6 +46,7 @@ def evaluate(
         capabilities=frozenset(getattr(model, "capabilities", ())),
         seed=seed,
         settings=dict(settings or {}),
+        need_reasons=dict(need_reasons or {}),
     )
     # Measurement facts every card carries; metrics add their own (implementation, features, ...).
     measured = {
@@ -73,3 +76,43 @@ def evaluate(
     finally:
         handle.close()
     return outcomes, timings
+
+
+def aggregate_over_tasks(per_task: list[dict[str, dict]], n_tasks: int) -> dict[str, dict]:
+    """One outcome per metric from the per-task outcomes of a task set: the mean over the tasks.
+
+    A metric is `ok` only if it is `ok` on every task (its value is then the mean, with the
+    standard deviation over tasks); otherwise it takes the first task's failure, prefixed with
+    how many tasks failed, so a partial mean is never reported.
+    """
+    aggregated: dict[str, dict] = {}
+    for name in per_task[0]:
+        outcomes = [task[name] for task in per_task]
+        failed = [o for o in outcomes if o["status"] != "ok"]
+        card = {**outcomes[0]["card"], "aggregation": f"mean over {n_tasks} tasks (per-task values in the record's tasks)"}
+        if failed:
+            first = failed[0]
+            text_key = "reason" if first["status"] == "not_applicable" else "error"
+            aggregated[name] = {"status": first["status"], text_key: f"{len(failed)} of {n_tasks} tasks: {first.get(text_key, '')}",
+                                "card": card}
+            continue
+        values = torch.tensor([o["value"] for o in outcomes], dtype=torch.float64)
+        outcome = {"status": "ok", "value": float(values.mean()),
+                   "std_over_tasks": float(values.std(unbiased=False)), "n_tasks": n_tasks, "card": card}
+        flags = sorted({o["flag"] for o in outcomes if o.get("flag")})
+        if flags:
+            outcome["flag"] = "; ".join(flags)
+        aggregated[name] = outcome
+    return aggregated
+
+
+def mark_pooled(outcomes: dict[str, dict], n_tasks: int) -> dict[str, dict]:
+    """Say on each pooled outcome (card and flag) that it mixes the tasks' samples and references."""
+    note = f"pooled over {n_tasks} tasks: all samples against all references, so it measures the union of the tasks"
+    marked = {}
+    for name, outcome in outcomes.items():
+        outcome = {**outcome, "card": {**outcome["card"], "aggregation": note}}
+        if outcome["status"] == "ok":
+            outcome["flag"] = "; ".join(filter(None, [outcome.get("flag"), note]))
+        marked[name] = outcome
+    return marked

@@ -65,8 +65,13 @@ def architecture_name(config: "EvaluatorConfig") -> str:
 
 
 # Per-dataset evaluator recipes; every other dataset uses EvaluatorConfig(). CIFAR-10 needs depth and
-# augmentation to pass its 80% bar.
-EVALUATOR_CONFIGS = {"cifar10": EvaluatorConfig(width=32, blocks=3, convs_per_block=2, augment=True, epochs=10)}
+# augmentation to pass its 80% bar. Omniglot (964 classes, 16 drawings each) with the default recipe
+# reached 58.8% on held-out drawers; with shifts and 30 epochs 82.5% (2 blocks, 255 s) and 85.6%
+# (3 blocks, 302 s) on 2 CPU cores.
+EVALUATOR_CONFIGS = {
+    "cifar10": EvaluatorConfig(width=32, blocks=3, convs_per_block=2, augment=True, epochs=10),
+    "omniglot": EvaluatorConfig(width=32, blocks=3, augment=True, epochs=30),
+}
 
 
 def config_for(dataset_name: str) -> EvaluatorConfig:
@@ -231,17 +236,17 @@ def load_domain_evaluator(
     if path.is_file():
         blob = path.read_bytes()
         checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-        model = DomainCNN.from_config(dataset.image_shape, dataset.num_classes, config)
+        model = DomainCNN.from_config(dataset.image_shape, dataset.evaluator_num_classes, config)
         model.load_state_dict(checkpoint["state_dict"])
         card = checkpoint["card"]
     else:
-        model, measured = _train(data, dataset.image_shape, dataset.num_classes, config, reporter or NullReporter(),
+        model, measured = _train(data, dataset.image_shape, dataset.evaluator_num_classes, config, reporter or NullReporter(),
                                  dataset.allows_hflip)
         card = {
             "architecture": architecture,
             "feature_dim": FEATURE_DIM,
             "dataset": dataset.name,
-            "trained_on": "all classes of the train split",
+            "trained_on": dataset.evaluator_trained_on,
             "data_content_sha256": content,
             "config": dataclasses.asdict(config),
             "torch": torch.__version__,
@@ -249,7 +254,7 @@ def load_domain_evaluator(
         }
         buffer = io.BytesIO()
         torch.save({"state_dict": model.state_dict(), "card": card, "image_shape": dataset.image_shape,
-                    "num_classes": dataset.num_classes}, buffer)
+                    "num_classes": dataset.evaluator_num_classes}, buffer)
         blob = buffer.getvalue()
         atomic_write_bytes(path, blob)
     model.eval().requires_grad_(False).to(device)

@@ -23,7 +23,12 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   It runs without gradients in eval mode (e.g. BatchNorm running statistics) and restores the
   model's mode;
 - `"reconstruct"`: `reconstruct(x)`;
-- `"embed"`: `embed(x)`, a feature vector per image (for latent-space plots).
+- `"embed"`: `embed(x)`, a feature vector per image (for latent-space plots);
+- `"transfer"`: `pretrain(task, budget, seed)` and `adapt(task, budget, seed)`, where `fit` is
+  exactly `pretrain` then `adapt`. `pretrain` may use only the base images (and the task's
+  shape, class count and flags), never its support set, so that a run over several tasks
+  sharing one base set (Omniglot's novel characters) pretrains once and adapts a copy per task
+  with the same result as fitting each task from scratch.
 
 A metric that needs a capability the method lacks is recorded as not applicable.
 """
@@ -48,6 +53,7 @@ CAPABILITIES = {
     "log_likelihood": ("log_likelihood",),
     "reconstruct": ("reconstruct",),
     "embed": ("embed",),
+    "transfer": ("pretrain", "adapt"),
 }
 
 

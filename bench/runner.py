@@ -8,6 +8,7 @@ the sweep goes on; an interrupted run (Ctrl-C, kill) writes nothing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -22,14 +23,14 @@ import torch
 
 from bench.datasets import DATASETS
 from bench.environment import environment, git_commit, utc_now
-from bench.evaluation import evaluate
-from bench.grids import save_grid
+from bench.evaluation import aggregate_over_tasks, evaluate, mark_pooled
+from bench.grids import save_grid, save_task_grid
 from bench.method import Method, TrainingDiverged
 from bench.progress import NullReporter, Reporter
-from bench.splits import Split, make_split
+from bench.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
 from bench.store import RECORD_SCHEMA, ResultStore, RunKey, atomic_write_bytes
 from methods import METHODS
-from metrics import METRICS
+from metrics import METRICS, in_display_order
 
 # Samples drawn for evaluation per profile (about the size of the evaluation reference: 1,000 ankle boots, 1,009 MNIST 9s).
 EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
@@ -60,6 +61,7 @@ class RunSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     profile: str = "quick"
     novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
+    characters: int = DEFAULT_CHARACTERS  # novel characters per run (omniglot-characters protocol)
     device: str = "cpu"
     n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
     metrics: list[str] | None = None  # default: every registered metric
@@ -82,23 +84,28 @@ def check_samples(samples: torch.Tensor, n: int, image_shape: tuple[int, int, in
         raise ValueError(f"sample() returned values in [{samples.min():.3g}, {samples.max():.3g}], expected [0, 1]")
 
 
+def samples_drawn(split: Split | TaskSet, requested: int) -> int:
+    """Images a run draws: `requested` for one task; for a task set, `requested // tasks` per task (at least 2)."""
+    if isinstance(split, TaskSet):
+        return max(2, requested // len(split.splits)) * len(split.splits)
+    return requested
+
+
 def run_one(
     method_name: str,
-    split: Split,
+    split: Split | TaskSet,
     spec: RunSpec,
     store: ResultStore,
     reporter: Reporter,
     split_seconds: float = 0.0,
 ) -> dict:
-    """Fit, sample, evaluate and store one (method, split, seed, profile); return the record."""
+    """Fit, sample, evaluate and store one (method, split or task set, seed, profile); return the record."""
     info = split.info
     seed = info.seed
     cls: type[Method] = METHODS.get(method_name)
     budget = cls.budget_for(spec.profile)
-    n_samples = spec.n_samples or EVAL_SAMPLES[spec.profile]
+    n_samples = samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile])
     key = RunKey(method_name, info.split_id, spec.profile, seed)
-    method = cls(device=spec.device)
-    method.reporter = reporter
     timings: dict[str, float] = {"split": split_seconds}
     record = {
         "schema": RECORD_SCHEMA,
@@ -111,7 +118,7 @@ def run_one(
             "reference": cls.reference,
             "is_reference": cls.is_reference,
             "capabilities": sorted(cls.capabilities),
-            "config": dataclasses.asdict(method.config),
+            "config": dataclasses.asdict(cls.Config()),
             "budget": dataclasses.asdict(budget),
         },
         "split": info.to_dict(),
@@ -126,18 +133,15 @@ def run_one(
         "created_at": utc_now(),
     }
     started = time.perf_counter()
+    training_log: dict = {}
     try:
-        fit_start = time.perf_counter()
-        method.fit(split.task_for(cls), budget, seed)
-        timings["fit"] = time.perf_counter() - fit_start
-        timings.update({f"fit.{phase}": seconds for phase, seconds in method.timings.items()})
-        sample_start = time.perf_counter()
-        with torch.no_grad():
-            samples = method.sample(n_samples, torch.Generator().manual_seed(derive_seed(seed, "sample"))).float().cpu()
-        check_samples(samples, n_samples, split.task.image_shape)
-        # Scored exactly as stored: 8-bit, so `bench evaluate` on the stored file reproduces the record.
-        samples = (samples * 255).round() / 255
-        timings["sample"] = time.perf_counter() - sample_start
+        if isinstance(split, TaskSet):
+            samples, record["metrics"], record["tasks"] = _run_task_set(cls, split, spec, budget, n_samples, reporter,
+                                                                       timings, training_log)
+            record["evaluation"]["n_samples_per_task"] = n_samples // len(split.splits)
+        else:
+            method = _fitted(cls, split, spec, budget, reporter, timings, training_log)
+            samples = _draw(method, n_samples, derive_seed(seed, "sample"), split.task.image_shape, timings)
     except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
         record["status"] = "failed"
         record["failure"] = {
@@ -146,34 +150,41 @@ def run_one(
             "diverged": isinstance(exc, TrainingDiverged),
             "traceback": traceback.format_exc(limit=6),
         }
-        record["training_log"] = method.training_log
+        record["training_log"] = training_log
         record["timings"] = {**timings, "total": time.perf_counter() - started}
         store.write(record)
         return record
 
-    record["training_log"] = method.training_log
-    timings["evaluator"] = prepare_evaluator(info.dataset, spec.metrics, reporter)
-    eval_start = time.perf_counter()
-    record["metrics"], metric_timings = evaluate(
-        samples,
-        reference=split.reference,
-        support=split.task.support,
-        dataset=info.dataset,
-        novel_class=info.novel_class,
-        model=method,
-        metric_names=spec.metrics,
-        seed=derive_seed(seed, "evaluate"),
-        settings=EVAL_SETTINGS[spec.profile],
-        reporter=reporter,
-    )
-    timings["evaluate"] = time.perf_counter() - eval_start
-    timings.update({f"evaluate.{name}": seconds for name, seconds in metric_timings.items()})
+    record["training_log"] = training_log
+    if isinstance(split, Split):
+        timings["evaluator"] = prepare_evaluator(info.dataset, spec.metrics, reporter)
+        eval_start = time.perf_counter()
+        record["metrics"], metric_timings = evaluate(
+            samples,
+            reference=split.reference,
+            support=split.task.support,
+            dataset=info.dataset,
+            novel_class=info.novel_class,
+            model=method,
+            metric_names=spec.metrics,
+            seed=derive_seed(seed, "evaluate"),
+            settings=EVAL_SETTINGS[spec.profile],
+            reporter=reporter,
+        )
+        timings["evaluate"] = time.perf_counter() - eval_start
+        timings.update({f"evaluate.{name}": seconds for name, seconds in metric_timings.items()})
 
     store_start = time.perf_counter()
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, samples=(samples * 255).round().to(torch.uint8).numpy())
+    arrays = {"samples": (samples * 255).round().to(torch.uint8).numpy()}
+    if isinstance(split, TaskSet):  # which task (index into the record's split.tasks) each sample belongs to
+        arrays["task"] = np.repeat(np.arange(len(split.splits)), n_samples // len(split.splits))
+    np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(store.samples_path(key), buffer.getvalue())
-    save_grid(store.grid_path(key), split.task.support, samples)
+    if isinstance(split, TaskSet):
+        save_task_grid(store.grid_path(key), [s.task.support for s in split.splits], samples.chunk(len(split.splits)))
+    else:
+        save_grid(store.grid_path(key), split.task.support, samples)
     record["artifacts"] = {
         "samples": str(store.samples_path(key).relative_to(store.root)),
         "grid": str(store.grid_path(key).relative_to(store.root)),
@@ -182,6 +193,118 @@ def run_one(
     record["timings"] = {**timings, "total": time.perf_counter() - started}
     store.write(record)
     return record
+
+
+def _add_timings(timings: dict[str, float], more: dict[str, float], prefix: str = "") -> None:
+    for name, seconds in more.items():
+        timings[prefix + name] = timings.get(prefix + name, 0.0) + seconds
+
+
+def _fitted(cls: type[Method], split: Split, spec: RunSpec, budget, reporter: Reporter, timings: dict[str, float],
+            training_log: dict, pretrained: Method | None = None) -> Method:
+    """A method fitted to `split`: from scratch, or (transfer methods) by adapting a copy of `pretrained`.
+
+    Its training log goes into `training_log` even when fitting fails (a diverged run keeps its curve).
+    """
+    start = time.perf_counter()
+    if pretrained is not None:
+        method = copy.deepcopy(pretrained)
+        method.timings, method.training_log = {}, {}
+    else:
+        method = cls(device=spec.device)
+    method.reporter = reporter
+    try:
+        if pretrained is not None:
+            method.adapt(split.task_for(cls), budget, split.info.seed)
+        else:
+            method.fit(split.task_for(cls), budget, split.info.seed)
+    finally:
+        training_log.update(method.training_log)
+        _add_timings(timings, {"fit": time.perf_counter() - start})
+        _add_timings(timings, method.timings, "fit.")
+    return method
+
+
+def _draw(method: Method, n: int, sample_seed: int, image_shape: tuple[int, int, int], timings: dict[str, float]) -> torch.Tensor:
+    """`n` checked samples, quantised to 8 bits: scored exactly as stored, so `bench evaluate` on the file reproduces them."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        samples = method.sample(n, torch.Generator().manual_seed(sample_seed)).float().cpu()
+    check_samples(samples, n, image_shape)
+    samples = (samples * 255).round() / 255
+    _add_timings(timings, {"sample": time.perf_counter() - start})
+    return samples
+
+
+# Why class consistency does not apply per task on Omniglot (see `EvalInputs.need_reasons`).
+_UNKNOWN_TO_EVALUATOR = "the novel characters are not among the domain evaluator's classes (it is trained on the background characters only)"
+
+
+def _run_task_set(cls: type[Method], task_set: TaskSet, spec: RunSpec, budget, n_samples: int, reporter: Reporter,
+                  timings: dict[str, float], training_log: dict) -> tuple[torch.Tensor, dict, list[dict]]:
+    """Fit, sample and evaluate every task of `task_set`; return (samples, aggregated metrics, per-task records).
+
+    A transfer method (capability `transfer`) pretrains once and adapts a copy per task, which
+    gives the same result as fitting each task from scratch (see `bench.method`); other methods
+    are fitted per task. Each task is evaluated as soon as it is fitted (its fitted model is
+    needed by the model metrics and then dropped). Metrics marked `across_tasks="pooled"` are
+    computed once at the end on all samples against all references.
+    """
+    seed, n_tasks = task_set.info.seed, len(task_set.splits)
+    per_task_samples = n_samples // n_tasks
+    names = spec.metrics if spec.metrics is not None else in_display_order(METRICS.names())
+    pooled = [name for name in names if METRICS.get(name).across_tasks == "pooled"]
+    per_task = [name for name in names if name not in pooled]
+    # Metrics that need a target class are not applicable per task: they must not make the evaluator train.
+    timings["evaluator"] = prepare_evaluator(
+        task_set.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter)
+    pretrained = None
+    if "transfer" in cls.capabilities:
+        pretrained = cls(device=spec.device)
+        pretrained.reporter = reporter
+        start = time.perf_counter()
+        pretrained.pretrain(task_set.splits[0].task_for(cls), budget, seed)
+        _add_timings(timings, {"fit": time.perf_counter() - start})
+        _add_timings(timings, pretrained.timings, "fit.")
+        training_log.update(pretrained.training_log)
+        pretrained.reporter = NullReporter()  # copied per task; a live progress display cannot be copied
+
+    all_samples, task_records = [], []
+    handle = reporter.task(f"{cls.__name__} over {n_tasks} tasks", n_tasks)
+    try:
+        for index, split in enumerate(task_set.splits):
+            task_log: dict = {}
+            try:
+                method = _fitted(cls, split, spec, budget, NullReporter(), timings, task_log, pretrained)
+            except Exception:
+                training_log[f"task {index} ({split.info.novel_class_name})"] = task_log
+                raise
+            samples = _draw(method, per_task_samples, derive_seed(seed, f"sample:{index}"), split.task.image_shape, timings)
+            start = time.perf_counter()
+            outcomes, metric_timings = evaluate(
+                samples, reference=split.reference, support=split.task.support, dataset=split.info.dataset,
+                novel_class=None, model=method, metric_names=per_task, seed=derive_seed(seed, f"evaluate:{index}"),
+                settings=EVAL_SETTINGS[spec.profile], need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
+            )
+            _add_timings(timings, {"evaluate": time.perf_counter() - start})
+            _add_timings(timings, metric_timings, "evaluate.")
+            task_records.append({**task_set.info.tasks[index], "metrics": outcomes, "training_log": task_log})
+            all_samples.append(samples)
+            handle.advance()
+    finally:
+        handle.close()
+
+    samples = torch.cat(all_samples)
+    start = time.perf_counter()
+    pooled_outcomes, metric_timings = evaluate(
+        samples, reference=task_set.reference, support=task_set.support, dataset=task_set.info.dataset,
+        novel_class=None, metric_names=pooled, seed=derive_seed(seed, "evaluate"), settings=EVAL_SETTINGS[spec.profile],
+        reporter=reporter,
+    )
+    _add_timings(timings, {"evaluate": time.perf_counter() - start})
+    _add_timings(timings, metric_timings, "evaluate.")
+    metrics = {**aggregate_over_tasks([t["metrics"] for t in task_records], n_tasks), **mark_pooled(pooled_outcomes, n_tasks)}
+    return samples, {name: metrics[name] for name in in_display_order(metrics)}, task_records
 
 
 def prepare_evaluator(dataset: str, metric_names: list[str] | None, reporter: Reporter | None) -> float:
@@ -201,7 +324,7 @@ def prepare_evaluator(dataset: str, metric_names: list[str] | None, reporter: Re
     return time.perf_counter() - start
 
 
-def _matches(record: dict, method_name: str, split: Split, spec: RunSpec) -> bool:
+def _matches(record: dict, method_name: str, split: Split | TaskSet, spec: RunSpec) -> bool:
     """Whether a stored record was measured as `spec` asks: same data, method version and budget,
     sample count and evaluation settings, and every requested metric at its current version."""
     cls = METHODS.get(method_name)
@@ -211,7 +334,7 @@ def _matches(record: dict, method_name: str, split: Split, spec: RunSpec) -> boo
         record["split"]["sha256"] == split.info.sha256
         and record["method"]["version"] == cls.version
         and record["method"]["budget"] == dataclasses.asdict(cls.budget_for(spec.profile))
-        and record["evaluation"]["n_samples"] == (spec.n_samples or EVAL_SAMPLES[spec.profile])
+        and record["evaluation"]["n_samples"] == samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile])
         and record["evaluation"].get("settings") == EVAL_SETTINGS[spec.profile]
         and all(stored_metrics.get(name, {}).get("card", {}).get("version") == METRICS.get(name).version for name in wanted)
     )
@@ -234,7 +357,7 @@ def run_benchmark(
     classes = DATASETS.get(spec.dataset).novel_classes(spec.novel_class)
     for novel_class, method_name, seed in itertools.product(classes, spec.methods, spec.seeds):
         split_start = time.perf_counter()
-        split = make_split(spec.dataset, spec.shots, seed, novel_class)
+        split = make_run_split(spec.dataset, spec.shots, seed, novel_class, spec.characters)
         split_seconds = time.perf_counter() - split_start
         key = RunKey(method_name, split.info.split_id, spec.profile, seed)
         if not spec.overwrite and store.is_complete(key) and _matches(store.load(key), method_name, split, spec):

@@ -37,7 +37,7 @@ class SplitInfo:
     protocol: str
     version: int
     split_id: str
-    novel_class: int
+    novel_class: int | None  # None for a task set (one novel class per task)
     novel_class_name: str
     shots: int
     seed: int
@@ -46,10 +46,15 @@ class SplitInfo:
     n_reference: int
     sha256: str
     data_provenance: dict = field(default_factory=dict, compare=False)
+    # For a task set: one entry per task (its novel class, name and support draw).
+    tasks: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         record = asdict(self)
         record["support_indices"] = list(self.support_indices)
+        record["tasks"] = [dict(task) for task in self.tasks]
+        if not self.tasks:
+            del record["tasks"]
         return record
 
 
@@ -126,6 +131,9 @@ def validate_shots(shots: int, available: int | None = None) -> None:
 def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: int | str | None = None) -> Split:
     """Build the novel-class split of `dataset_name` for `shots` support images and support draw `seed`."""
     validate_shots(shots)
+    if PROTOCOL not in DATASETS.get(dataset_name).protocols:
+        raise ValueError(f"{dataset_name} does not use the {PROTOCOL} protocol (its protocols: "
+                         f"{', '.join(DATASETS.get(dataset_name).protocols)}); `bench run` evaluates it")
     dataset, data = load_dataset(DATASETS.get(dataset_name).name)
     novel = dataset.default_novel_class if novel_class is None else dataset.class_index(novel_class)
 
@@ -175,3 +183,102 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
     )
     unseen = np.setdiff1d(novel_train, support_indices)  # sorted: a fixed order for every consumer
     return Split(task=task, reference=to_float(reference), unseen_novel_indices=tuple(int(i) for i in unseen))
+
+
+# -- omniglot-characters protocol ---------------------------------------------------------
+CHARACTER_PROTOCOL = "omniglot-characters"
+CHARACTER_PROTOCOL_VERSION = 1
+DEFAULT_CHARACTERS = 20  # novel characters per run, as in FIGR's Omniglot evaluation
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """Several few-shot tasks evaluated as one run (Omniglot: one task per novel character).
+
+    Every task shares the base images (the same tensors); each has its own support set and
+    evaluation reference. `info` identifies the whole set and lists the tasks.
+    """
+
+    info: SplitInfo
+    splits: tuple[Split, ...]
+
+    @property
+    def reference(self) -> torch.Tensor:
+        return torch.cat([split.reference for split in self.splits])
+
+    @property
+    def support(self) -> torch.Tensor:
+        return torch.cat([split.task.support for split in self.splits])
+
+
+def character_set_id(dataset: str, characters: int, shots: int) -> str:
+    return f"{dataset}/characters{characters}-{shots}shot.v{CHARACTER_PROTOCOL_VERSION}"
+
+
+def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, characters: int = DEFAULT_CHARACTERS) -> TaskSet:
+    """The `omniglot-characters` protocol, version 1 (`<dataset>/characters<N>-<k>shot.v1`).
+
+    - base set: every drawing of every background character (964 x 20, labels 0..963);
+    - novel characters: `rng.choice(<evaluation characters>, N, replace=False)`, sorted, with
+      `rng = numpy.random.default_rng(seed)`;
+    - per novel character, in that order: support = `rng.choice(20, k, replace=False)` drawers;
+      evaluation reference = its other 20 - k drawers.
+    """
+    from bench.datasets.omniglot import DRAWERS
+
+    dataset, data = load_dataset(DATASETS.get(dataset_name).name)
+    evaluation = data.extra["evaluation_images"]
+    n_evaluation = len(evaluation)
+    if not isinstance(characters, int) or not 1 <= characters <= n_evaluation:
+        raise ValueError(f"--characters must be an integer between 1 and {n_evaluation}, got {characters!r}")
+    if not isinstance(shots, int) or not 1 <= shots < DRAWERS:
+        raise ValueError(f"--shots must be between 1 and {DRAWERS - 1} for {dataset.name} ({DRAWERS} drawers per character)")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(n_evaluation, size=characters, replace=False))
+    n_base_classes = dataset.evaluator_num_classes
+    base_images = np.concatenate([data.train_images, data.test_images])
+    base_labels = np.concatenate([data.train_labels, data.test_labels])
+    set_id = character_set_id(dataset.name, characters, shots)
+
+    digest = hashlib.sha256(f"{set_id}|seed={seed}|hflip={dataset.allows_hflip}|".encode())
+    digest.update(np.ascontiguousarray(base_images).tobytes() + base_labels.tobytes())
+    shared_base, shared_labels = to_float(base_images), torch.from_numpy(base_labels)
+    splits, entries = [], []
+    for character in chosen:
+        drawers = rng.choice(DRAWERS, size=shots, replace=False)
+        others = np.setdiff1d(np.arange(DRAWERS), drawers)
+        support, reference = evaluation[character, drawers], evaluation[character, others]
+        novel = n_base_classes + int(character)
+        task_digest = hashlib.sha256(f"{set_id}|seed={seed}|class={novel}|".encode())
+        task_digest.update(drawers.astype(np.int64).tobytes() + support.tobytes() + reference.tobytes())
+        digest.update(task_digest.digest())
+        info = SplitInfo(
+            dataset=dataset.name, protocol=CHARACTER_PROTOCOL, version=CHARACTER_PROTOCOL_VERSION,
+            split_id=f"{set_id}#{novel}", novel_class=novel, novel_class_name=dataset.class_names[novel],
+            shots=shots, seed=seed, support_indices=tuple(int(d) for d in drawers),
+            n_base=len(base_images), n_reference=len(others), sha256=task_digest.hexdigest(),
+        )
+        task = FewShotTask(
+            base_images=shared_base, base_labels=shared_labels, support=to_float(support),
+            image_shape=dataset.image_shape, num_classes=dataset.num_classes, novel_class=novel,
+            allows_hflip=dataset.allows_hflip, info=info,
+        )
+        splits.append(Split(task=task, reference=to_float(reference)))
+        entries.append({"novel_class": novel, "name": info.novel_class_name, "support_drawers": list(info.support_indices)})
+
+    info = SplitInfo(
+        dataset=dataset.name, protocol=CHARACTER_PROTOCOL, version=CHARACTER_PROTOCOL_VERSION, split_id=set_id,
+        novel_class=None, novel_class_name=f"{characters} evaluation characters", shots=shots, seed=seed,
+        support_indices=(), n_base=len(base_images), n_reference=sum(int(s.reference.shape[0]) for s in splits),
+        sha256=digest.hexdigest(), data_provenance=data.provenance, tasks=tuple(entries),
+    )
+    return TaskSet(info=info, splits=tuple(splits))
+
+
+def make_run_split(dataset_name: str, shots: int, seed: int, novel_class: int | str | None = None,
+                   characters: int = DEFAULT_CHARACTERS) -> Split | TaskSet:
+    """What one run is evaluated on, by the dataset's protocol: a `Split` or a `TaskSet`."""
+    dataset = DATASETS.get(dataset_name)
+    if CHARACTER_PROTOCOL in dataset.protocols:
+        return make_character_tasks(dataset.name, shots, seed, characters)
+    return make_split(dataset_name, shots, seed, novel_class)

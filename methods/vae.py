@@ -119,34 +119,44 @@ class VAE(Method):
         # batch 64 (16,880 steps), then the support set augmented 4 -> 300.
         "paper": VAEBudget(pretrain_steps=16880, finetune_steps=1000, pool_size=300),
     }
-    capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed"})
+    capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
     # Images per encoder pass and (image, importance sample) pairs per decoder pass in log_likelihood.
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
     def fit(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
-        cfg = self.config
+        self.pretrain(task, budget, seed)
+        self.adapt(task, budget, seed)
+
+    def pretrain(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
+        """Train on the base classes; keeps the noise generator's state for `adapt`."""
         generator = make_generator(seed)
         with seeded_init(seed):
-            self.model = ConvVAE(task.image_shape, cfg.latent_dim, cfg.width).to(self.device)
-        self.model.train()
-
-        def train(images: torch.Tensor, steps: int, lr: float, phase: str) -> None:
-            batches = minibatches(images, cfg.batch_size, generator)
-            optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-
-            def loss_fn(step: int) -> dict[str, torch.Tensor]:
-                return negative_elbo(self.model, next(batches).to(self.device), cfg.kl_weight, generator)
-
-            self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter)
-
+            self.model = ConvVAE(task.image_shape, self.config.latent_dim, self.config.width).to(self.device)
         with self.phase("pretrain"):
-            train(task.base_images, budget.pretrain_steps, cfg.pretrain_lr, "pretrain")
+            self._train(task.base_images, budget.pretrain_steps, self.config.pretrain_lr, "pretrain", generator)
+        self._generator_state = generator.get_state()
+
+    def adapt(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
+        """Fine-tune the pretrained weights on the augmented support set."""
+        generator = make_generator(seed)
+        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         with self.phase("augment"):
-            pool = augment(task.support, budget.pool_size, generator, cfg.augment, task.allows_hflip)
+            pool = augment(task.support, budget.pool_size, generator, self.config.augment, task.allows_hflip)
         with self.phase("finetune"):
-            train(pool, budget.finetune_steps, cfg.finetune_lr, "finetune")
+            self._train(pool, budget.finetune_steps, self.config.finetune_lr, "finetune", generator)
         self.model.eval()
+
+    def _train(self, images: torch.Tensor, steps: int, lr: float, phase: str, generator: torch.Generator) -> None:
+        cfg = self.config
+        self.model.train()
+        batches = minibatches(images, cfg.batch_size, generator)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+
+        def loss_fn(step: int) -> dict[str, torch.Tensor]:
+            return negative_elbo(self.model, next(batches).to(self.device), cfg.kl_weight, generator)
+
+        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter)
 
     # -- sampling and capabilities -----------------------------------------------------
     @property

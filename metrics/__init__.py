@@ -41,6 +41,9 @@ class EvalInputs:
     settings: dict = field(default_factory=dict)
     # Shared by the metrics of one evaluation (e.g. nearest-neighbour indices used by mse and ssim).
     cache: dict = field(default_factory=dict)
+    # Why an input is absent, when the caller knows better than the generic message (e.g. Omniglot's
+    # novel characters are not among the evaluator's classes, so there is no `novel_class`).
+    need_reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Metric:
     reference: str
     definition: str
     name: str = ""
+    # Over a task set (Omniglot: one task per novel character): "mean" computes the metric per task
+    # and averages; "pooled" computes it once on all tasks' samples against all tasks' references
+    # (distribution metrics: a task's 15-19 reference images are far too few on their own).
+    across_tasks: str = "mean"
 
     def missing_needs(self, inputs: EvalInputs) -> list[str]:
         missing = []
@@ -86,7 +93,7 @@ class Metric:
                 if inputs.model is None or capability not in inputs.capabilities:
                     missing.append(f"the method has no '{capability}' capability")
             elif getattr(inputs, need, None) is None:
-                missing.append(_NEED_MESSAGES.get(need, f"no {need} was given"))
+                missing.append(inputs.need_reasons.get(need) or _NEED_MESSAGES.get(need, f"no {need} was given"))
         return missing
 
     @property

@@ -38,4 +38,5 @@ def feature_card(inputs: EvalInputs) -> dict:
         "feature_weights_sha256": evaluator.card["weights_sha256"],
         "feature_dim": evaluator.card["feature_dim"],
         "evaluator_test_accuracy": evaluator.card["test_accuracy"],
+        "evaluator_trained_on": evaluator.card.get("trained_on"),
     }

@@ -25,6 +25,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from metrics import EvalInputs
+from metrics._features import feature_card
 from metrics._weights import download_weights, hub_checkpoint
 
 DOMAIN_EXTRACTOR = "bench-domain"
@@ -121,13 +122,7 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
         evaluator = evaluator_for(inputs)
         channels = 0
         kwargs.update(feature_extractor=DOMAIN_EXTRACTOR, feature_extractor_weights_path=str(evaluator.path))
-        card = {
-            "feature_extractor": f"domain evaluator {evaluator.card['architecture']} ({evaluator.card['feature_dim']}-d penultimate layer)",
-            "feature_weights_sha256": evaluator.card["weights_sha256"],
-            "feature_dim": evaluator.card["feature_dim"],
-            "evaluator_test_accuracy": evaluator.card["test_accuracy"],
-            "resize": "none (native resolution)",
-        }
+        card = {**feature_card(inputs), "resize": "none (native resolution)"}
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()
         if not weights.is_file():

@@ -24,6 +24,7 @@ METRIC = register(
         definition=(
             "Fraction of reference images whose k-NN ball (k=5, domain features) contains at least one sample."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

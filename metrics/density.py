@@ -25,6 +25,7 @@ METRIC = register(
             "Mean over samples of the number of reference k-NN balls (k=5, domain features) containing the sample, "
             "divided by k; about 1 for real images, can exceed 1."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

@@ -31,6 +31,7 @@ METRIC = register(
             "Fréchet distance between Gaussians fitted to the feature vectors of the samples and of the evaluation "
             "reference (the novel class's test images), computed by torch-fidelity."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

@@ -28,6 +28,7 @@ METRIC = register(
             "Unbiased MMD^2 between sample and reference features with the kernel (x.y/d + 1)^3, mean (and std) over "
             "100 random subsets of half the smaller set (at most 1000), computed by torch-fidelity."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

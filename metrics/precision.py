@@ -25,6 +25,7 @@ METRIC = register(
             "Fraction of samples inside the union of k-NN balls (k=3) of the reference features "
             "(samples that look like the class), computed by torch-fidelity."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

@@ -25,6 +25,7 @@ METRIC = register(
             "Fraction of reference images inside the union of k-NN balls (k=3) of the sample features "
             "(how much of the class the samples cover), computed by torch-fidelity."
         ),
+        across_tasks="pooled",
     ),
     __name__,
 )

@@ -116,6 +116,8 @@ class LoadedData:
     test_images: np.ndarray
     test_labels: np.ndarray
     provenance: dict = field(default_factory=dict)
+    # Arrays a protocol needs beyond train/test (e.g. Omniglot's evaluation characters).
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,19 @@ class ImageDataset:
     allows_hflip: bool
     # The domain evaluator (bench/evaluator.py) is refused below this test accuracy.
     evaluator_min_accuracy: float = 0.9
+    # Classes the domain evaluator is trained on: the first `evaluator_classes` (None: all of them).
+    evaluator_classes: int | None = None
+    evaluator_trained_on: str = "all classes of the train split; tested on the test split"
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def evaluator_num_classes(self) -> int:
+        return self.num_classes if self.evaluator_classes is None else self.evaluator_classes
 
     def novel_classes(self, value: str | int | None) -> list[int]:
         """The held-out classes a run covers: the default, one class, or `all` (leave-one-class-out)."""
