@@ -41,6 +41,10 @@ RECIPE_VERSION = 2
 FEATURE_DIM = 128
 
 
+class NoDomainEvaluator(RuntimeError):
+    """The dataset has no classes (a folder without class sub-folders): there is nothing to train an evaluator on."""
+
+
 class EvaluatorTooWeak(RuntimeError):
     """The trained evaluator's test accuracy is below the dataset's minimum; its features are not trusted."""
 
@@ -225,8 +229,15 @@ def load_domain_evaluator(
     device: str = "cpu",
 ) -> DomainEvaluator:
     """The dataset's evaluator (recipe: `config_for(dataset)` unless given), trained on first use, then cached."""
+    from bench.datasets import DATASETS
     from bench.splits import load_dataset
 
+    if DATASETS.get(dataset_name).evaluator_num_classes < 2:
+        raise NoDomainEvaluator(
+            f"{dataset_name} has no classes, so no domain evaluator can be trained: the metrics that use its features or "
+            "its classifier (density, coverage, class_consistency, support_nn_feat, and lpips_backtrack without the "
+            "AlexNet weights) do not apply; fid, kid, precision and recall use InceptionV3 features on this dataset"
+        )
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
     architecture = architecture_name(config)

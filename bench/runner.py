@@ -163,6 +163,7 @@ def run_one(
             samples,
             reference=split.reference,
             support=split.task.support,
+            held_out=split.held_out,
             dataset=info.dataset,
             novel_class=info.novel_class,
             model=method,

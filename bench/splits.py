@@ -90,6 +90,8 @@ class Split:
     task: FewShotTask
     reference: torch.Tensor
     unseen_novel_indices: tuple[int, ...] = ()  # train indices of the novel class not in the support set
+    # Unconditional protocol only: images never given to the method, when `reference` includes seen ones.
+    held_out: torch.Tensor | None = None
 
     @property
     def info(self) -> SplitInfo:
@@ -125,7 +127,7 @@ def validate_shots(shots: int, available: int | None = None) -> None:
     if not isinstance(shots, int) or shots < 1 or shots > MAX_SHOTS:
         raise ValueError(f"--shots must be an integer between 1 and {MAX_SHOTS}, got {shots!r}")
     if available is not None and shots > available:
-        raise ValueError(f"--shots {shots} exceeds the {available} train images of the novel class")
+        raise ValueError(f"--shots {shots} exceeds the {available} train images available for the support set")
 
 
 def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: int | str | None = None) -> Split:
@@ -275,10 +277,53 @@ def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, chara
     return TaskSet(info=info, splits=tuple(splits))
 
 
+# -- unconditional protocol (image folders without classes) --------------------------------
+UNCONDITIONAL_PROTOCOL = "unconditional"
+UNCONDITIONAL_PROTOCOL_VERSION = 1
+
+
+def make_unconditional_split(dataset_name: str, shots: int, seed: int = 0) -> Split:
+    """The `unconditional` protocol, version 1 (`<dataset>/unconditional-<k>shot.v1`): the few-shot
+    setting of the IMLE and FastGAN papers, for a folder of images without classes.
+
+    - the folder is divided once (fixed seed, part of the dataset) into a train part (90%) and a
+      held-out part (10%, at least one image);
+    - base set: empty (nothing to pretrain on);
+    - support: `k` train-part images, `numpy.random.default_rng(seed).choice(n_train, k, replace=False)`
+      (`--shots` = the train part's size trains on all of it);
+    - evaluation reference: every image of the folder (FID "against the same set", as in the papers);
+    - held-out: the held-out part, the targets of `lpips_backtrack` (images the method never saw).
+    """
+    validate_shots(shots)
+    dataset, data = load_dataset(DATASETS.get(dataset_name).name)
+    validate_shots(shots, len(data.train_images))
+    support_indices = np.random.default_rng(seed).choice(len(data.train_images), size=shots, replace=False)
+    reference = np.concatenate([data.train_images, data.test_images])
+    split_name = f"{dataset.name}/unconditional-{shots}shot.v{UNCONDITIONAL_PROTOCOL_VERSION}"
+    digest = hashlib.sha256(f"{split_name}|seed={seed}|hflip={dataset.allows_hflip}|".encode())
+    digest.update(np.asarray(support_indices, dtype=np.int64).tobytes())
+    for array in (data.train_images[support_indices], reference, data.test_images):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    info = SplitInfo(
+        dataset=dataset.name, protocol=UNCONDITIONAL_PROTOCOL, version=UNCONDITIONAL_PROTOCOL_VERSION, split_id=split_name,
+        novel_class=0, novel_class_name=dataset.class_names[0], shots=shots, seed=seed,
+        support_indices=tuple(int(i) for i in support_indices), n_base=0, n_reference=len(reference),
+        sha256=digest.hexdigest(), data_provenance=data.provenance,
+    )
+    empty = torch.zeros((0, *dataset.image_shape))
+    task = FewShotTask(
+        base_images=empty, base_labels=torch.zeros(0, dtype=torch.int64), support=to_float(data.train_images[support_indices]),
+        image_shape=dataset.image_shape, num_classes=1, novel_class=0, allows_hflip=dataset.allows_hflip, info=info,
+    )
+    return Split(task=task, reference=to_float(reference), held_out=to_float(data.test_images))
+
+
 def make_run_split(dataset_name: str, shots: int, seed: int, novel_class: int | str | None = None,
                    characters: int = DEFAULT_CHARACTERS) -> Split | TaskSet:
     """What one run is evaluated on, by the dataset's protocol: a `Split` or a `TaskSet`."""
     dataset = DATASETS.get(dataset_name)
     if CHARACTER_PROTOCOL in dataset.protocols:
         return make_character_tasks(dataset.name, shots, seed, characters)
+    if UNCONDITIONAL_PROTOCOL in dataset.protocols:
+        return make_unconditional_split(dataset.name, shots, seed)
     return make_split(dataset_name, shots, seed, novel_class)

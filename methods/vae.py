@@ -133,8 +133,11 @@ class VAE(Method):
         generator = make_generator(seed)
         with seeded_init(seed):
             self.model = ConvVAE(task.image_shape, self.config.latent_dim, self.config.width).to(self.device)
-        with self.phase("pretrain"):
-            self._train(task.base_images, budget.pretrain_steps, self.config.pretrain_lr, "pretrain", generator)
+        if len(task.base_images):
+            with self.phase("pretrain"):
+                self._train(task.base_images, budget.pretrain_steps, self.config.pretrain_lr, "pretrain", generator)
+        else:  # the unconditional protocol has no base set: train from scratch on the support set
+            self.training_log["pretrain"] = "skipped: the task has no base images"
         self._generator_state = generator.get_state()
 
     def adapt(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:

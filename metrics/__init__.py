@@ -30,6 +30,9 @@ class EvalInputs:
     samples: torch.Tensor
     reference: torch.Tensor | None = None
     support: torch.Tensor | None = None
+    # Images of the target distribution the method never saw, when the reference includes seen ones
+    # (the unconditional protocol scores FID against the whole folder): the backtracking targets.
+    held_out: torch.Tensor | None = None
     dataset: str | None = None  # registry name: selects the domain evaluator
     novel_class: int | None = None  # the class the samples should depict
     model: Any = None  # a fitted method, for capability metrics

@@ -96,7 +96,12 @@ def inception_weights_path() -> Path:
 
 
 def feature_space(inputs: EvalInputs) -> str:
-    return inputs.settings.get("feature_extractor", "domain")
+    """The `feature_extractor` setting, else the dataset's default (InceptionV3 where no domain evaluator exists)."""
+    if "feature_extractor" in inputs.settings:
+        return inputs.settings["feature_extractor"]
+    from bench.datasets import DATASETS
+
+    return DATASETS.get(inputs.dataset).feature_extractor if inputs.dataset else "domain"
 
 
 def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:

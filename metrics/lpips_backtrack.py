@@ -2,8 +2,9 @@
 
 Liu, Zhu, Song and Elgammal, Towards Faster and Stabilized GAN Training for High-fidelity
 Few-shot Image Synthesis (FastGAN), ICLR 2021; as reported by the IMLE papers. Targets: the
-first N evaluation-reference images (the novel class's test images); see `metrics/_backtrack.py`
-for the optimisation and the distance.
+first N evaluation-reference images (the novel class's test images), or the held-out images
+when the reference includes training images (the unconditional protocol); see
+`metrics/_backtrack.py` for the optimisation and the distance.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
@@ -11,6 +12,8 @@ from metrics._backtrack import backtrack_score
 
 
 def held_out_backtrack(inputs: EvalInputs) -> MetricResult:
+    if inputs.held_out is not None:  # the reference contains training images (unconditional protocol)
+        return backtrack_score(inputs, inputs.held_out, "held-out")
     return backtrack_score(inputs, inputs.reference, "evaluation-reference")
 
 

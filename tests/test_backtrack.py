@@ -81,3 +81,16 @@ def test_lpips_without_its_backbone_weights_fails_clearly(fashion_split, tmp_pat
     error = outcomes["lpips_backtrack"]["error"]
     assert outcomes["lpips_backtrack"]["status"] == "error"
     assert "alexnet-owt-7be5be79.pth" in error and str(tmp_path / "torch-home") in error
+
+
+def test_held_out_images_are_the_targets_when_the_reference_includes_seen_ones(fashion_split):
+    """The unconditional protocol scores FID against the whole folder (seen images included): backtracking
+    must target the held-out images, so a generator that memorised the reference's first images gains nothing."""
+    memoriser = TableGenerator(fashion_split.reference[:8])
+    held_out = fashion_split.reference[8:16]
+    outcomes, _ = evaluate(fashion_split.reference[:8], reference=fashion_split.reference, held_out=held_out,
+                           dataset="fashion-mnist", model=memoriser, metric_names=["lpips_backtrack"], seed=0,
+                           settings=SETTINGS)
+    reference_only = backtrack_scores(memoriser, fashion_split)["lpips_backtrack"]
+    assert outcomes["lpips_backtrack"]["card"]["targets"] == "first 8 held-out images"
+    assert outcomes["lpips_backtrack"]["value"] > 5 * reference_only["value"]

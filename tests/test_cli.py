@@ -178,9 +178,67 @@ def test_an_image_folder_split_keeps_reference_images_out_of_training(image_fold
     assert not rows(first.reference) & (rows(first.task.support) | rows(first.task.base_images))
 
 
-def test_an_image_folder_without_classes_says_what_is_missing(tmp_path):
-    (tmp_path / "flat").mkdir()
-    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'flat'}", "--results-dir", tmp_path / "r")
-    assert result.exit_code == 2 and "no class sub-folders" in " ".join(result.output.split())
+def test_bad_image_folders_say_what_is_wrong(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'empty'}", "--results-dir", tmp_path / "r")
+    assert result.exit_code == 2 and "no files and no class sub-folders" in " ".join(result.output.split())
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'one'}", "--results-dir", tmp_path / "r")
+    assert result.exit_code == 2 and "at least 2 class sub-folders" in " ".join(result.output.split())
     result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'missing'}", "--results-dir", tmp_path / "r")
     assert result.exit_code == 1 and "is not a folder" in " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def flat_folder(tmp_path_factory):
+    """40 real Fashion-MNIST ankle boots as PNG files directly in the folder (no classes), plus one unreadable file."""
+    import cv2
+
+    _, data = load_dataset("fashion-mnist")
+    root = tmp_path_factory.mktemp("flat") / "boots"
+    root.mkdir()
+    for i, index in enumerate(np.flatnonzero(data.train_labels == 9)[:40]):
+        cv2.imwrite(str(root / f"{i:03d}.png"), data.train_images[index, 0])
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@requires_data("fashion-mnist")
+def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat_folder, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no InceptionV3 weights here
+    with pytest.warns(UserWarning, match="1 unreadable files skipped"):
+        result = invoke("run", "--methods", "vae,support-copy", "--dataset", f"folder:{flat_folder}@28", "--shots", "36",
+                        "--profile", "smoke", "--metrics", "fid,density,class_consistency,mse,support_nn_mse",
+                        "--samples", "20", "--results-dir", tmp_path / "results", "--json")
+    records = json.loads(result.stdout[result.stdout.index("["):])
+    assert all(r["status"] == "ok" for r in records), result.output
+    split = records[0]["split"]
+    assert split["protocol"] == "unconditional" and split["split_id"].endswith("/unconditional-36shot.v1")
+    assert split["n_base"] == 0 and split["n_reference"] == 40
+    metrics = records[0]["metrics"]
+    assert metrics["mse"]["status"] == "ok" and metrics["support_nn_mse"]["status"] == "ok"
+    # No classes, no domain evaluator: the distribution metrics use InceptionV3 and say which file is missing.
+    assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["error"]
+    assert "no classes" in metrics["density"]["error"] and "no classes" in metrics["class_consistency"]["error"]
+    assert records[0]["training_log"]["pretrain"].startswith("skipped")
+    # The support copies reach the support set exactly; the VAE does not.
+    assert records[1]["metrics"]["support_nn_mse"]["value"] == pytest.approx(0, abs=1e-9)
+    assert metrics["support_nn_mse"]["value"] > 1e-4
+
+
+@requires_data("fashion-mnist")
+def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
+    from bench.datasets import DATASETS
+    from bench.splits import make_run_split
+
+    name = DATASETS.get(f"folder:{flat_folder}@28").name
+    first, again, other = (make_run_split(name, 10, seed) for seed in (0, 0, 1))
+    assert first.info.sha256 == again.info.sha256 != other.info.sha256
+    assert len(first.held_out) == 4 and len(first.reference) == 40 and len(first.task.base_images) == 0
+    rows = lambda images: {bytes(r) for r in (images * 255).round().byte().flatten(1).numpy()}  # noqa: E731
+    # The held-out images are in the reference, never in any support draw; the support is in the reference.
+    assert rows(first.held_out) <= rows(first.reference)
+    for split in (first, other, make_run_split(name, 36, 2)):
+        assert not rows(split.held_out) & rows(split.task.support) and rows(split.task.support) <= rows(split.reference)
+    with pytest.raises(ValueError, match="exceeds the 36 train images"):
+        make_run_split(name, 37, 0)

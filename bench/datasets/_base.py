@@ -138,6 +138,9 @@ class ImageDataset:
     # Classes the domain evaluator is trained on: the first `evaluator_classes` (None: all of them).
     evaluator_classes: int | None = None
     evaluator_trained_on: str = "all classes of the train split; tested on the test split"
+    # Feature space of fid/kid/precision/recall (`metrics/_fidelity.py`): "domain" (the domain
+    # evaluator) or "inception-v3-compat" (where no evaluator can be trained: folders without classes).
+    feature_extractor: str = "domain"
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
 

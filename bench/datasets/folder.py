@@ -1,14 +1,18 @@
-"""`folder:PATH[@SIZE]`: a folder of images with one sub-folder per class, as a novel-class dataset.
+"""`folder:PATH[@SIZE]`: a folder of images as a dataset, with or without one sub-folder per class.
 
-Every readable image (OpenCV: png, jpg, bmp, ...) in `PATH/<class>/` is read, turned into grey
-(when every image is grey) or RGB, and resized to SIZE x SIZE (default 64; `cv2.INTER_AREA` when
-shrinking, `cv2.INTER_CUBIC` when enlarging). Unreadable files are skipped, counted and named in
-the provenance of every record, and reported with a warning. Each class is divided into train
-(80%) and test (20%, at least one image) by a fixed seeded permutation, so the novel-class
-protocol applies unchanged: support from the novel class's train part, reference = its test part.
+Every readable image (OpenCV: png, jpg, bmp, ...) is read, turned into grey (when every image is
+grey) or RGB, and resized to SIZE x SIZE (default 64; `cv2.INTER_AREA` when shrinking,
+`cv2.INTER_CUBIC` when enlarging). Unreadable files are skipped, counted and named in the
+provenance of every record, and reported with a warning.
 
-Folders without class sub-folders (the unconditional protocol of the IMLE/FastGAN papers) are not
-supported yet: see docs/roadmap.md.
+- With class sub-folders (`PATH/<class>/*`): each class is divided into train (80%) and test
+  (20%, at least one image) by a fixed seeded permutation, so the novel-class protocol applies
+  unchanged: support from the novel class's train part, reference = its test part.
+- Without (`PATH/*`, images only): the unconditional protocol (`bench.splits.make_unconditional_split`)
+  of the IMLE/FastGAN papers. The images are divided once, by a fixed seed, into a train part
+  (90%) and a held-out part (10%, at least one image): train = `train_images`, held-out =
+  `test_images`, all labelled 0. There are no classes, so no domain evaluator: the
+  distribution metrics use InceptionV3 features (the weights must be available).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from bench.datasets._base import DataNotFoundError, ImageDataset, LoadedData
 PREFIX = "folder:"
 DEFAULT_SIZE = 64
 TEST_FRACTION = 0.2
+HELD_OUT_FRACTION = 0.1  # of a folder without classes: the backtracking targets
 DIVISION_SEED = 0  # the train/test division is part of the dataset's definition, not of a run's seed
 
 
@@ -67,10 +72,15 @@ class FolderDataset(ImageDataset):
     def find_files(self) -> dict[str, Path]:
         return {slot: self.root for slot in ("train_images", "train_labels", "test_images", "test_labels")}
 
+    @property
+    def has_classes(self) -> bool:
+        return "novel-class" in self.protocols
+
     def load(self, download: bool = True) -> LoadedData:
         images, labels, unreadable = [], [], []
-        for label, class_name in enumerate(self.class_names):
-            for path in sorted(p for p in (self.root / class_name).iterdir() if p.is_file()):
+        folders = [self.root / c for c in self.class_names] if self.has_classes else [self.root]
+        for label, folder in enumerate(folders):
+            for path in sorted(p for p in folder.iterdir() if p.is_file()):
                 image = _read(path, self.image_size)
                 if image is None:
                     unreadable.append(str(path.relative_to(self.root)))
@@ -82,20 +92,23 @@ class FolderDataset(ImageDataset):
         channels = self.image_shape[0]
         array = np.stack([_as_channels(image, channels) for image in images])
         labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) < 2:
+            raise ValueError(f"{self.root}: {len(labels)} readable image(s); at least 2 are needed")
         test = np.zeros(len(labels), dtype=bool)
         rng = np.random.default_rng(DIVISION_SEED)
+        fraction = TEST_FRACTION if self.has_classes else HELD_OUT_FRACTION
         for label in range(len(self.class_names)):
             members = np.flatnonzero(labels == label)
-            n_test = max(1, int(round(TEST_FRACTION * len(members))))
+            n_test = max(1, int(round(fraction * len(members))))
             test[rng.permutation(members)[:n_test]] = True
         digest = hashlib.sha256(array.tobytes() + labels.tobytes() + test.tobytes()).hexdigest()
         source = {
             "path": str(self.root),
             "content_sha256": digest,
             "exact": True,
-            "note": f"{len(labels)} images, {len(self.class_names)} classes, resized to {self.image_size}x{self.image_size} "
-                    f"(INTER_AREA shrinking, INTER_CUBIC enlarging); seeded {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} "
-                    f"train/test per class",
+            "note": f"{len(labels)} images, {len(self.class_names) if self.has_classes else 'no'} classes, resized to "
+                    f"{self.image_size}x{self.image_size} (INTER_AREA shrinking, INTER_CUBIC enlarging); seeded "
+                    f"{1 - fraction:.0%}/{fraction:.0%} " + ("train/test per class" if self.has_classes else "train/held-out"),
             "unreadable_files": unreadable,
         }
         return LoadedData(array[~test], labels[~test], array[test], labels[test],
@@ -113,35 +126,38 @@ def folder_dataset(spec: str) -> FolderDataset:
     """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`."""
     root, size = parse(spec)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ValueError(
-            f"{spec}: no class sub-folders in {root}. Folders without classes (the unconditional protocol) "
-            "are not supported yet; put the images in one sub-folder per class"
-        )
-    if len(classes) < 2:
-        raise ValueError(f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}")
-    colour = _any_colour(root, classes, size)
+    if len(classes) == 1:
+        raise ValueError(f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}; "
+                         f"for one set of images, put them directly in {root}")
     stem = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "images"
     key = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
+    common = dict(image_size=size, root=root, slots=(), citation=f"local image folder {root}", license="that of the images",
+                  allows_hflip=False)  # unknown content: no mirror symmetry assumed
+    if not classes:
+        if not any(p.is_file() for p in root.iterdir()):
+            raise ValueError(f"{spec}: {root} holds no files and no class sub-folders")
+        return FolderDataset(
+            name=f"folder-{stem}-{key}", title=f"Image folder {root} (no classes)", class_names=(root.name,),
+            image_shape=(3 if _any_colour([root], size) else 1, size, size), default_novel_class=0,
+            notes="made from a folder of images without classes: the unconditional protocol",
+            protocols=("unconditional",), evaluator_classes=0,
+            evaluator_trained_on="nothing: a folder without classes has no labels to train a domain evaluator on",
+            feature_extractor="inception-v3-compat", **common,
+        )
     return FolderDataset(
         name=f"folder-{stem}-{key}",
         title=f"Image folder {root}",
         class_names=tuple(classes),
-        image_shape=(3 if colour else 1, size, size),
-        slots=(),
-        citation=f"local image folder {root}",
-        license="that of the images",
+        image_shape=(3 if _any_colour([root / c for c in classes], size) else 1, size, size),
         default_novel_class=len(classes) - 1,
-        allows_hflip=False,  # unknown content: no mirror symmetry assumed
         notes="made from a folder of images with one sub-folder per class",
-        root=root,
-        image_size=size,
+        **common,
     )
 
 
-def _any_colour(root: Path, classes: list[str], size: int) -> bool:
-    for class_name in classes:
-        for path in sorted((root / class_name).iterdir()):
+def _any_colour(folders: list[Path], size: int) -> bool:
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
             image = _read(path, size) if path.is_file() else None
             if image is not None and image.ndim == 3 and not (image == image[:, :, :1]).all():
                 return True
