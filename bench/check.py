@@ -96,10 +96,24 @@ def check(store: ResultStore, baseline_path: Path) -> list[CheckRow]:
     return rows
 
 
+# Per-metric absolute tolerances written into baselines, where a relative one says too little: fractions
+# near 0 (a 10% relative band around 0.004 is noise-tight), KID's large values in small samples, and the
+# nearest-support distances, which are exactly 0 for the copy reference rows.
+METRIC_TOLERANCES = {
+    **{name: {"absolute": 0.1} for name in ("precision", "recall", "density", "coverage", "class_consistency")},
+    "kid": {"absolute": 500.0},
+    **{name: {"absolute": 1e-6} for name in ("support_nn_mse", "support_nn_shift_mse", "support_nn_feat")},
+}
+
+
 def write_baseline(store: ResultStore, path: Path, relative: float, absolute: float, profile: str | None = None) -> int:
-    """Write the current means as a baseline (optionally one profile only); return the entry count."""
+    """Write the current means as a baseline (optionally one profile only); return the entry count.
+
+    Entries of the metrics in `METRIC_TOLERANCES` carry that absolute tolerance (the relative default still applies).
+    """
     entries = [
-        {"split_id": s, "profile": p, "method": m, "metric": metric, "mean": value}
+        {"split_id": s, "profile": p, "method": m, "metric": metric, "mean": value,
+         **({"tolerance": METRIC_TOLERANCES[metric]} if metric in METRIC_TOLERANCES else {})}
         for (s, p, m, metric), value in sorted(_current_means(store).items())
         if profile is None or p == profile
     ]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.published import PUBLISHED_TABLES, PublishedTable
 from bench.store import ResultStore, atomic_write_bytes
 from metrics import METRICS, in_display_order
 
@@ -124,6 +125,9 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
             parts.append("\nReference rows (not ranked):\n\n" if is_reference else "\n")
             parts.append(_table(table[table["is_reference"] == is_reference], subset, results_root, leaderboard_path,
                                 None if is_reference else verdicts))
+        for published in PUBLISHED_TABLES:
+            if published.split_id == split_id:
+                parts.append(_published_section(published, table))
     for (group, profile), table in frame.groupby(["rotation_group", "profile"], sort=True):
         if table["novel_class"].nunique() > 1:
             parts.append(_rotation_section(group, profile, table))
@@ -328,6 +332,34 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, results_root: Path, leaderb
             "`card` of each value in the run records)."
         )
     return "\n".join(lines) + "\n"
+
+
+def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
+    """The publication's numbers beside ours (mean over the seeds) for the methods both have."""
+    ok = scores[(scores["status"] == "ok") & scores["method"].isin(list(published.rows))]
+    methods = [m for m in published.rows if m in set(ok["method"])]
+    if not methods:
+        return ""
+    means = ok.groupby(["method", "metric"])["value"].mean()
+
+    def ours(method: str, metric: str, scale: float = 1.0) -> str:
+        value = means.get((method, metric))
+        return "n/a" if value is None or pd.isna(value) else f"{value * scale:.4g}"
+
+    header = ["method"]
+    for column in published.columns:
+        header += [f"{column.label}: published", f"{column.label}: here"]
+    header += [_header_for(metric) for metric in published.also_measured]
+    lines = [f"\nCompared with {published.source}:\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in methods:
+        cells = [f"`{method}`"]
+        for column in published.columns:
+            reported = published.rows[method].get(column.metric)
+            cells += ["not reported" if reported is None else f"{reported:.4g}", ours(method, column.metric, column.scale)]
+        cells += [ours(method, metric) for metric in published.also_measured]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\n{published.caveat}\n")
+    return "\n".join(lines)
 
 
 def write_leaderboard(store: ResultStore, path: Path) -> tuple[Path, list[str]]:

@@ -26,6 +26,7 @@ from bench.environment import environment, git_commit, utc_now
 from bench.evaluation import aggregate_over_tasks, evaluate, mark_pooled
 from bench.grids import save_grid, save_task_grid
 from bench.method import Method, TrainingDiverged
+from bench.plots import save_loss_curves
 from bench.progress import NullReporter, Reporter
 from bench.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
 from bench.store import RECORD_SCHEMA, ResultStore, RunKey, atomic_write_bytes
@@ -190,6 +191,8 @@ def run_one(
         "samples": str(store.samples_path(key).relative_to(store.root)),
         "grid": str(store.grid_path(key).relative_to(store.root)),
     }
+    if save_loss_curves(store.loss_curves_path(key), training_log, f"{method_name} · {info.split_id} · seed {seed}"):
+        record["artifacts"]["loss_curves"] = str(store.loss_curves_path(key).relative_to(store.root))
     timings["store"] = time.perf_counter() - store_start
     record["timings"] = {**timings, "total": time.perf_counter() - started}
     store.write(record)

@@ -73,6 +73,9 @@ class ResultStore:
     def grid_path(self, key: RunKey) -> Path:
         return self.root / "grids" / key.relative.with_suffix(".png")
 
+    def loss_curves_path(self, key: RunKey) -> Path:
+        return self.root / "plots" / key.relative.with_suffix(".png")
+
     def load(self, key: RunKey) -> dict | None:
         path = self.record_path(key)
         return read_record(path) if path.is_file() else None

@@ -206,3 +206,17 @@ def test_class_rotation_ranks_methods_per_class_and_averages_the_ranks():
     assert ranks[(0, "recall", "a")] == ranks[(0, "recall", "b")] == 1.5 and ranks[(0, "recall", "c")] == 3
     assert (1, "fid", "a") not in ranks.index  # differing cards: the class is not ranked on that metric
     assert "oracle" not in ranks.index.get_level_values("method")
+
+
+def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    for seed, mse in ((0, 0.04), (1, 0.06)):
+        store.write(record("dcgan", seed, mse, 0.7))
+    store.write(record("vae", 0, 0.05, 0.5))  # not in the publication: no row in its comparison
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    section = text[text.index("Compared with Batra"):]
+    row = _row(section, "dcgan").split(" | ")
+    # MSE: published 3689.11 on the 0-255 scale; ours is the seed mean 0.05 on [0, 1], i.e. 0.05 * 255**2 = 3251.25.
+    assert row[1:5] == ["3689", "3251", "0.84", "0.7"]
+    assert "| `vae`" not in section.split("\n\n")[1]
+    assert "does not say which image pairs" in section

@@ -53,3 +53,21 @@ def test_declared_capabilities_work(name, fashion_split):
     if method.has("log_likelihood"):
         ll = method.log_likelihood(x)
         assert ll.shape == (x.shape[0],) and torch.isfinite(ll).all()
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).capabilities & {"transfer", "latent"}])
+def test_transfer_and_latent_contracts(name, fashion_split):
+    import copy
+
+    cls = METHODS.get(name)
+    fitted = _fit(name, fashion_split)
+    if "transfer" in cls.capabilities:  # pretrain once, adapt a copy: the same model as `fit`
+        pretrained = cls()
+        pretrained.pretrain(fashion_split.task, cls.profiles["smoke"], 0)
+        adapted = copy.deepcopy(pretrained)
+        adapted.adapt(fashion_split.task, cls.profiles["smoke"], 0)
+        assert torch.equal(adapted.sample(8, torch.Generator().manual_seed(2)), fitted.sample(8, torch.Generator().manual_seed(2)))
+    if "latent" in cls.capabilities:  # backtracking optimises latents through decode
+        z = fitted.sample_latent(4, torch.Generator().manual_seed(0)).requires_grad_(True)
+        fitted.decode(z).sum().backward()
+        assert z.grad is not None and z.grad.abs().sum() > 0

@@ -1,0 +1,56 @@
+"""Published numbers this benchmark re-measures, shown beside the measured ones in the leaderboard.
+
+Each `PublishedTable` names the split whose protocol matches the publication, the publication's
+columns (with the scale that maps this benchmark's value onto the publication's unit) and its
+rows per registered method. The numbers are transcribed from the source named in `source`; the
+`caveat` says what differs between their measurement and ours, so a reader never compares two
+numbers that only share a name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PublishedColumn:
+    metric: str  # this benchmark's metric
+    label: str  # the publication's name for it
+    scale: float = 1.0  # multiply our value by this to express it in the publication's unit
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    split_id: str
+    source: str
+    columns: tuple[PublishedColumn, ...]
+    rows: dict[str, dict[str, float | None]]  # method -> {metric: published value or None (not reported)}
+    caveat: str
+    # Our metrics shown next to the publication's columns (the publication did not report them).
+    also_measured: tuple[str, ...] = field(default=())
+
+
+STUDY_TABLE_1 = PublishedTable(
+    split_id="fashion-mnist/novel9-4shot.v1",
+    source="Batra, Mahajan and Vartak, Few Shot Learning for Image Generation, Table 1 (Fashion-MNIST, ankle boot held out, 4 shots)",
+    columns=(
+        PublishedColumn("mse", "MSE (0-255 scale)", 255.0 ** 2),
+        PublishedColumn("ssim", "SSIM"),
+        PublishedColumn("brisque", "BRISQUE"),
+    ),
+    rows={
+        "dcgan": {"mse": 3689.11, "ssim": 0.84, "brisque": 77.432},
+        "cgan": {"mse": 3436.85, "ssim": 0.80, "brisque": 77.1049},
+        "infogan": {"mse": 3863.17, "ssim": 0.75, "brisque": 74.67},
+        "figr": {"mse": 10877.69, "ssim": 0.60, "brisque": 80.34},  # "Reptile - Fashion MNIST"
+    },
+    caveat=(
+        "The study does not say which image pairs its MSE and SSIM compare, how many samples it scored or which "
+        "BRISQUE implementation it used (it reports 71 for its input images); here MSE and SSIM compare each sample "
+        "with its nearest evaluation-reference image (docs/metrics.md) and BRISQUE is OpenCV's model on the 28x28 "
+        "samples. The study trained at 32x32 with its own budgets. Read the columns side by side for order, not equality."
+    ),
+    also_measured=("fid", "precision", "recall", "class_consistency"),
+)
+
+PUBLISHED_TABLES: tuple[PublishedTable, ...] = (STUDY_TABLE_1,)
