@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.published import PUBLISHED_TABLES, PublishedTable
+from bench.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
 from bench.store import ResultStore, atomic_write_bytes
 from metrics import METRICS, in_display_order
 
@@ -128,6 +128,9 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         for published in PUBLISHED_TABLES:
             if published.split_id == split_id:
                 parts.append(_published_section(published, table))
+        for claim in PUBLISHED_CLAIMS:
+            if re.search(claim.split_pattern, split_id):
+                parts.append(claim_verdict(claim, table))
     for (group, profile), table in frame.groupby(["rotation_group", "profile"], sort=True):
         if table["novel_class"].nunique() > 1:
             parts.append(_rotation_section(group, profile, table))
@@ -342,9 +345,12 @@ def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
         return ""
     means = ok.groupby(["method", "metric"])["value"].mean()
 
+    def number(value: float) -> str:
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
     def ours(method: str, metric: str, scale: float = 1.0) -> str:
         value = means.get((method, metric))
-        return "n/a" if value is None or pd.isna(value) else f"{value * scale:.4g}"
+        return "n/a" if value is None or pd.isna(value) else number(value * scale)
 
     header = ["method"]
     for column in published.columns:
@@ -355,11 +361,29 @@ def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
         cells = [f"`{method}`"]
         for column in published.columns:
             reported = published.rows[method].get(column.metric)
-            cells += ["not reported" if reported is None else f"{reported:.4g}", ours(method, column.metric, column.scale)]
+            cells += ["not reported" if reported is None else number(reported), ours(method, column.metric, column.scale)]
         cells += [ours(method, metric) for metric in published.also_measured]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\n{published.caveat}\n")
     return "\n".join(lines)
+
+
+def claim_verdict(claim: PublishedClaim, scores: pd.DataFrame) -> str:
+    """Whether a published ordering held on these runs (means over seeds), with the numbers either way."""
+    ok = scores[(scores["status"] == "ok") & (scores["metric"] == claim.metric)]
+    means = ok.groupby("method")["value"].mean()
+    missing = [m for m in claim.order if m not in means.index]
+    head = f"\nPublished claim ({claim.source}): {claim.statement}.\n"
+    if missing:
+        return head + f"Not checked here: no `{claim.metric}` for {', '.join(f'`{m}`' for m in missing)} on this split.\n"
+    higher = METRICS.get(claim.metric).higher_is_better is not False
+    values = [float(means[m]) for m in claim.order]
+    held = all((a >= b) if higher else (a <= b) for a, b in zip(values, values[1:]))
+    relation = " >= " if higher else " <= "
+    measured = relation.join(f"`{m}` {v:.4g}" for m, v in zip(claim.order, values))
+    seeds = ok.groupby("method")["seed"].nunique()
+    counts = ", ".join(f"{m} {int(seeds[m])}" for m in claim.order)
+    return head + f"Here (mean over seeds: {counts}): {measured} — **{'held' if held else 'did not hold'}**.\n"
 
 
 def write_leaderboard(store: ResultStore, path: Path) -> tuple[Path, list[str]]:

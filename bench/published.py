@@ -54,3 +54,25 @@ STUDY_TABLE_1 = PublishedTable(
 )
 
 PUBLISHED_TABLES: tuple[PublishedTable, ...] = (STUDY_TABLE_1,)
+
+
+@dataclass(frozen=True)
+class PublishedClaim:
+    """An ordering a publication claims between methods on one metric, checked on the measured means."""
+
+    split_pattern: str  # regular expression over split ids
+    metric: str
+    order: tuple[str, ...]  # best first: the claim is value(order[0]) >= value(order[1]) >= ... in the metric's direction
+    source: str
+    statement: str
+
+
+IMLE_RECALL_CLAIM = PublishedClaim(
+    split_pattern=r"/novel\d+-100shot\.v\d+$",
+    metric="recall",
+    order=("rsimle", "adaimle", "imle"),
+    source="Vashist, Peng and Li (RS-IMLE, ECCV 2024) and Aghabozorgi, Peng and Li (Adaptive IMLE, ICLR 2023)",
+    statement="each IMLE refinement covers more of the data: recall of rsimle >= adaimle >= imle (100-shot setting)",
+)
+
+PUBLISHED_CLAIMS: tuple[PublishedClaim, ...] = (IMLE_RECALL_CLAIM,)

@@ -217,6 +217,25 @@ def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
     section = text[text.index("Compared with Batra"):]
     row = _row(section, "dcgan").split(" | ")
     # MSE: published 3689.11 on the 0-255 scale; ours is the seed mean 0.05 on [0, 1], i.e. 0.05 * 255**2 = 3251.25.
-    assert row[1:5] == ["3689", "3251", "0.84", "0.7"]
+    assert row[1:5] == ["3,689", "3,251", "0.84", "0.7"]
     assert "| `vae`" not in section.split("\n\n")[1]
     assert "does not say which image pairs" in section
+
+
+def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
+    from bench.leaderboard import claim_verdict, scores_frame
+    from bench.published import IMLE_RECALL_CLAIM
+
+    def recall_record(method, seed, value):
+        rec = record(method, seed, 0.05, 0.5)
+        rec["key"]["split_id"] = "fashion-mnist/novel9-100shot.v1"
+        rec["metrics"]["recall"] = {"status": "ok", "value": value}
+        return rec
+
+    holding = scores_frame([recall_record("rsimle", 0, 0.5), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1),
+                            recall_record("imle", 1, 0.3)])
+    assert "**held**" in claim_verdict(IMLE_RECALL_CLAIM, holding) and "`imle` 0.2" in claim_verdict(IMLE_RECALL_CLAIM, holding)
+    broken = scores_frame([recall_record("rsimle", 0, 0.1), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1)])
+    assert "**did not hold**" in claim_verdict(IMLE_RECALL_CLAIM, broken)
+    partial = scores_frame([recall_record("imle", 0, 0.1)])
+    assert "Not checked here" in claim_verdict(IMLE_RECALL_CLAIM, partial)

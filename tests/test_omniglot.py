@@ -124,3 +124,13 @@ def test_a_run_over_characters_stores_per_task_metrics_and_their_mean(tmp_path):
     assert outcomes["mse"]["value"] == pytest.approx(record["tasks"][1]["metrics"]["mse"]["value"])
     # A second run finds it stored and up to date.
     assert run_benchmark(spec, store)[0].status == "skipped"
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cgan", "infogan", "figr"])
+def test_every_gan_runs_over_characters(tmp_path, name):
+    """No per-dataset code in the methods: the GANs take Omniglot's shape and its 1,623 classes from the task."""
+    spec = RunSpec([name], dataset="omniglot", shots=1, seeds=[0], profile="smoke", characters=2, n_samples=8,
+                   metrics=["mse", "support_nn_mse"])
+    outcome = run_benchmark(spec, ResultStore(tmp_path))[0]
+    assert outcome.status == "ok", outcome.record.get("failure")
+    assert all(outcome.record["metrics"][m]["status"] == "ok" for m in ("mse", "support_nn_mse"))

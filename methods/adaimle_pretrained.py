@@ -1,0 +1,17 @@
+"""`adaimle` starting from a generator pretrained with IMLE on the base classes, then trained on the support set.
+
+A separate registry entry so that the papers' protocol (`adaimle`: from scratch on the support images
+only) and the transfer protocol are never mixed in one leaderboard row. Pretraining:
+`methods/_imle.py` (`IMLEMethod._pretrain`).
+"""
+
+from methods import register
+from methods._imle import PRETRAINED_IMLE_PROFILES, PretrainedIMLEConfig
+from methods.adaimle import AdaptiveIMLE
+
+
+@register
+class AdaptiveIMLEPretrained(AdaptiveIMLE):
+    title = AdaptiveIMLE.title.replace("from scratch on the support set", "generator pretrained on the base classes")
+    Config = PretrainedIMLEConfig
+    profiles = PRETRAINED_IMLE_PROFILES
