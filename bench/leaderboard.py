@@ -68,13 +68,19 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
 BOOTSTRAP_RESAMPLES = 2000
 
 
+# `evaluator_trained_on` describes the evaluator whose weights `feature_weights_sha256` identifies
+# (added to cards after some records were written; it changes no measurement).
+DESCRIPTIVE_CARD_KEYS = frozenset({"evaluator_trained_on"})
+
+
 def card_fingerprint(card: dict) -> str:
     """A short hash of how a value was measured; values are only aggregated when these agree.
 
     Seeds (card keys ending in `seed`) are left out: they differ between seeds by design, and
-    the spread they cause is what the mean ± std over seeds reports.
+    the spread they cause is what the mean ± std over seeds reports. So are the descriptive keys
+    in `DESCRIPTIVE_CARD_KEYS`, which say in words what a hash in the same card already pins down.
     """
-    measured = {key: value for key, value in card.items() if not key.endswith("seed")}
+    measured = {key: value for key, value in card.items() if not key.endswith("seed") and key not in DESCRIPTIVE_CARD_KEYS}
     return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -51,7 +51,9 @@ class IMLEConfig:
     distance: str = "pixels"  # "pixels" or "features" (the domain evaluator's)
     batch_size: int = 16  # training images per optimiser step (the papers: 4)
     lr: float = 2e-4  # Adam; the papers use 2e-6 for 200k iterations at 256 px
-    tightening: float = 0.98  # adaimle: threshold <- tightening * distance once reached
+    tightening: float = 0.98  # adaimle: threshold <- tightening * the distance reached, on re-selection
+    staleness: int = 1  # adaimle: rounds an example keeps its code before it may re-select
+    force_resample: int = 5  # adaimle: rounds after which an example re-selects regardless
     rejection_radius: float = 0.01  # rsimle: epsilon, in the distance's units (mean squared difference per pixel)
     # Start from a generator pretrained with IMLE on the base classes (the `-pretrained` registry entries:
     # the two protocols are never mixed in one leaderboard row).

@@ -1,12 +1,18 @@
 """Adaptive IMLE (Aghabozorgi, Peng and Li, Adaptive IMLE for Few-shot Pretraining-free Generative
-Modelling, ICLR 2023).
+Modelling, ICML 2023).
 
-Each training image i keeps a threshold tau_i (initially infinite). Each round one shared pool
-is drawn; if its nearest sample to image i lies within tau_i, image i takes that sample's latent
-code and tightens its threshold to `tightening` (0.98) times that distance; otherwise it keeps its
-previous code and goes on being pulled towards it. Each image thus moves to a closer neighbourhood
-at its own pace, a per-example curriculum, instead of all images being re-matched every round.
-Core loop and distances: `methods/_imle.py`.
+Vanilla IMLE re-matches every training image every round, whatever progress its sample made.
+Adaptive IMLE gives each image i its own pace. In the first round every image takes the nearest
+sample of the shared pool and gets the threshold tau_i = `tightening` (0.98) x that distance.
+Afterwards, at the start of each round, the distance of image i's current sample G(z_i) is
+measured; image i re-selects (the nearest sample of that round's shared pool) only when
+
+- its current sample has come within tau_i and it kept its code for at least `staleness` rounds, or
+- it kept its code for `force_resample` rounds (so no image is stuck);
+
+on re-selection tau_i tightens to 0.98 x the distance its sample had reached. An image is thus
+pulled towards one code until it is 2% closer than when that code was chosen: a per-example
+curriculum. Core loop and distances: `methods/_imle.py`.
 """
 
 from __future__ import annotations
@@ -20,17 +26,24 @@ from methods._imle import IMLEMethod
 @register
 class AdaptiveIMLE(IMLEMethod):
     title = "Adaptive IMLE: per-example thresholds that tighten once reached (from scratch on the support set)"
-    reference = "Aghabozorgi, Peng and Li, Adaptive IMLE for Few-shot Pretraining-free Generative Modelling, ICLR 2023"
+    reference = "Aghabozorgi, Peng and Li, Adaptive IMLE for Few-shot Pretraining-free Generative Modelling, ICML 2023"
     version = "1"
 
     def select(self, distances: torch.Tensor, current: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if current is None:  # first round: thresholds start infinite, every example takes its nearest sample
-            self.thresholds = torch.full((distances.shape[0],), float("inf"))
+        cfg = self.config
+        n = distances.shape[0]
         best, index = distances.min(1)
-        take = best < self.thresholds
-        self.thresholds[take] = self.config.tightening * best[take]
+        if current is None:  # first round: every example takes its nearest sample
+            self.rounds_kept = torch.zeros(n, dtype=torch.int64)
+            self.thresholds = cfg.tightening * best
+            return index, torch.ones(n, dtype=torch.bool)
+        self.rounds_kept += 1
+        reached = (current < self.thresholds) & (self.rounds_kept >= cfg.staleness)
+        take = reached | (self.rounds_kept >= cfg.force_resample)
+        self.thresholds[take] = cfg.tightening * current[take]
+        self.rounds_kept[take] = 0
+        self.reached = getattr(self, "reached", 0) + int(reached.sum())
         return index, take
 
     def selection_log(self) -> dict:
-        finite = self.thresholds[torch.isfinite(self.thresholds)]
-        return {"final_threshold_mean": float(finite.mean()) if len(finite) else None}
+        return {"final_threshold_mean": float(self.thresholds.mean()), "reselections_by_threshold": getattr(self, "reached", 0)}

@@ -207,7 +207,7 @@ def flat_folder(tmp_path_factory):
 def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat_folder, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no InceptionV3 weights here
     with pytest.warns(UserWarning, match="1 unreadable files skipped"):
-        result = invoke("run", "--methods", "vae,support-copy", "--dataset", f"folder:{flat_folder}@28", "--shots", "36",
+        result = invoke("run", "--methods", "vae,support-copy,imle", "--dataset", f"folder:{flat_folder}@28", "--shots", "36",
                         "--profile", "smoke", "--metrics", "fid,density,class_consistency,mse,support_nn_mse",
                         "--samples", "20", "--results-dir", tmp_path / "results", "--json")
     records = json.loads(result.stdout[result.stdout.index("["):])
@@ -221,6 +221,7 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
     assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["error"]
     assert "no classes" in metrics["density"]["error"] and "no classes" in metrics["class_consistency"]["error"]
     assert records[0]["training_log"]["pretrain"].startswith("skipped")
+    assert records[2]["method"]["name"] == "imle" and records[2]["metrics"]["mse"]["status"] == "ok"
     # The support copies reach the support set exactly; the VAE does not.
     assert records[1]["metrics"]["support_nn_mse"]["value"] == pytest.approx(0, abs=1e-9)
     assert metrics["support_nn_mse"]["value"] > 1e-4

@@ -23,17 +23,21 @@ def test_vanilla_imle_rematches_every_example_to_its_nearest_sample():
     assert index.tolist() == [1, 0] and take.all()
 
 
-def test_adaptive_thresholds_tighten_only_once_reached():
-    method = AdaptiveIMLE()
-    first = torch.tensor([[1.0, 2.0], [4.0, 3.0]])
-    index, take = method.select(first, None)
+def test_adaptive_examples_reselect_only_once_their_sample_is_within_the_threshold():
+    method = AdaptiveIMLE()  # staleness 1 round, forced after 5
+    index, take = method.select(torch.tensor([[1.0, 2.0], [4.0, 3.0]]), None)
     assert take.all() and index.tolist() == [0, 1]
     torch.testing.assert_close(method.thresholds, torch.tensor([0.98, 0.98 * 3.0]))
-    # Example 0's best new sample (0.99) is outside its threshold 0.98: it keeps its code and threshold.
-    # Example 1's (2.0) is inside 2.94: it takes it and tightens to 0.98 * 2.0.
-    index, take = method.select(torch.tensor([[0.99, 5.0], [2.0, 6.0]]), torch.tensor([0.5, 1.0]))
-    assert take.tolist() == [False, True] and index[1] == 0
-    torch.testing.assert_close(method.thresholds, torch.tensor([0.98, 0.98 * 2.0]))
+    # Example 0's sample is now at 0.9 (< 0.98): it re-selects and its threshold tightens to 0.98 * 0.9.
+    # Example 1's sample is at 3.0 (> 2.94): it keeps its code and threshold.
+    pool = torch.tensor([[0.5, 5.0], [6.0, 0.1]])
+    index, take = method.select(pool, torch.tensor([0.9, 3.0]))
+    assert take.tolist() == [True, False] and index[0] == 0
+    torch.testing.assert_close(method.thresholds, torch.tensor([0.98 * 0.9, 0.98 * 3.0]))
+    # Stuck for 5 rounds, example 1 re-selects anyway.
+    for _ in range(3):
+        assert not method.select(pool, torch.tensor([10.0, 3.0]))[1][1]
+    assert method.select(pool, torch.tensor([10.0, 3.0]))[1][1]
 
 
 def test_rejection_sampling_never_selects_a_sample_near_any_training_image():

@@ -239,3 +239,12 @@ def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
     assert "**did not hold**" in claim_verdict(IMLE_RECALL_CLAIM, broken)
     partial = scores_frame([recall_record("imle", 0, 0.1)])
     assert "Not checked here" in claim_verdict(IMLE_RECALL_CLAIM, partial)
+
+
+def test_descriptive_card_keys_do_not_split_rows_but_measurement_keys_do():
+    from bench.leaderboard import card_fingerprint
+
+    card = {"version": "1", "feature_weights_sha256": "abc", "n_samples": 1000, "sample_seed": 3}
+    same = {**card, "evaluator_trained_on": "all classes of the train split", "sample_seed": 4}
+    assert card_fingerprint(card) == card_fingerprint(same)
+    assert card_fingerprint(card) != card_fingerprint({**card, "feature_weights_sha256": "abd"})
