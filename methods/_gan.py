@@ -49,25 +49,32 @@ def norm_2d(kind: str, channels: int) -> nn.Module:
 
 
 # -- networks ---------------------------------------------------------------------------------
-class DCGANGenerator(nn.Module):
+class _ProjectingGenerator(nn.Module):
+    """z -> linear -> (2w, H/4, W/4) feature map -> `self.net` (which subclasses build): the shared generator stem."""
+
+    def __init__(self, input_dim: int, image_shape: tuple[int, int, int], width: int, name: str):
+        super().__init__()
+        _, height, width_px = image_shape
+        if height % 4 or width_px % 4:
+            raise ValueError(f"the {name} needs image sides divisible by 4, got {height}x{width_px}")
+        self.start = (2 * width, height // 4, width_px // 4)
+        self.project = nn.Linear(input_dim, math.prod(self.start))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).view(-1, *self.start))
+
+
+class DCGANGenerator(_ProjectingGenerator):
     """(n, input_dim) -> (n, C, H, W) in [-1, 1]: a linear map to (2w, H/4, W/4), then two stride-2
     transposed convolutions (the DCGAN generator sized for 28-32 px images)."""
 
     def __init__(self, input_dim: int, image_shape: tuple[int, int, int], width: int = 64, norm: str = "batch"):
-        super().__init__()
-        channels, height, width_px = image_shape
-        if height % 4 or width_px % 4:
-            raise ValueError(f"the DCGAN generator needs image sides divisible by 4, got {height}x{width_px}")
-        self.start = (2 * width, height // 4, width_px // 4)
-        self.project = nn.Linear(input_dim, math.prod(self.start))
+        super().__init__(input_dim, image_shape, width, "DCGAN generator")
         self.net = nn.Sequential(
             norm_2d(norm, 2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1), norm_2d(norm, width), nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),
+            nn.ConvTranspose2d(width, image_shape[0], 4, 2, 1), nn.Tanh(),
         )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.project(z).view(-1, *self.start))
 
 
 class DCGANDiscriminator(nn.Module):
@@ -124,24 +131,17 @@ class ResidualBlock(nn.Module):
         return self.skip(x) + self.body(x)
 
 
-class ResNetGenerator(nn.Module):
+class ResNetGenerator(_ProjectingGenerator):
     """The residual generator of FIGR's original (layer norm, PReLU), at a configurable depth."""
 
     def __init__(self, input_dim: int, image_shape: tuple[int, int, int], width: int = 64, blocks_per_scale: int = 2):
-        super().__init__()
-        channels, height, width_px = image_shape
-        if height % 4 or width_px % 4:
-            raise ValueError(f"the residual generator needs image sides divisible by 4, got {height}x{width_px}")
-        self.start = (2 * width, height // 4, width_px // 4)
-        self.project = nn.Linear(input_dim, math.prod(self.start))
+        super().__init__(input_dim, image_shape, width, "residual generator")
         layers: list[nn.Module] = []
         for c_in, c_out in ((2 * width, 2 * width), (2 * width, width)):
             layers.append(ResidualBlock(c_in, c_out, "up"))
             layers += [ResidualBlock(c_out, c_out) for _ in range(blocks_per_scale - 1)]
-        self.net = nn.Sequential(*layers, norm_2d("layer", width), nn.PReLU(width), nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh())
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.project(z).view(-1, *self.start))
+        self.net = nn.Sequential(*layers, norm_2d("layer", width), nn.PReLU(width),
+                                 nn.Conv2d(width, image_shape[0], 3, 1, 1), nn.Tanh())
 
 
 class ResNetDiscriminator(nn.Module):
