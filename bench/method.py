@@ -77,6 +77,9 @@ class Method(abc.ABC):
     sees_unseen_novel_images: ClassVar[bool] = False
     # How many images `sample` produces per forward pass; bounds memory on large requests.
     sample_batch_size: ClassVar[int] = 500
+    # For `log_likelihood`: what p(x) is when it is not the plain marginal of an unconditional
+    # model (e.g. VCE's likelihood conditional on the support images); the `nll` card carries it.
+    likelihood_description: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, device: str | torch.device = "cpu"):
         self.config = config if config is not None else self.Config()
@@ -137,6 +140,24 @@ class Method(abc.ABC):
             for attr in CAPABILITIES[capability]:
                 if not hasattr(cls, attr):
                     raise TypeError(f"method '{name}' declares '{capability}' but has no '{attr}'")
+
+
+class PretrainThenAdapt:
+    """Mixin for methods with the `transfer` capability: `fit` is exactly `pretrain` then `adapt`."""
+
+    def fit(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        self.pretrain(task, budget, seed)
+        self.adapt(task, budget, seed)
+
+
+class SamplesFromLatent:
+    """Mixin for methods with the `latent` capability: `sample` is `decode(sample_latent(n))`,
+    decoded in chunks of `sample_batch_size` to bound memory."""
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = self.sample_latent(n, generator)
+        return torch.cat([self.decode(chunk) for chunk in z.split(self.sample_batch_size)])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from bench.environment import environment, git_commit, utc_now
 from bench.evaluation import aggregate_over_tasks, evaluate, mark_pooled
 from bench.grids import save_grid, save_task_grid
 from bench.method import Method, TrainingDiverged
-from bench.plots import save_loss_curves
+from bench.plots import LATENT_PLOT_BASE_PER_CLASS, LATENT_PLOT_QUERIES, save_latent_projection, save_loss_curves
 from bench.progress import NullReporter, Reporter
 from bench.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
 from bench.store import RECORD_SCHEMA, ResultStore, RunKey, atomic_write_bytes
@@ -194,9 +194,34 @@ def run_one(
     if save_loss_curves(store.loss_curves_path(key), training_log, f"{method_name} · {info.split_id} · seed {seed}"):
         record["artifacts"]["loss_curves"] = str(store.loss_curves_path(key).relative_to(store.root))
     timings["store"] = time.perf_counter() - store_start
+    if isinstance(split, Split) and method.has("embed"):
+        start = time.perf_counter()
+        save_latent_projection(store.latent_plot_path(key), latent_groups(method, split),
+                               f"{method_name} latent space (PCA) · {info.split_id} · seed {seed}")
+        record["artifacts"]["latent_plot"] = str(store.latent_plot_path(key).relative_to(store.root))
+        timings["latent_plot"] = time.perf_counter() - start
     record["timings"] = {**timings, "total": time.perf_counter() - started}
     store.write(record)
     return record
+
+
+@torch.no_grad()
+def latent_groups(method: Method, split: Split) -> list[tuple[str, str, torch.Tensor]]:
+    """Embeddings for the latent-space plot: the first images of each base class, the support set, the first queries.
+
+    Deterministic (the first images in the split's order), so a plot is reproduced exactly.
+    """
+    names = DATASETS.get(split.info.dataset).class_names
+    task = split.task
+    groups = []
+    for label in torch.unique(task.base_labels).tolist():
+        images = task.base_images[task.base_labels == label][:LATENT_PLOT_BASE_PER_CLASS]
+        groups.append((f"{names[label]} (base)", "base", method.embed(images).float().flatten(1)))
+    novel = split.info.novel_class_name
+    groups.append((f"{novel} (support)", "support", method.embed(task.support).float().flatten(1)))
+    if len(split.reference):
+        groups.append((f"{novel} (query)", "query", method.embed(split.reference[:LATENT_PLOT_QUERIES]).float().flatten(1)))
+    return groups
 
 
 def _add_timings(timings: dict[str, float], more: dict[str, float], prefix: str = "") -> None:

@@ -76,6 +76,10 @@ class ResultStore:
     def loss_curves_path(self, key: RunKey) -> Path:
         return self.root / "plots" / key.relative.with_suffix(".png")
 
+    def latent_plot_path(self, key: RunKey) -> Path:
+        path = self.loss_curves_path(key)
+        return path.with_name(f"{path.stem}.latent.png")
+
     def load(self, key: RunKey) -> dict | None:
         path = self.record_path(key)
         return read_record(path) if path.is_file() else None

@@ -22,10 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.augment import AugmentConfig, augment
-from bench.method import Method, TrainingDiverged
+from bench.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
 from bench.progress import NullReporter, Reporter
 from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, seeded_init
+from bench.training import Curve, make_generator, minibatches, seeded_init
+from methods._nets import ResidualBlock, norm_2d
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -34,18 +35,6 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) / 2).clamp(0, 1)
-
-
-def norm_2d(kind: str, channels: int) -> nn.Module:
-    """`batch` (DCGAN), `layer` (normalises each sample over channels and pixels: what WGAN-GP's
-    per-sample gradient penalty and Reptile's weight averaging need) or `none`."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown normalisation '{kind}' (valid: batch, layer, none)")
 
 
 # -- networks ---------------------------------------------------------------------------------
@@ -105,30 +94,6 @@ class DCGANDiscriminator(nn.Module):
             h = torch.cat([h, condition], 1)
         h = self.hidden(h)
         return self.adversarial(h).squeeze(1), (self.aux(h) if self.aux is not None else None)
-
-
-class ResidualBlock(nn.Module):
-    """Pre-activation residual block (layer norm, PReLU, 3x3 convs) that optionally resamples by 2."""
-
-    def __init__(self, c_in: int, c_out: int, resample: str | None = None, norm: str = "layer"):
-        super().__init__()
-        self.resample = resample
-        self.body = nn.Sequential(
-            norm_2d(norm, c_in), nn.PReLU(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1),
-            norm_2d(norm, c_out), nn.PReLU(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1),
-        )
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def _resample(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resample == "up":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
-        if self.resample == "down":
-            return F.avg_pool2d(x, 2)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._resample(x)
-        return self.skip(x) + self.body(x)
 
 
 class ResNetGenerator(_ProjectingGenerator):
@@ -229,27 +194,6 @@ class CollapseCheck:
         return None
 
 
-class Curve:
-    """Logged terms averaged over consecutive blocks of steps: at most `points` points for the loss-curve plot."""
-
-    def __init__(self, steps: int, points: int = 200):
-        self.block = max(1, math.ceil(steps / points))
-        self.steps = steps
-        self.data: dict[str, list[float]] = {"step": []}
-        self._sums: dict[str, float] = {}
-        self._count = 0
-
-    def add(self, step: int, terms: dict[str, float]) -> None:
-        for key, number in terms.items():
-            self._sums[key] = self._sums.get(key, 0.0) + number
-        self._count += 1
-        if (step + 1) % self.block == 0 or step == self.steps - 1:
-            self.data["step"].append(step + 1)
-            for key, total in self._sums.items():
-                self.data.setdefault(key, []).append(total / self._count)
-            self._sums, self._count = {}, 0
-
-
 def alternate(players: list[Player], steps: int, *, phase: str, reporter: Reporter | None = None,
               collapse: CollapseCheck | None = None, curve_points: int = 200) -> dict:
     """`steps` rounds of one optimiser step per player, in order (discriminator, then generator).
@@ -287,7 +231,7 @@ def alternate(players: list[Player], steps: int, *, phase: str, reporter: Report
     return {**final, "curve": curve.data}
 
 
-class LatentSampler:
+class LatentSampler(SamplesFromLatent):
     """Sampling for a generator network with a latent prior: `sample` is `decode(sample_latent(...))` in [0, 1]."""
 
     generator_net: nn.Module
@@ -302,11 +246,9 @@ class LatentSampler:
         # Differentiable in z: LPIPS backtracking optimises latents through it.
         return to_unit(self.generate(z.to(self.device))).cpu()
 
-    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         self.generator_net.eval()
-        z = self.sample_latent(n, generator)
-        return torch.cat([self.decode(chunk) for chunk in z.split(self.sample_batch_size)])
+        return super().sample(n, generator)
 
 
 # -- the transfer-learning protocol ----------------------------------------------------------
@@ -327,7 +269,7 @@ TRANSFER_PROFILES = {
 }
 
 
-class TransferGAN(LatentSampler, Method):
+class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
     """A GAN trained by the transfer protocol. Subclasses build the networks and define the losses.
 
     Capabilities: `latent` (the generator's full input vector is the latent code; `decode` is
@@ -356,10 +298,6 @@ class TransferGAN(LatentSampler, Method):
         """Latent codes of the prior the samples are drawn from (for the novel class, where conditional)."""
 
     # -- the protocol -------------------------------------------------------------------------------
-    def fit(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
-        self.pretrain(task, budget, seed)
-        self.adapt(task, budget, seed)
-
     def pretrain(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
         """Train both networks on the base classes (with their labels); keeps the noise stream for `adapt`."""
         generator = make_generator(seed)

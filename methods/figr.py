@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.method import Method, TrainingDiverged
+from bench.method import Method, PretrainThenAdapt, TrainingDiverged
 from bench.splits import FewShotTask
-from bench.training import make_generator, seeded_init
+from bench.training import Curve, make_generator, seeded_init
 from methods import register
-from methods._gan import (Curve, DCGANDiscriminator, DCGANGenerator, LatentSampler, Player, ResNetDiscriminator,
+from methods._gan import (DCGANDiscriminator, DCGANGenerator, LatentSampler, Player, ResNetDiscriminator,
                           ResNetGenerator, alternate, critic_wgan_gp, to_signed)
 from methods._reptile import copy_weights, reptile_step
 
@@ -56,7 +56,7 @@ class FIGRBudget:
 
 
 @register
-class FIGR(LatentSampler, Method):
+class FIGR(PretrainThenAdapt, LatentSampler, Method):
     title = "FIGR: WGAN-GP meta-trained with Reptile, adapted on the support set"
     reference = "Clouatre and Demers, FIGR: Few-shot Image Generation with Reptile, 2019; Nichol et al., Reptile, 2018"
     version = "1"
@@ -89,10 +89,6 @@ class FIGR(LatentSampler, Method):
 
     def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
-
-    def fit(self, task: FewShotTask, budget: FIGRBudget, seed: int) -> None:
-        self.pretrain(task, budget, seed)
-        self.adapt(task, budget, seed)
 
     # -- Algorithm 1 --------------------------------------------------------------------------
     def pretrain(self, task: FewShotTask, budget: FIGRBudget, seed: int) -> None:

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bench.augment import AugmentConfig, augment
 from bench.likelihood import iwae_log_likelihood
-from bench.method import Method
+from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.splits import FewShotTask
 from bench.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
+from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
 
 
 @dataclass
@@ -83,30 +83,16 @@ class ConvVAE(nn.Module):
         return self.decoder(self.decoder_input(z).view(-1, *self.feature_shape))
 
 
-def binarise(x: torch.Tensor) -> torch.Tensor:
-    """The evaluation observation: 1 where x > 0.5, else 0 (same dtype as x)."""
-    return (x > 0.5).to(x.dtype)
-
-
-def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log Bernoulli(x; sigmoid(logits)) summed over all but the first dimension: (m, ...) -> (m,)."""
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-
-
 def negative_elbo(model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
-    # Noise is drawn on the CPU generator and moved, so CPU and CUDA runs draw the same numbers.
-    eps = torch.randn(mean.shape, generator=generator).to(mean.device)
-    z = mean + eps * torch.exp(0.5 * logvar)
-    logits = model.decode_logits(z)
-    reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
-    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    reconstruction = reconstruction_loss(model.decode_logits(reparameterise(mean, logvar, generator)), x)
+    kl = gaussian_kl(mean, logvar).mean()
     return {"loss": reconstruction + kl_weight * kl, "reconstruction": reconstruction, "kl": kl}
 
 
 @register
-class VAE(Method):
+class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "Convolutional VAE (pretrain on base classes, fine-tune on augmented support)"
     reference = "Kingma and Welling, Auto-Encoding Variational Bayes, ICLR 2014"
     version = "1"
@@ -123,10 +109,6 @@ class VAE(Method):
     # Images per encoder pass and (image, importance sample) pairs per decoder pass in log_likelihood.
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
-
-    def fit(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
-        self.pretrain(task, budget, seed)
-        self.adapt(task, budget, seed)
 
     def pretrain(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
         """Train on the base classes; keeps the noise generator's state for `adapt`."""
@@ -159,7 +141,8 @@ class VAE(Method):
         def loss_fn(step: int) -> dict[str, torch.Tensor]:
             return negative_elbo(self.model, next(batches).to(self.device), cfg.kl_weight, generator)
 
-        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter)
+        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter,
+                                            curve_points=200)
 
     # -- sampling and capabilities -----------------------------------------------------
     @property
@@ -172,11 +155,6 @@ class VAE(Method):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         # Differentiable in z: LPIPS backtracking optimises latents through it.
         return torch.sigmoid(self.model.decode_logits(z.to(self.device))).cpu()
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        z = self.sample_latent(n, generator)
-        return torch.cat([self.decode(chunk) for chunk in z.split(self.sample_batch_size)])
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

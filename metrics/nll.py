@@ -66,6 +66,8 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
             "image_selection": "all" if n == inputs.reference.shape[0] else f"first {n} of the evaluation reference",
             "units": "nats per image",
             "noise_seed": inputs.seed,
+            **({"model_likelihood": description}
+               if (description := getattr(inputs.model, "likelihood_description", "")) else {}),
         },
     )
 

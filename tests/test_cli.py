@@ -16,7 +16,7 @@ def invoke(*args):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["run", "--methods", "vea", "--dataset", "fashion-mnist"], "Did you mean 'vae'?"),
+    (["run", "--methods", "vaee", "--dataset", "fashion-mnist"], "Did you mean 'vae'?"),
     (["run", "--methods", "vae", "--dataset", "fashion-mnst"], "Did you mean 'fashion-mnist'?"),
     (["run", "--methods", "vae", "--dataset", "mnist", "--profile", "quik"], "Did you mean 'quick'?"),
     (["run", "--methods", "vae", "--dataset", "mnist", "--metrics", "mse,ssmi"], "Did you mean 'ssim'?"),

@@ -9,7 +9,7 @@ from metrics import METRICS
 
 def test_unknown_names_list_valid_ones_and_suggest():
     with pytest.raises(UnknownNameError) as info:
-        METHODS.get("vea")
+        METHODS.get("vaee")
     message = str(info.value)
     assert "Did you mean 'vae'?" in message
     assert "vae" in message.split("Valid methods:")[1]

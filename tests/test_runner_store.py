@@ -57,6 +57,9 @@ def test_two_seeds_write_two_complete_records(tmp_path):
         assert {m["status"] for m in record["metrics"].values()} == {"ok"}
         assert (tmp_path / record["artifacts"]["grid"]).is_file()
         assert (tmp_path / record["artifacts"]["samples"]).is_file()
+        # The VAE embeds images: its latent-space plot and loss curves are saved with the run.
+        assert (tmp_path / record["artifacts"]["latent_plot"]).is_file() and "latent_plot" in record["timings"]
+        assert (tmp_path / record["artifacts"]["loss_curves"]).is_file()
 
 
 def test_reruns_skip_finished_runs_unless_overwriting(tmp_path):

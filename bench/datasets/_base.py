@@ -143,6 +143,14 @@ class ImageDataset:
     feature_extractor: str = "domain"
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
+    # One short hand-written sentence per class saying what its images look like: the semantic
+    # side information of methods that condition on text (`bench/semantics.py`); () = none.
+    class_descriptions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.class_descriptions and len(self.class_descriptions) != len(self.class_names):
+            raise ValueError(f"{self.name}: {len(self.class_descriptions)} class descriptions for "
+                             f"{len(self.class_names)} classes; give one per class (or none)")
 
     @property
     def num_classes(self) -> int:

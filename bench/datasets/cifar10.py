@@ -100,6 +100,19 @@ DATASET = DATASETS.register(
         allows_hflip=True,
         evaluator_min_accuracy=0.80,
         notes="The staged copy on offline machines is the JPEG-q75 re-encoding; the download fetches the canonical pickles.",
+        # What a small colour photo of each class shows (in CLASS_NAMES order).
+        class_descriptions=(
+            "an airplane: a metal aircraft with long straight wings, a pointed nose and a tail fin, against a blue or grey sky",
+            "an automobile: a passenger car with a shiny painted body, windows and four wheels, on a road or a parking lot",
+            "a bird: a small feathered animal with a beak, two thin legs and folded wings, perched on a branch or standing on grass",
+            "a cat: a furry pet with pointed ears, whiskers, a round face and large eyes, often indoors",
+            "a deer: a slender brown animal with long thin legs and large ears, sometimes with antlers, in a forest or a field",
+            "a dog: a furry pet with a snout, floppy or upright ears and a tail, often on a lawn or indoors",
+            "a frog: a small green or brown amphibian with bulging eyes, wet skin and folded back legs, crouching on the ground",
+            "a horse: a large brown or white animal with a long face, a mane, a long tail and four long legs, in a field",
+            "a ship: a large boat with a hull and a deck floating on blue water, sometimes in a harbour",
+            "a truck: a large heavy vehicle with a square cab in front and a big box or cargo bed behind it, on big wheels",
+        ),
     ),
     __name__,
 )

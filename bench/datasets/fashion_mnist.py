@@ -35,6 +35,19 @@ DATASET = DATASETS.register(
         allows_hflip=False,
         evaluator_min_accuracy=0.90,
         notes="Debian package dataset-fashion-mnist ships the canonical files under /usr/share/datasets/fashion-mnist/.",
+        # What each class looks like in these images (garments flat from the front, shoes from the side).
+        class_descriptions=(
+            "a T-shirt or top: a short-sleeved upper-body garment with a round neckline, seen flat from the front",
+            "a pair of trousers: two long narrow legs side by side, joined at the waist, much taller than wide",
+            "a pullover: a knitted sweater with long sleeves spread out to the sides and a ribbed hem and cuffs",
+            "a dress: a one-piece garment that widens from a narrow top with straps or short sleeves to a long skirt",
+            "a coat: a heavy long-sleeved outer garment with a collar and a front opening closed by buttons or a zip",
+            "a sandal: an open flat shoe made of thin straps over a thin sole, with gaps between the straps",
+            "a shirt: a long-sleeved garment with a pointed collar and a row of buttons down the front",
+            "a sneaker: a low sports shoe with laces, a rounded toe and a flat rubber sole, seen from the side",
+            "a bag: a boxy handbag or purse, wider than tall, with a handle or a strap on top",
+            "an ankle boot: a shoe whose shaft covers the ankle, with a thick sole and a low heel",
+        ),
     ),
     __name__,
 )

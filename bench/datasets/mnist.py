@@ -47,6 +47,19 @@ DATASET = DATASETS.register(
         allows_hflip=False,
         evaluator_min_accuracy=0.99,
         notes="Reference (test) images are always the canonical t10k files.",
+        # The pen strokes of each hand-written digit.
+        class_descriptions=(
+            "the digit zero: one closed oval loop, taller than wide, with an empty middle",
+            "the digit one: a single straight vertical stroke, often slanted, sometimes with a small flag at the top",
+            "the digit two: a curved hook at the top sweeping down diagonally to the left into a flat horizontal base",
+            "the digit three: two open curves stacked on top of each other, bulging to the right and meeting in the middle",
+            "the digit four: a short vertical or slanted stroke and a horizontal bar forming a corner, crossed by a long vertical stroke on the right",
+            "the digit five: a flat bar at the top, a short vertical stroke down the left, then a round belly curving right and back at the bottom",
+            "the digit six: a long curved stroke coming down from the top right into a closed round loop at the bottom",
+            "the digit seven: a horizontal bar at the top joined at its right end to a long straight stroke slanting down to the left",
+            "the digit eight: two closed loops stacked on top of each other, crossing in the middle like an hourglass",
+            "the digit nine: a closed round loop at the top with a straight tail going down from its right side",
+        ),
     ),
     __name__,
 )

@@ -1,0 +1,356 @@
+"""VCE: Variational Convertor-Encoder with the large-margin VAE (LMVAE) loss.
+
+Li, Han and Xing, "VCE: Variational Convertor-Encoder for One-Shot Generalization" (text in
+`../shared/papers/vce-variational-convertor-encoder.txt`). VCE transforms an image instead of
+generating one: an encoder sees a pair (x, q) of images of one class and outputs the
+"transformation rule" z ~ q(z | x, q); a convertor applies a rule to the condition image q,
+p(x | z, q). One-shot generation for a new class takes one of its images as q, draws z from the
+prior N(0, I) and converts q. Nothing is trained on the new class ("transfer to new tasks
+without additional training"): `adapt` only keeps the support images as conditions.
+
+Networks (section 4.2): encoder and convertor are stride-1 residual networks (paper: 8 residual
+blocks of two 3x3 convolutions with 32 channels, and one 5x5 convolution, "SAME" padding), so
+pixel coordinates are preserved and the convertor edits pixels of q rather than painting a new
+image. Here the 5x5 convolution is the stem of each network and a 1x1 convolution maps the last
+block to the output (the paper does not say how the outputs are read out). The latent has two
+numbers per image row ("twice the width of the image"); "every two sampled noises are juxtaposed
+with one line of the conditional image": the convertor's input is q widened by one column on the
+left and one on the right holding the row's two noise values (one on each side, so that the
+noise reaches every pixel: the network's receptive field is 2 + 2 x blocks pixels in each
+direction, less than a 28-pixel row), and its output is cropped back to q's columns. The encoder
+reads (x, q) stacked as channels and averages its 4-channel output over each row: the row's
+two means and two log-variances.
+
+Training (section 4.3, Algorithms 1 and 2), in three phases:
+1. Reptile pre-training with the plain VAE loss (Algorithm 2): per meta-iteration, one base class,
+   one condition q and a batch of other images x_k of that class; `reptile_inner_steps` Adam steps
+   on a copy, then phi <- phi + `reptile_step_size` * (phi~ - phi) (`methods/_reptile.py`).
+2. The plain VAE loss until convergence: L = L_CON(x, y) + L_KL(z), y = Con(z, q), z ~ q(z|x, q).
+3. The LMVAE loss (equations 11-12, Algorithm 1): with z_r = Enc(y, q) the converted image re-encoded,
+   L_E = KL(z) + lambda * max(0, m - KL(z_r)) + (1 - sigma) L_CON(x, y) + sigma L_REG(q, y)  (encoder step),
+   L_C = KL(z) + lambda * KL(z_r) + (1 - sigma) L_CON(x, y) + sigma L_REG(q, y)              (convertor step),
+   the encoder updated first, z_r recomputed with the updated encoder for the convertor's loss;
+   in L_E the converted image is a constant (the encoder acts as the discriminator of converted
+   images, IntroVAE-style). L_CON and L_REG are Bernoulli cross-entropies of y against x and q.
+   The ablation `vce-vae` keeps the plain VAE loss in phase 3 (Table 1's "Our VCE, VAE" row).
+Batches follow section 3.3: every image of a batch comes from one class and shares one condition
+image (paper: batch 19, one Omniglot character's 20 drawings minus the condition). Paper settings:
+m = 50, lambda = 0.2, sigma = 0.15, Adam with lr 2e-4.
+
+Likelihood (capability `log_likelihood`, the `nll` metric): VCE's Table 1 reports the
+conditional NLL -log p(x | q) of a held-out image given one condition image of its class. The
+sampling model here picks the condition uniformly among the k support images, so its likelihood
+is the mixture p(x) = (1/k) sum_j p(x | s_j), which for one shot is exactly Table 1's quantity.
+Each p(x | s_j) is an IWAE estimate (`bench.likelihood`) with proposal q(z | x, s_j), prior
+N(0, I) and observation model Bernoulli(sigmoid(Con(z, s_j))) on the BINARISED image; the K
+importance samples are split evenly over the k conditions (stratified), so the cost per image
+does not grow with k. log of the mean of the k unbiased estimates is again a stochastic lower
+bound on log p(x).
+
+Latent (capability `latent`, for LPIPS backtracking): the rule z (2H numbers) plus one discrete
+coordinate, the index of the condition image. `decode` is differentiable in z; the index is
+rounded, carries no gradient, and stays where `sample_latent` drew it (backtracking searches it
+only through its restarts).
+
+Budget note: the network's size is part of the budget (`residual_blocks`, `channels`), because
+it sets the cost of every step and of every metric that runs the model (NLL, backtracking): the
+paper's 8 blocks x 32 channels costs about 8 times the CPU-sized 4 x 16 per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bench.likelihood import iwae_log_likelihood
+from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.splits import FewShotTask
+from bench.training import Curve, finite_loss, make_generator, run_steps, seeded_init
+from methods import register
+from methods._nets import ResidualBlock
+from methods._reptile import copy_weights, reptile_step
+from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+
+LOSSES = ("lmvae", "vae")
+
+
+@dataclass(frozen=True)
+class VCEConfig:
+    loss: str = "lmvae"  # phase 3: "lmvae" (equations 11-12) or "vae" (the plain-VAE-loss ablation)
+    norm: str = "none"  # inside the residual blocks; never batch norm (Reptile averages weights, not statistics)
+    batch_size: int = 19  # images of one class per step, sharing one condition (the paper's 19)
+    lr: float = 2e-4
+    margin: float = 50.0  # m
+    margin_weight: float = 0.2  # lambda
+    style_weight: float = 0.15  # sigma: weight of the style regulariser L_REG
+    reptile_inner_lr: float = 1e-3
+    reptile_step_size: float = 0.25  # alpha of phi <- phi + alpha (phi~ - phi)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown VCE loss '{self.loss}' (valid: {', '.join(LOSSES)})")
+
+
+@dataclass(frozen=True)
+class VCEBudget:
+    residual_blocks: int  # per network (paper 8)
+    channels: int  # per residual block (paper 32)
+    reptile_iterations: int  # phase 1 meta-iterations (Algorithm 2)
+    reptile_inner_steps: int  # Adam steps on the copy per meta-iteration
+    vae_steps: int  # phase 2
+    final_steps: int  # phase 3: LMVAE (or, for the ablation, more VAE steps)
+
+
+class StrideOneResNet(nn.Module):
+    """5x5 stem convolution, `blocks` residual blocks (two 3x3 convolutions each), 1x1 read-out: sizes preserved."""
+
+    def __init__(self, c_in: int, c_out: int, channels: int, blocks: int, norm: str):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, channels, 5, 1, 2),
+            *[ResidualBlock(channels, channels, norm=norm) for _ in range(blocks)],
+            nn.PReLU(channels),
+            nn.Conv2d(channels, c_out, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvertorEncoder(nn.Module):
+    """The encoder q(z | x, q) and the convertor p(x | z, q); z has two numbers per image row."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: int, blocks: int, norm: str):
+        super().__init__()
+        self.image_channels, self.height, self.width = image_shape
+        self.encoder = StrideOneResNet(2 * self.image_channels, 4, channels, blocks, norm)
+        self.convertor = StrideOneResNet(self.image_channels, self.image_channels, channels, blocks, norm)
+
+    @property
+    def latent_dim(self) -> int:
+        return 2 * self.height
+
+    def encode(self, x: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar), each (n, 2H): per row, the left and right noise values' Gaussian."""
+        rows = self.encoder(torch.cat([x, condition], 1)).mean(3)  # (n, 4, H)
+        mean = rows[:, :2].transpose(1, 2).reshape(x.shape[0], -1)
+        logvar = rows[:, 2:].transpose(1, 2).reshape(x.shape[0], -1).clamp(-10, 10)
+        return mean, logvar
+
+    def convert_logits(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits (n, C, H, W) of the condition converted by the rule z (n, 2H)."""
+        n = condition.shape[0]
+        noise = z.view(n, 1, self.height, 2).expand(n, self.image_channels, self.height, 2)
+        widened = torch.cat([noise[..., :1], condition, noise[..., 1:]], 3)  # (n, C, H, W + 2)
+        return self.convertor(widened)[..., 1 : 1 + self.width]
+
+
+def columns_reached(width: int, blocks: int) -> int:
+    """How many of a row's `width` pixels the row's two noise values can influence in the convertor.
+
+    The convertor's receptive field reaches 2 (the 5x5 stem) + 2 per residual block pixels in each
+    direction; the noise sits one column outside each edge of the row.
+    """
+    radius = 2 + 2 * blocks
+    return min(width, 2 * radius)
+
+
+def class_members(labels: torch.Tensor, minimum: int) -> list[torch.Tensor]:
+    """Indices of each class with at least `minimum` images (a condition and at least one other image)."""
+    members = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+    return [m for m in members if len(m) >= minimum]
+
+
+@register
+class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
+    title = "VCE: Variational Convertor-Encoder, LMVAE loss (one-shot conversion of a support image)"
+    reference = "Li, Han and Xing, VCE: Variational Convertor-Encoder for One-Shot Generalization"
+    version = "1"
+    Config = VCEConfig
+    Budget = VCEBudget
+    profiles = {
+        "smoke": VCEBudget(residual_blocks=1, channels=8, reptile_iterations=2, reptile_inner_steps=2,
+                           vae_steps=6, final_steps=4),
+        # Measured to keep a Fashion-MNIST 4-shot run (fit, sampling, every metric) near 5 minutes on 2 cores.
+        "quick": VCEBudget(residual_blocks=6, channels=16, reptile_iterations=100, reptile_inner_steps=5,
+                           vae_steps=1000, final_steps=500),
+        # Section 4.2: 8 blocks of 32 channels, 600,000 steps in all (the split between the VAE and
+        # LMVAE phases is not given; 2:1 here), after "a few epochs" of Reptile pre-training.
+        "paper": VCEBudget(residual_blocks=8, channels=32, reptile_iterations=2000, reptile_inner_steps=5,
+                           vae_steps=400_000, final_steps=200_000),
+    }
+    capabilities = frozenset({"latent", "log_likelihood", "transfer"})
+    likelihood_description = ("conditional on the support images: p(x) = (1/k) sum_j p(x | s_j), each an IWAE "
+                              "estimate with K/k importance samples (k = 1: VCE's Table 1 quantity p(x | q))")
+    likelihood_batch_size: int = 64
+    likelihood_chunk_size: int = 2048
+
+    # -- training -----------------------------------------------------------------------
+    def pretrain(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+        """The three training phases, on pairs of base-class images."""
+        cfg = self.config
+        members = class_members(task.base_labels, 2)
+        if not members:
+            raise ValueError("vce trains on pairs of images of one class and the task has no base class with two "
+                             "images (the unconditional protocol has no base set)")
+        generator = make_generator(seed)
+        with seeded_init(seed):
+            self.model = ConvertorEncoder(task.image_shape, budget.channels, budget.residual_blocks, cfg.norm).to(self.device)
+        images = task.base_images
+
+        def batch() -> tuple[torch.Tensor, torch.Tensor]:
+            """One class's condition image (repeated) and up to `batch_size` other images of it."""
+            pool = members[int(torch.randint(len(members), (1,), generator=generator))]
+            chosen = pool[torch.randperm(len(pool), generator=generator)[: cfg.batch_size + 1]]
+            x = images[chosen[1:]].to(self.device)
+            return x, images[chosen[:1]].to(self.device).expand_as(x)
+
+        width = task.image_shape[2]
+        self.training_log["rule_reaches_columns"] = f"{columns_reached(width, budget.residual_blocks)} of {width}"
+        self.model.train()
+        with self.phase("reptile"):
+            self.training_log["reptile"] = self._reptile(batch, budget, generator)
+        vae_optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        with self.phase("vae"):
+            self.training_log["vae"] = run_steps(
+                lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, "vae", step),
+                budget.vae_steps, phase="vae", reporter=self.reporter, curve_points=200)
+        final = "lmvae" if cfg.loss == "lmvae" else "vae-continued"  # the ablation: no LMVAE phase
+        with self.phase(final):
+            if cfg.loss == "lmvae":
+                encoder_optimizer = torch.optim.Adam(self.model.encoder.parameters(), lr=cfg.lr)
+                convertor_optimizer = torch.optim.Adam(self.model.convertor.parameters(), lr=cfg.lr)
+                step_fn = lambda step: self._lmvae_step(*batch(), encoder_optimizer, convertor_optimizer, generator, step)  # noqa: E731
+            else:
+                step_fn = lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, final, step)  # noqa: E731
+            self.training_log[final] = run_steps(step_fn, budget.final_steps, phase=final, reporter=self.reporter,
+                                                 curve_points=200)
+        self.model.eval()
+
+    @staticmethod
+    def _vae_step(model: ConvertorEncoder, x: torch.Tensor, condition: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  generator: torch.Generator, phase: str, step: int) -> dict[str, float]:
+        """One step of the plain VAE loss L_CON(x, y) + KL(z) on `model` (the network itself, or Reptile's copy)."""
+        mean, logvar = model.encode(x, condition)
+        logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
+        conversion = reconstruction_loss(logits, x)
+        kl = gaussian_kl(mean, logvar).mean()
+        loss = finite_loss(conversion + kl, phase, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), "conversion": conversion.item(), "kl": kl.item()}
+
+    def _lmvae_step(self, x: torch.Tensor, condition: torch.Tensor, encoder_optimizer: torch.optim.Optimizer,
+                    convertor_optimizer: torch.optim.Optimizer, generator: torch.Generator, step: int) -> dict[str, float]:
+        """Algorithm 1: an encoder step on L_E, then a convertor step on L_C with z_r re-encoded by the updated encoder."""
+        cfg, model = self.config, self.model
+        mean, logvar = model.encode(x, condition)
+        kl = gaussian_kl(mean, logvar).mean()
+        logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
+        converted = torch.sigmoid(logits)
+        data_terms = ((1 - cfg.style_weight) * reconstruction_loss(logits, x)
+                      + cfg.style_weight * reconstruction_loss(logits, condition))
+        kl_converted = gaussian_kl(*model.encode(converted.detach(), condition))
+        encoder_loss = finite_loss(kl + cfg.margin_weight * F.relu(cfg.margin - kl_converted).mean() + data_terms,
+                                   "lmvae", step, "encoder loss")
+        encoder_params = list(model.encoder.parameters())
+        gradients = torch.autograd.grad(encoder_loss, encoder_params, retain_graph=True)
+        for parameter, gradient in zip(encoder_params, gradients):
+            parameter.grad = gradient
+        encoder_optimizer.step()
+
+        # The convertor's loss sees the updated encoder (Algorithm 1, line 10); KL(z) is a constant to it.
+        kl_reencoded = gaussian_kl(*model.encode(converted, condition)).mean()
+        convertor_loss = finite_loss(kl.detach() + cfg.margin_weight * kl_reencoded + data_terms,
+                                     "lmvae", step, "convertor loss")
+        convertor_params = list(model.convertor.parameters())
+        for parameter, gradient in zip(convertor_params, torch.autograd.grad(convertor_loss, convertor_params)):
+            parameter.grad = gradient
+        convertor_optimizer.step()
+        return {"encoder_loss": encoder_loss.item(), "convertor_loss": convertor_loss.item(), "kl": kl.item(),
+                "kl_converted": kl_converted.mean().item(), "data": data_terms.item()}
+
+    def _reptile(self, batch, budget: VCEBudget, generator: torch.Generator) -> dict:
+        """Algorithm 2: inner Adam steps on a copy with the VAE loss, then move the weights towards the copy."""
+        cfg = self.config
+        fast = copy.deepcopy(self.model)
+        meta_optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.reptile_step_size)
+        curve = Curve(budget.reptile_iterations)
+        handle = self.reporter.task("reptile", budget.reptile_iterations)
+        window = max(1, budget.reptile_iterations // 10)
+        final = {"loss": 0.0, "distance": 0.0}
+        try:
+            for iteration in range(budget.reptile_iterations):
+                copy_weights(self.model, fast)
+                inner = torch.optim.Adam(fast.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
+                x, condition = batch()  # one class and one condition per task (Algorithm 2)
+                for step in range(budget.reptile_inner_steps):
+                    terms = self._vae_step(fast, x, condition, inner, generator, "reptile", iteration)
+                distance = reptile_step(self.model, fast, meta_optimizer)
+                curve.add(iteration, {"loss": terms["loss"], "distance": distance})
+                if iteration >= budget.reptile_iterations - window:
+                    final["loss"] += terms["loss"] / window
+                    final["distance"] += distance / window
+                handle.advance()
+        finally:
+            handle.close()
+        return {**final, "curve": curve.data} if budget.reptile_iterations else {}
+
+    def adapt(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+        """No training on the new class (the paper's one-shot transfer): keep its support images as conditions."""
+        self.conditions = task.support.clone()
+        self.training_log["adapt"] = f"no training: {len(self.conditions)} support images kept as conditions"
+
+    # -- sampling and capabilities ---------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim + 1
+
+    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        rule = torch.randn(n, self.model.latent_dim, generator=generator)
+        index = torch.randint(len(self.conditions), (n, 1), generator=generator).float()
+        return torch.cat([rule, index], 1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        # Differentiable in the rule; the condition index is discrete (rounded, no gradient).
+        z = z.to(self.device)
+        index = z[:, -1].detach().round().long().clamp(0, len(self.conditions) - 1).cpu()
+        condition = self.conditions[index].to(self.device)
+        return torch.sigmoid(self.model.convert_logits(z[:, :-1], condition)).cpu()
+
+    @torch.no_grad()
+    def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x) = log (1/k) sum_j p(x | s_j) in nats per image, (n,) float64 on the CPU (module docstring).
+
+        `x` is binarised at 0.5 first; each of the k conditions gets max(1, num_samples // k)
+        importance samples; noise only from the CPU `generator` (default: seeded with 0).
+        """
+        generator = generator if generator is not None else make_generator(0)
+        model, k = self.model, len(self.conditions)
+        per_condition = max(1, num_samples // k)
+        x = binarise(x.float()).to(self.device)
+        was_training = model.training
+        model.eval()
+        try:
+            estimates = []
+            for condition in self.conditions.to(self.device):
+                def rows(images: torch.Tensor, condition=condition) -> torch.Tensor:
+                    return condition.expand(images.shape[0], *condition.shape)
+
+                estimates.append(iwae_log_likelihood(
+                    x,
+                    lambda xb, rows=rows: model.encode(xb, rows(xb)),
+                    lambda x_rows, z, rows=rows: bernoulli_log_prob(model.convert_logits(z, rows(x_rows)), x_rows),
+                    per_condition, generator,
+                    batch_size=self.likelihood_batch_size, chunk_size=self.likelihood_chunk_size,
+                ))
+            return torch.logsumexp(torch.stack(estimates), 0) - math.log(k)
+        finally:
+            model.train(was_training)
