@@ -42,6 +42,17 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * _LOG_2PI)
 
 
+
+def check_estimator_arguments(num_samples: int, batch_size: int, chunk_size: int, generator: torch.Generator) -> None:
+    """The arguments every importance-sampling estimator here takes: counts of at least 1 and a CPU generator."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    if generator.device.type != "cpu":
+        raise ValueError("the noise generator must be a CPU torch.Generator (noise is drawn on CPU, then moved)")
+
+
 @torch.no_grad()
 def iwae_log_likelihood(
     x: torch.Tensor,
@@ -74,12 +85,7 @@ def iwae_log_likelihood(
     Returns:
         (n,) float64 CPU tensor of log p(x) estimates (and (n,) float64 ESS if `return_ess`).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
-    if generator.device.type != "cpu":
-        raise ValueError("the noise generator must be a CPU torch.Generator (noise is drawn on CPU, then moved)")
+    check_estimator_arguments(num_samples, batch_size, chunk_size, generator)
     estimates, ess = [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]

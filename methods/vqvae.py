@@ -60,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.augment import AugmentConfig, augment
+from bench.likelihood import check_estimator_arguments
 from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.splits import FewShotTask
 from bench.training import make_generator, minibatches, optimise, seeded_init
@@ -372,12 +373,7 @@ def discrete_importance_log_likelihood(
     Returns:
         (n,) float64 CPU tensor (and the (n,) ESS if `return_ess`).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
-    if generator.device.type != "cpu":
-        raise ValueError("the noise generator must be a CPU torch.Generator")
+    check_estimator_arguments(num_samples, batch_size, chunk_size, generator)
     estimates, ess = [], []
     for start in range(0, x.shape[0], batch_size):
         xb = x[start : start + batch_size]
