@@ -65,7 +65,7 @@ VCE_TABLE_1 = PublishedTable(
     },
     caveat=(
         "The paper trained VCE for 600,000 steps with 8 residual blocks of 32 channels on a GPU; the rows here are "
-        "the named profile's budget (quick: 6 x 16 and 1,400 steps in all). The paper does not say how its images "
+        "the budget in each run record (docs/methods.md). The paper does not say how its images "
         "were binarised, how many evaluation characters or importance samples it used, nor what its VAE was. Here: "
         "20 seeded evaluation characters, one support drawing each, the NLL of the other 19 drawings binarised at "
         "0.5, IWAE with the profile's importance samples, mean over characters; VCE's NLL is conditional on the "
