@@ -1,34 +1,62 @@
 """Regression checks for CI: compare stored results with a committed baseline file.
 
-A baseline is JSON:
+A baseline (schema 2) is JSON:
 
-    {"schema": 1,
+    {"schema": 2,
      "default_tolerance": {"absolute": 0.0, "relative": 0.1},
+     "spread": {...},            # only with `bench baseline --spread-from`: how the tolerances were measured
      "entries": [{"split_id": "fashion-mnist/novel9-4shot.v1", "profile": "smoke", "method": "vae",
-                  "metric": "mse", "mean": 0.061, "tolerance": {"absolute": 0.005}}, ...]}
+                  "metric": "mse", "mean": 0.061, "card": "3f2a9c1e", "seeds": [0, 1],
+                  "tolerance": {"absolute": 0.005}}, ...]}
 
-An entry regresses when the current mean over successful seeds is worse than `mean` by more
-than its tolerance, max(absolute, relative * |mean|): lower for ↑ metrics, higher for ↓
-metrics, either way for diagnostics. A baseline entry with no current result is a regression
-too (a method that stopped running must not pass silently).
+`card` is the metric card's fingerprint (`bench.leaderboard.card_fingerprint`) and `seeds` the seeds
+whose values make `mean`. Each entry gets one verdict:
+
+- ok / regression: the current results hold the same card and seed set, and their mean is worse
+  than `mean` by at most / more than max(absolute, relative * |mean|) (lower for ↑ metrics, higher
+  for ↓ metrics, either way for diagnostics);
+- regression also when a seed of the entry now records an `error` or a failed run, and when there
+  is no current value at all ("missing": a method that stopped running must not pass silently);
+- not comparable: current values exist but were measured with another card or seed set (passes
+  unless `strict`);
+- skipped: a seed of the entry records `unavailable` (an optional part is absent on this machine).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.leaderboard import scores_frame
+from bench.leaderboard import card_fingerprint
 from bench.store import ResultStore, atomic_write_bytes
 from metrics import METRICS
 
-BASELINE_SCHEMA = 1
+BASELINE_SCHEMA = 2
 DEFAULT_TOLERANCE = {"absolute": 0.0, "relative": 0.1}
+# Tolerances measured with `--spread-from` are this many times the largest difference between the
+# two machines' means (absolute and relative, per metric): two machines are a small sample of the
+# machines CI may run on, and a regression worth catching is larger than that.
+SPREAD_SAFETY = 3.0
+
+# Per-metric absolute tolerances written into baselines, where a relative one says too little: fractions
+# near 0 (a 10% relative band around 0.004 is noise-tight), KID's large values in small samples, and the
+# nearest-support distances, which are exactly 0 for the copy reference rows.
+METRIC_TOLERANCES = {
+    **{name: {"absolute": 0.1} for name in ("precision", "recall", "density", "coverage", "class_consistency")},
+    "kid": {"absolute": 500.0},
+    **{name: {"absolute": 1e-6} for name in ("support_nn_mse", "support_nn_shift_mse", "support_nn_feat")},
+}
+
+OK, REGRESSION, NOT_COMPARABLE, SKIPPED = "ok", "regression", "not comparable", "skipped"
+ENTRY_FIELDS = ("split_id", "profile", "method", "metric", "mean", "card", "seeds")
+
+Key = tuple[str, str, str, str]  # (split id, profile, method, metric)
 
 
 class BaselineError(ValueError):
-    """A baseline file that cannot be used; the message says what is wrong."""
+    """A baseline file that cannot be used (or cannot be written); the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -40,17 +68,59 @@ class CheckRow:
     baseline: float
     current: float | None
     tolerance: float
-    regressed: bool
+    status: str  # OK, REGRESSION, NOT_COMPARABLE or SKIPPED
     reason: str
 
+    @property
+    def regressed(self) -> bool:
+        return self.status == REGRESSION
 
-def _current_means(store: ResultStore) -> dict[tuple[str, str, str, str], float]:
-    frame = scores_frame(list(store.records()))
-    if frame.empty:
-        return {}
-    ok = frame[(frame["status"] == "ok") & frame["metric"].notna()]
-    means = ok.groupby(["split_id", "profile", "method", "metric"])["value"].mean()
-    return {key: float(value) for key, value in means.items()}
+
+@dataclass
+class _Observed:
+    """What the stored records hold for one (split id, profile, method, metric)."""
+
+    values: dict[int, tuple[str, float]] = field(default_factory=dict)  # seed -> (card fingerprint, value)
+    other: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (status, reason or error)
+
+    def groups(self) -> dict[str, tuple[list[int], float]]:
+        """Card fingerprint -> (sorted seeds, mean of their values)."""
+        by_card: dict[str, dict[int, float]] = {}
+        for seed, (card, value) in self.values.items():
+            by_card.setdefault(card, {})[seed] = value
+        return {card: (sorted(values), math.fsum(values.values()) / len(values)) for card, values in by_card.items()}
+
+
+def _observations(store: ResultStore) -> tuple[dict[Key, _Observed], dict[tuple[str, str, str], dict[int, str]]]:
+    """Per key, the outcomes of every stored seed; and per (split id, profile, method), the failed runs by seed."""
+    observed: dict[Key, _Observed] = {}
+    failed: dict[tuple[str, str, str], dict[int, str]] = {}
+    for record in store.records():
+        key = record["key"]
+        run = (key["split_id"], key["profile"], key["method"])
+        seed = int(key["seed"])
+        if record.get("status") != "ok":
+            failed.setdefault(run, {})[seed] = record.get("failure", {}).get("reason", record.get("status", "?"))
+            continue
+        for name, outcome in record.get("metrics", {}).items():
+            obs = observed.setdefault((*run, name), _Observed())
+            status = outcome.get("status")
+            if status == "ok" and outcome.get("value") is not None:
+                obs.values[seed] = (card_fingerprint(outcome.get("card", {})), float(outcome["value"]))
+            else:
+                obs.other[seed] = (status, str(outcome.get("error") if status == "error" else outcome.get("reason", "")))
+    return observed, failed
+
+
+def current_entries(store: ResultStore, profile: str | None = None) -> list[dict]:
+    """One entry per (split id, profile, method, metric, card) with a value: its seeds and mean."""
+    observed, _ = _observations(store)
+    return [
+        {"split_id": s, "profile": p, "method": m, "metric": metric, "mean": mean, "card": card, "seeds": seeds}
+        for (s, p, m, metric), obs in sorted(observed.items())
+        if profile is None or p == profile
+        for card, (seeds, mean) in sorted(obs.groups().items())
+    ]
 
 
 def load_baseline(path: Path) -> dict:
@@ -60,18 +130,70 @@ def load_baseline(path: Path) -> dict:
         raise BaselineError(f"{path}: no such baseline file (write one with `bench baseline --out {path}`)") from exc
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(baseline, dict) or baseline.get("schema") != BASELINE_SCHEMA or not isinstance(baseline.get("entries"), list):
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("entries"), list):
         raise BaselineError(f"{path}: not a baseline file (needs 'schema': {BASELINE_SCHEMA} and an 'entries' list)")
+    schema = baseline.get("schema")
+    if isinstance(schema, int) and schema < BASELINE_SCHEMA:
+        raise BaselineError(
+            f"{path}: baseline schema {schema} is older than this bench's schema {BASELINE_SCHEMA} (its entries lack the "
+            f"card fingerprint and seed set); regenerate it with `bench baseline --out {path} --results-dir DIR`"
+        )
+    if schema != BASELINE_SCHEMA:
+        raise BaselineError(f"{path}: baseline schema {schema!r} is not this bench's schema {BASELINE_SCHEMA}")
     for i, entry in enumerate(baseline["entries"]):
-        missing = [f for f in ("split_id", "profile", "method", "metric", "mean") if f not in entry]
+        missing = [f for f in ENTRY_FIELDS if f not in entry]
         if missing:
             raise BaselineError(f"{path}: entry {i} lacks {missing}")
     return baseline
 
 
+def _seeds(seeds) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _judge(entry: dict, obs: _Observed, failed: dict[int, str], tolerance: float) -> tuple[str, float | None, str]:
+    """(status, current mean or None, reason) of one baseline entry."""
+    seeds = sorted(int(s) for s in entry["seeds"])
+    for wanted, verdict, what in (("unavailable", SKIPPED, "unavailable"), ("error", REGRESSION, "error")):
+        hit = [s for s in seeds if obs.other.get(s, ("",))[0] == wanted]
+        if hit:
+            return verdict, None, f"{what} on seed {hit[0]}: {obs.other[hit[0]][1]}"
+    hit = [s for s in seeds if s in failed]
+    if hit:
+        return REGRESSION, None, f"missing: the seed {hit[0]} run failed ({failed[hit[0]]})"
+    groups = obs.groups()
+    if not groups:
+        not_applicable = [reason for status, reason in obs.other.values() if status == "not_applicable"]
+        return REGRESSION, None, f"missing: not applicable now ({not_applicable[0]})" if not_applicable else "missing: no current result"
+
+    if entry["card"] in groups:
+        current_seeds, value = groups[entry["card"]]
+        if current_seeds != seeds:
+            missing, extra = sorted(set(seeds) - set(current_seeds)), sorted(set(current_seeds) - set(seeds))
+            parts = ([f"seeds {_seeds(missing)} missing"] if missing else []) + ([f"seeds {_seeds(extra)} extra"] if extra else [])
+            return NOT_COMPARABLE, value, f"baseline seeds {_seeds(seeds)}: {', '.join(parts)}"
+    else:
+        current = "; ".join(f"{card} (seeds {_seeds(s)})" for card, (s, _) in sorted(groups.items()))
+        value = next(iter(groups.values()))[1] if len(groups) == 1 else None
+        return NOT_COMPARABLE, value, f"card differs: baseline {entry['card']} (seeds {_seeds(seeds)}), current {current}"
+
+    expected = float(entry["mean"])
+    try:
+        direction = METRICS.get(entry["metric"]).higher_is_better
+    except KeyError:
+        direction = None
+    if direction is True:
+        regressed, reason = value < expected - tolerance, f"fell below {expected - tolerance:.4g}"
+    elif direction is False:
+        regressed, reason = value > expected + tolerance, f"rose above {expected + tolerance:.4g}"
+    else:
+        regressed, reason = abs(value - expected) > tolerance, f"moved more than {tolerance:.4g}"
+    return (REGRESSION, value, reason) if regressed else (OK, value, "ok")
+
+
 def check(store: ResultStore, baseline_path: Path) -> list[CheckRow]:
     baseline = load_baseline(baseline_path)
-    current = _current_means(store)
+    observed, failed = _observations(store)
     default = {**DEFAULT_TOLERANCE, **baseline.get("default_tolerance", {})}
     rows = []
     for entry in baseline["entries"]:
@@ -79,48 +201,106 @@ def check(store: ResultStore, baseline_path: Path) -> list[CheckRow]:
         expected = float(entry["mean"])
         tolerance = max(float(tol_spec["absolute"]), float(tol_spec["relative"]) * abs(expected))
         key = (entry["split_id"], entry["profile"], entry["method"], entry["metric"])
-        value = current.get(key)
-        try:
-            direction = METRICS.get(entry["metric"]).higher_is_better
-        except KeyError:
-            direction = None
-        if value is None:
-            regressed, reason = True, "no current result"
-        elif direction is True:
-            regressed, reason = value < expected - tolerance, f"fell below {expected - tolerance:.4g}"
-        elif direction is False:
-            regressed, reason = value > expected + tolerance, f"rose above {expected + tolerance:.4g}"
-        else:
-            regressed, reason = abs(value - expected) > tolerance, f"moved more than {tolerance:.4g}"
-        rows.append(CheckRow(*key, expected, value, tolerance, regressed, reason if regressed else "ok"))
+        status, value, reason = _judge(entry, observed.get(key, _Observed()), failed.get(key[:3], {}), tolerance)
+        rows.append(CheckRow(*key, expected, value, tolerance, status, reason))
     return rows
 
 
-# Per-metric absolute tolerances written into baselines, where a relative one says too little: fractions
-# near 0 (a 10% relative band around 0.004 is noise-tight), KID's large values in small samples, and the
-# nearest-support distances, which are exactly 0 for the copy reference rows.
-METRIC_TOLERANCES = {
-    **{name: {"absolute": 0.1} for name in ("precision", "recall", "density", "coverage", "class_consistency")},
-    "kid": {"absolute": 500.0},
-    **{name: {"absolute": 1e-6} for name in ("support_nn_mse", "support_nn_shift_mse", "support_nn_feat")},
-}
+def failing(rows: list[CheckRow], strict: bool = False) -> list[CheckRow]:
+    """The rows that fail the check: regressions, and with `strict` the not comparable ones too (never skipped ones)."""
+    return [r for r in rows if r.status == REGRESSION or (strict and r.status == NOT_COMPARABLE)]
 
 
-def write_baseline(store: ResultStore, path: Path, relative: float, absolute: float, profile: str | None = None) -> int:
-    """Write the current means as a baseline (optionally one profile only); return the entry count.
+def summary(rows: list[CheckRow]) -> str:
+    """`N checked, R regressions, K not comparable, S skipped` (N counts every baseline entry)."""
+    count = {status: sum(r.status == status for r in rows) for status in (REGRESSION, NOT_COMPARABLE, SKIPPED)}
+    return (f"{len(rows)} checked, {count[REGRESSION]} regressions, {count[NOT_COMPARABLE]} not comparable, "
+            f"{count[SKIPPED]} skipped")
 
-    Entries of the metrics in `METRIC_TOLERANCES` carry that absolute tolerance (the relative default still applies).
+
+def _metric_default(metric: str, relative: float, absolute: float) -> dict:
+    return {"absolute": absolute, "relative": relative, **METRIC_TOLERANCES.get(metric, {})}
+
+
+def _environments(store: ResultStore, profile: str | None) -> list[str]:
+    """The distinct machines (platform, torch, threads) a store's runs were measured on."""
+    seen = set()
+    for record in store.records():
+        if profile is None or record["key"]["profile"] == profile:
+            env = record.get("environment", {})
+            seen.add(f"{env.get('platform', '?')}, torch {env.get('torch', '?')}, {env.get('torch_threads', '?')} threads")
+    return sorted(seen)
+
+
+def measure_spread(entries: list[dict], other: list[dict]) -> dict[str, dict]:
+    """Per metric: the largest |mean − other mean| and relative difference (to |mean|) over the entries that
+    `other` holds with the same key, card and seeds, and how many entries that was."""
+    index = {(e["split_id"], e["profile"], e["method"], e["metric"], e["card"], tuple(e["seeds"])): e["mean"] for e in other}
+    spread: dict[str, dict] = {}
+    for e in entries:
+        s = spread.setdefault(e["metric"], {"absolute": 0.0, "relative": 0.0, "n_entries": 0})
+        match = index.get((e["split_id"], e["profile"], e["method"], e["metric"], e["card"], tuple(e["seeds"])))
+        if match is None:
+            continue
+        diff = abs(e["mean"] - match)
+        s["absolute"] = max(s["absolute"], diff)
+        if e["mean"] != 0:
+            s["relative"] = max(s["relative"], diff / abs(e["mean"]))
+        s["n_entries"] += 1
+    return spread
+
+
+def make_baseline(store: ResultStore, relative: float, absolute: float, profile: str | None = None,
+                  spread_from: ResultStore | None = None, spread_note: str | None = None) -> dict:
+    """The current means as a baseline (optionally one profile only).
+
+    Without `spread_from`, entries of the metrics in `METRIC_TOLERANCES` carry that absolute tolerance
+    (the relative default still applies). With it, every entry carries its metric's tolerance:
+    max(the default, SPREAD_SAFETY × the largest difference to `spread_from`'s means), absolute and
+    relative separately, and the baseline's `spread` section records what was measured.
     """
-    entries = [
-        {"split_id": s, "profile": p, "method": m, "metric": metric, "mean": value,
-         **({"tolerance": METRIC_TOLERANCES[metric]} if metric in METRIC_TOLERANCES else {})}
-        for (s, p, m, metric), value in sorted(_current_means(store).items())
-        if profile is None or p == profile
-    ]
-    baseline = {
-        "schema": BASELINE_SCHEMA,
-        "default_tolerance": {"absolute": absolute, "relative": relative},
-        "entries": entries,
-    }
+    entries = current_entries(store, profile)
+    baseline: dict = {"schema": BASELINE_SCHEMA, "default_tolerance": {"absolute": absolute, "relative": relative}}
+    if spread_from is None:
+        for e in entries:
+            if e["metric"] in METRIC_TOLERANCES:
+                e["tolerance"] = METRIC_TOLERANCES[e["metric"]]
+    elif entries:
+        spread = measure_spread(entries, current_entries(spread_from, profile))
+        if not any(s["n_entries"] for s in spread.values()):
+            raise BaselineError(
+                f"{spread_from.root} holds no entry with the same split, profile, method, metric, card and seeds as "
+                f"{store.root}: nothing to measure the spread on (run the same sweep there)"
+            )
+        metrics = {}
+        for metric, s in sorted(spread.items()):
+            default = _metric_default(metric, relative, absolute)
+            if s["n_entries"]:
+                tolerance = {kind: max(default[kind], SPREAD_SAFETY * s[kind]) for kind in ("absolute", "relative")}
+                metrics[metric] = {"spread": {"absolute": s["absolute"], "relative": s["relative"]},
+                                   "n_entries": s["n_entries"], "tolerance": tolerance}
+            else:
+                tolerance = {kind: default[kind] for kind in ("absolute", "relative")}
+                metrics[metric] = {"spread": None, "n_entries": 0, "tolerance": tolerance}
+        for e in entries:
+            e["tolerance"] = metrics[e["metric"]]["tolerance"]
+        baseline["spread"] = {
+            "safety": SPREAD_SAFETY,
+            "results_dir": str(store.root), "spread_from": str(spread_from.root), "note": spread_note,
+            "environments": {"results_dir": _environments(store, profile), "spread_from": _environments(spread_from, profile)},
+            "metrics": metrics,
+        }
+    baseline["entries"] = entries
+    return baseline
+
+
+def save_baseline(baseline: dict, path: Path) -> None:
     atomic_write_bytes(Path(path), (json.dumps(baseline, indent=2) + "\n").encode())
-    return len(entries)
+
+
+def write_baseline(store: ResultStore, path: Path, relative: float, absolute: float, profile: str | None = None,
+                   spread_from: ResultStore | None = None, spread_note: str | None = None) -> int:
+    """Write `make_baseline(...)` to `path`; return the entry count."""
+    baseline = make_baseline(store, relative, absolute, profile, spread_from, spread_note)
+    save_baseline(baseline, path)
+    return len(baseline["entries"])

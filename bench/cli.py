@@ -249,37 +249,38 @@ def evaluate_samples(
     novel_class: Optional[str] = typer.Option(None, "--class", help="class the samples should depict (default: the dataset's novel class)"),
     shots: int = typer.Option(4, "--shots", help="the split whose support set memorisation is measured against"),
     seed: int = typer.Option(0, "--seed", help="the support draw of that split"),
+    characters: Optional[int] = typer.Option(
+        None, "--characters", help="omniglot: novel characters drawn by --seed (default 20); samples in task order"),
     key: Optional[str] = typer.Option(None, "--key", help="array name inside the .npz"),
     metric_names: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.datasets import DATASETS, DataNotFoundError
-    from bench.evaluation import evaluate
-    from bench.runner import derive_seed
+    from bench.progress import NullReporter
+    from bench.runner import EVAL_SETTINGS, score
     from bench.samples import SampleFileError, load_samples
-    from bench.splits import make_split
+    from bench.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
     from metrics import METRICS
 
     try:
         spec = DATASETS.get(dataset)
         metric_list = METRICS.resolve(metric_names) if metric_names else None
         images = load_samples(samples, spec.image_shape, key)
-        split = make_split(spec.name, shots, seed, novel_class)
+        split = make_run_split(spec.name, shots, seed, novel_class, characters or DEFAULT_CHARACTERS)
     except (UnknownNameError, ValueError, SampleFileError) as exc:
         fail(str(exc))
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
-    outcomes, timings = evaluate(
-        images,
-        reference=split.reference,
-        support=split.task.support,
-        dataset=split.info.dataset,
-        novel_class=split.info.novel_class,
-        metric_names=metric_list,
-        # The evaluation seed `bench run` uses for this support draw, so rescoring a stored sample file reproduces it.
-        seed=derive_seed(seed, "evaluate"),
-    )
+    n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
+    if len(images) % n_tasks or len(images) // n_tasks < 2:
+        fail(f"{samples}: {len(images)} images cannot be divided among the {n_tasks} tasks of {split.info.split_id}: "
+             f"give the same number (at least 2) per novel character, in task order (as `bench run` stores them)")
+    # Scored as `bench run` scores (the same function, the evaluation seed derived from --seed), so rescoring a stored
+    # sample file reproduces the run's values; metrics that need a fitted model are not applicable.
+    timings: dict[str, float] = {}
+    outcomes, task_outcomes = score(split, images, [None] * n_tasks, EVAL_SETTINGS["quick"], metric_list, NullReporter(),
+                                    timings)
     result = {
         "samples": str(samples),
         "n_samples": int(images.shape[0]),
@@ -287,6 +288,8 @@ def evaluate_samples(
         "metrics": outcomes,
         "timings": timings,
     }
+    if task_outcomes is not None:
+        result["tasks"] = task_outcomes
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -315,31 +318,87 @@ def leaderboard_command(
     out.print(f"leaderboard written to {path}")
 
 
+@app.command("rescore")
+def rescore_command(
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods (default: every stored run)"),
+    metric_names: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metrics (default: those each run holds)"),
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="default: leaderboard.md beside the results dir"),
+    device: str = typer.Option("cpu", "--device", help="where checkpoints are loaded for the model metrics"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score stored runs again (their samples and checkpoints) with the current evaluator and metrics; no training."""
+    from bench.datasets import DataNotFoundError
+    from bench.leaderboard import write_leaderboard
+    from bench.progress import RichReporter
+    from bench.rescore import rescore
+    from bench.store import ResultStore
+    from methods import METHODS
+    from metrics import METRICS
+
+    check_device(device)
+    try:
+        method_list = METHODS.resolve(methods) if methods else None
+        metric_list = METRICS.resolve(metric_names) if metric_names else None
+    except UnknownNameError as exc:
+        fail(str(exc))
+    if not (results_dir / "runs").is_dir():
+        fail(f"{results_dir} holds no run records (no {results_dir / 'runs'} folder)")
+    store = ResultStore(results_dir)
+    errors: list[str] = []
+    try:
+        with progress_bars() as bars:
+            outcomes = rescore(store, method_list, metric_list, RichReporter(bars), device, errors)
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    written, _ = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    if as_json:
+        print(json.dumps([{"key": o.key.to_dict(), "status": o.status, "reason": o.reason, "kept": o.kept,
+                           "changed": o.changed} for o in outcomes], indent=2))
+    else:
+        table = Table("split", "method", "profile", "seed", "result", "changed metrics", "notes", title="Rescore")
+        for o in outcomes:
+            notes = o.reason or "; ".join(f"{name}: {why}" for name, why in o.kept.items())
+            table.add_row(o.key.split_id, o.key.method, o.key.profile, str(o.key.seed), o.status,
+                          ", ".join(o.changed) or "none", notes)
+        out.print(table)
+        out.print(f"{sum(o.status == 'rescored' for o in outcomes)} runs rescored; leaderboard written to {written}")
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check_command(
     baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (see `bench baseline`)"),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    strict: bool = typer.Option(False, "--strict", help="fail on entries measured with another card or seed set too"),
 ) -> None:
-    """Compare stored results with a baseline; exit 1 naming every regression."""
-    from bench.check import BaselineError, check
+    """Compare stored results with a baseline; exit 1 naming every regression (and, with --strict, every entry not comparable)."""
+    from rich.markup import escape
+
+    from bench.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
     from bench.store import ResultStore
 
     try:
         rows = check(ResultStore(results_dir), baseline)
     except BaselineError as exc:
         fail(str(exc))
+    colour = {OK: "green", REGRESSION: "red", NOT_COMPARABLE: "red" if strict else "yellow"}
     table = Table("split", "profile", "method", "metric", "baseline", "current", "tolerance", "result", title="Regression check")
     for row in rows:
         current = "missing" if row.current is None else f"{row.current:.5g}"
-        verdict = f"[red]REGRESSION: {row.reason}[/]" if row.regressed else "[green]ok[/]"
-        table.add_row(row.split_id, row.profile, row.method, row.metric, f"{row.baseline:.5g}", current, f"{row.tolerance:.3g}", verdict)
+        verdict = "ok" if row.status == OK else f"{row.status.upper()}: {row.reason}"
+        table.add_row(row.split_id, row.profile, row.method, row.metric, f"{row.baseline:.5g}", current, f"{row.tolerance:.3g}",
+                      f"[{colour.get(row.status, 'dim')}]{escape(verdict)}[/]")
     out.print(table)
-    regressions = [r for r in rows if r.regressed]
-    if regressions:
-        for r in regressions:
-            err.print(f"regression: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}", highlight=False)
+    failed = failing(rows, strict)
+    for r in failed:
+        err.print(f"{r.status}: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}", highlight=False, markup=False)
+    out.print(summary(rows), highlight=False)
+    if failed:
         raise typer.Exit(1)
-    out.print(f"{len(rows)} baseline entries checked, no regression")
 
 
 @app.command("baseline")
@@ -349,17 +408,138 @@ def baseline_command(
     relative: float = typer.Option(0.1, "--relative", help="default relative tolerance"),
     absolute: float = typer.Option(0.0, "--absolute", help="default absolute tolerance"),
     profile: Optional[str] = typer.Option(None, "--profile", help="only this profile's results"),
+    spread_from: Optional[Path] = typer.Option(
+        None, "--spread-from", help="results of the same sweep on another machine: per-metric tolerances from the measured spread"),
+    spread_note: Optional[str] = typer.Option(None, "--spread-note", help="where --spread-from came from, recorded in the baseline"),
 ) -> None:
     """Write the current results' means as a baseline for `bench check`."""
-    from bench.check import write_baseline
+    from bench.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
     from bench.store import ResultStore
 
     if profile is not None:
         check_profile(profile)
-    count = write_baseline(ResultStore(results_dir), output, relative, absolute, profile)
-    if count == 0:
+    if spread_from is not None and not (spread_from / "runs").is_dir():
+        fail(f"--spread-from {spread_from}: no runs/ folder there (a results directory of the same sweep)")
+    try:
+        made = make_baseline(ResultStore(results_dir), relative, absolute, profile,
+                             ResultStore(spread_from) if spread_from is not None else None, spread_note)
+    except BaselineError as exc:
+        fail(str(exc))
+    if not made["entries"]:
         fail(f"no successful runs in {results_dir} to make a baseline from")
-    out.print(f"{count} entries written to {output}")
+    save_baseline(made, output)
+    if "spread" in made:
+        table = Table(title=f"Tolerances: max(default, {SPREAD_SAFETY:g} × spread)")
+        table.add_column("metric", no_wrap=True)
+        for header in ("entries", "spread abs", "spread rel", "tolerance abs", "tolerance rel"):
+            table.add_column(header)
+        for metric, m in made["spread"]["metrics"].items():
+            spread = m["spread"] or {"absolute": float("nan"), "relative": float("nan")}
+            table.add_row(metric, str(m["n_entries"]), f"{spread['absolute']:.3g}", f"{spread['relative']:.3g}",
+                          f"{m['tolerance']['absolute']:.3g}", f"{m['tolerance']['relative']:.3g}")
+        out.print(table)
+        if all(not m["spread"] or not (m["spread"]["absolute"] or m["spread"]["relative"]) for m in made["spread"]["metrics"].values()):
+            err.print(f"[yellow]warning:[/] {results_dir} and {spread_from} agree exactly: the tolerances are the defaults. Was "
+                      "the second sweep run with other float arithmetic (another machine, or another ATEN_CPU_CAPABILITY)?")
+    out.print(f"{len(made['entries'])} entries written to {output}")
+
+
+@app.command("export")
+def export_command(
+    fmt: str = typer.Option("csv", "--format", help="csv | jsonl | parquet"),
+    output: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout; parquet needs a file)"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods to keep (default: all)"),
+    metric_names: Optional[str] = typer.Option(
+        None, "--metrics", help="comma-separated metrics to keep (default: all; failed runs' rows are kept)"
+    ),
+) -> None:
+    """Write the stored results as a tidy table: one row per (run, metric), for pandas."""
+    from bench.export import ExportError, ParquetEngineMissing, check_format, export_frame, write_frame
+
+    try:
+        check_format(fmt, output)
+        if not (results_dir / "runs").is_dir():
+            fail(f"{results_dir} holds no run records (no {results_dir / 'runs'} folder)")
+        frame, errors = export_frame(results_dir, methods, metric_names)
+    except (UnknownNameError, ExportError) as exc:
+        fail(str(exc))
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}", highlight=False, soft_wrap=True)
+    try:
+        text = write_frame(frame, fmt, output)
+    except ParquetEngineMissing as exc:
+        fail(str(exc), code=1)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        out.print(f"{len(frame)} rows written to {output}", highlight=False)
+
+
+evaluator_app = typer.Typer(no_args_is_help=True, help="The domain evaluators (the ruler): list the pinned weights, train a recipe.")
+app.add_typer(evaluator_app, name="evaluator")
+
+
+@evaluator_app.command("list")
+def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each dataset's evaluator: recipe, pinned sha256 and test accuracy, and where the weights file was found."""
+    from bench.datasets import DATASETS
+    from bench.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, architecture_name, config_for,
+                                 find_pinned_weights)
+
+    rows = []
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        if spec.evaluator_num_classes < 2:
+            continue
+        row = {"dataset": name, "architecture": architecture_name(config_for(name)), "pinned": name in PINNED_WEIGHTS}
+        if name in PINNED_WEIGHTS:
+            pinned = PINNED_WEIGHTS[name]
+            row.update(file=pinned.file, sha256=pinned.sha256, test_accuracy=pinned.test_accuracy)
+            try:
+                row["found_at"] = str(find_pinned_weights(name))
+            except EvaluatorWeightsError as exc:
+                row["problem"] = str(exc)
+        rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("dataset", "recipe", "sha256", "test accuracy", "weights file", title="Domain evaluators")
+    for row in rows:
+        if not row["pinned"]:
+            table.add_row(row["dataset"], row["architecture"], "-", "-", "none shipped: trained on first use")
+            continue
+        where = row.get("found_at") or f"[red]{row['problem']}[/]"
+        table.add_row(row["dataset"], row["architecture"], row["sha256"][:16] + "…", f"{row['test_accuracy']:.4f}", where)
+    out.print(table)
+    if any("problem" in row for row in rows):
+        raise typer.Exit(1)
+
+
+@evaluator_app.command("train")
+def evaluator_train(
+    dataset: str = typer.Option(..., "--dataset"),
+    output: Path = typer.Option(..., "--out", help="weights file to write"),
+) -> None:
+    """Train a dataset's evaluator with its pinned recipe; print the file's sha256 and the test accuracy."""
+    import time
+
+    from bench.datasets import DataNotFoundError
+    from bench.evaluator import NoDomainEvaluator, save_evaluator, train_evaluator
+    from bench.progress import RichReporter
+
+    start = time.perf_counter()
+    try:
+        with progress_bars() as bars:
+            model, card = train_evaluator(dataset, reporter=RichReporter(bars))
+    except (UnknownNameError, NoDomainEvaluator) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    digest = save_evaluator(output, model, card)
+    print(f"{output}: {output.stat().st_size:,} bytes, sha256 {digest}")
+    print(f"test accuracy {card['test_accuracy']:.6f}; trained in {time.perf_counter() - start:.0f} s "
+          f"({card['architecture']}, recipe {card['recipe_version']}, torch {card['torch']})")
 
 
 def main() -> None:

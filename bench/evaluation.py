@@ -1,6 +1,7 @@
 """Scoring a set of samples with every requested metric.
 
-Each metric's outcome is one of: `ok` (with its value), `not_applicable` (with the unmet need)
+Each metric's outcome is one of: `ok` (with its value), `not_applicable` (with the unmet need),
+`unavailable` (an optional part such as a model file is absent on this machine, with the reason)
 or `error` (with the exception text). One failing metric never stops the others.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from bench.progress import NullReporter, Reporter
-from metrics import METRICS, EvalInputs, in_display_order
+from metrics import METRICS, EvalInputs, MissingOptionalPart, in_display_order
 
 
 def evaluate(
@@ -71,6 +72,8 @@ def evaluate(
                 try:
                     result = metric.compute(inputs)
                     outcomes[name] = {"status": "ok", "value": result.value, **result.details, "card": metric.card(**measured, **result.card)}
+                except MissingOptionalPart as exc:
+                    outcomes[name] = {"status": "unavailable", "reason": str(exc), "card": metric.card(**measured)}
                 except Exception as exc:  # recorded, not raised: one broken metric must not sink a sweep
                     outcomes[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "card": metric.card(**measured)}
             timings[name] = time.perf_counter() - start
@@ -94,7 +97,7 @@ def aggregate_over_tasks(per_task: list[dict[str, dict]], n_tasks: int) -> dict[
         card = {**outcomes[0]["card"], "aggregation": f"mean over {n_tasks} tasks (per-task values in the record's tasks)"}
         if failed:
             first = failed[0]
-            text_key = "reason" if first["status"] == "not_applicable" else "error"
+            text_key = "error" if first["status"] == "error" else "reason"
             aggregated[name] = {"status": first["status"], text_key: f"{len(failed)} of {n_tasks} tasks: {first.get(text_key, '')}",
                                 "card": card}
             continue

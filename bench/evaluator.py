@@ -8,12 +8,21 @@ all of them). Its penultimate layer (`features`, 128-d) feeds FID, KID and preci
 its logits give class consistency; its conv blocks give the perceptual distance used when
 LPIPS weights are absent.
 
-Training is deterministic (initialisation, shuffling and dropout all draw from the config's
-seed), cached on disk under `<cache>/evaluators/<dataset>/<architecture>-<key>.pt` where the key
-hashes the dataset's content, the architecture, the training recipe version and the training
-config. The sha256 of the weights themselves (not of the file, whose card holds timings) goes
-into every metric card. An evaluator whose test accuracy is below the dataset's configured
-minimum is refused.
+One fixed ruler: training is deterministic on one machine but not bit for bit across machines
+(the CPU's instruction set changes the float arithmetic), so every dataset with classes has ONE
+weights file per recipe version shipped in the package (`bench/weights/`), pinned below by the
+sha256 of the file and its measured test accuracy. Loading verifies the digest before reading the
+file (with `torch.load(weights_only=True)`: a weights file cannot run code); a missing or altered
+file is an error naming the file and how to restore it, never a silent retrain. `bench evaluator
+train` reproduces a recipe and prints its digest; `bench evaluator list` shows what is pinned and
+where it was found. `$BENCH_EVALUATOR_DIR` is searched before the package folder.
+
+Datasets no shipped file can cover (image folders with class sub-folders) and non-default recipes
+train on first use and are cached under `<cache>/evaluators/<dataset>/<architecture>-<key>.pt`,
+the key hashing the data's content, the architecture, the recipe version and the config; their
+card says `origin: trained on this machine`. The card's `weights_sha256` is the sha256 of the
+weights file and goes into every metric card. An evaluator whose test accuracy is below the
+dataset's configured minimum is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.augment import AugmentConfig, augment
-from bench.paths import cache_dir
+from bench.paths import EVALUATOR_DIR_ENV, cache_dir
 from bench.progress import NullReporter, Reporter
 from bench.store import atomic_write_bytes
 
@@ -43,6 +53,10 @@ FEATURE_DIM = 128
 
 class NoDomainEvaluator(RuntimeError):
     """The dataset has no classes (a folder without class sub-folders): there is nothing to train an evaluator on."""
+
+
+class EvaluatorWeightsError(RuntimeError):
+    """A pinned evaluator's weights file is missing, altered or unreadable."""
 
 
 class EvaluatorTooWeak(RuntimeError):
@@ -80,6 +94,68 @@ EVALUATOR_CONFIGS = {
 
 def config_for(dataset_name: str) -> EvaluatorConfig:
     return EVALUATOR_CONFIGS.get(dataset_name, EvaluatorConfig())
+
+
+@dataclass(frozen=True)
+class PinnedWeights:
+    """The shipped weights of one dataset's recipe: the file, its sha256 and the accuracy measured when it was trained."""
+
+    file: str
+    sha256: str
+    test_accuracy: float
+
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+# One file per dataset and recipe version (`bench evaluator train --dataset X --out bench/weights/FILE`
+# produced each; the note of the change that pinned it gives the machine and the training time).
+# Changing a dataset's recipe (its config, the architecture or RECIPE_VERSION) requires a new file and
+# a new entry here: the loader refuses a file whose card does not match the current recipe.
+PINNED_WEIGHTS: dict[str, PinnedWeights] = {
+    "fashion-mnist": PinnedWeights("fashion-mnist-convnet2-v2-r2.pt",
+                                   "e170c9758023e885994d35f3e26cf2014da1151d5525353d4ae345c06eff26eb", 0.9182),
+    "mnist": PinnedWeights("mnist-convnet2-v2-r2.pt",
+                           "d4c09a59f4a726e8d0efcddf8a34b9a6fdee37fad029c7ac0d7d37ff2ac5812e", 0.9938),
+}
+
+
+def shipped_file_name(dataset_name: str) -> str:
+    return f"{dataset_name}-{architecture_name(config_for(dataset_name))}-r{RECIPE_VERSION}.pt"
+
+
+def weights_search_dirs() -> list[Path]:
+    """Where pinned weights files are looked for, in order: `$BENCH_EVALUATOR_DIR`, then the package's own folder."""
+    dirs = [Path(os.environ[EVALUATOR_DIR_ENV]).expanduser()] if os.environ.get(EVALUATOR_DIR_ENV) else []
+    return dirs + [SHIPPED_WEIGHTS_DIR]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def find_pinned_weights(dataset_name: str) -> Path:
+    """The verified path of `dataset_name`'s pinned weights file; EvaluatorWeightsError if missing or altered."""
+    pinned = PINNED_WEIGHTS[dataset_name]
+    searched = [directory / pinned.file for directory in weights_search_dirs()]
+    restore = (
+        f"restore it from the repository (`git checkout -- bench/weights/{pinned.file}`) or reinstall the package. "
+        f"`bench evaluator train --dataset {dataset_name} --out FILE` retrains the recipe, but training is not bit for "
+        "bit reproducible across machines: a retrained file has another digest, and its scores are not comparable "
+        "with the leaderboard's"
+    )
+    for path in searched:
+        if path.is_file():
+            digest = file_sha256(path)
+            if digest != pinned.sha256:
+                raise EvaluatorWeightsError(
+                    f"{path} has sha256 {digest}, but the {dataset_name} evaluator is pinned to {pinned.sha256}: the file "
+                    f"is damaged or was replaced; {restore}"
+                )
+            return path
+    raise EvaluatorWeightsError(
+        f"the {dataset_name} domain evaluator's pinned weights file {pinned.file} was not found (looked for "
+        f"{', '.join(str(p) for p in searched)}); {restore}"
+    )
 
 
 class DomainCNN(nn.Module):
@@ -222,15 +298,9 @@ def _train_seeded(data, image_shape, num_classes, config, reporter, generator, a
     }
 
 
-def load_domain_evaluator(
-    dataset_name: str,
-    config: EvaluatorConfig | None = None,
-    reporter: Reporter | None = None,
-    device: str = "cpu",
-) -> DomainEvaluator:
-    """The dataset's evaluator (recipe: `config_for(dataset)` unless given), trained on first use, then cached."""
+def require_classes(dataset_name: str) -> None:
+    """NoDomainEvaluator unless the dataset has classes to train an evaluator on."""
     from bench.datasets import DATASETS
-    from bench.splits import load_dataset
 
     if DATASETS.get(dataset_name).evaluator_num_classes < 2:
         raise NoDomainEvaluator(
@@ -238,41 +308,101 @@ def load_domain_evaluator(
             "its classifier (density, coverage, class_consistency, support_nn_feat, and lpips_backtrack without the "
             "AlexNet weights) do not apply; fid, kid, precision and recall use InceptionV3 features on this dataset"
         )
+
+
+def train_evaluator(dataset_name: str, config: EvaluatorConfig | None = None,
+                    reporter: Reporter | None = None) -> tuple[DomainCNN, dict]:
+    """Train `dataset_name`'s evaluator with its recipe (`config_for`, unless given); return the model and its card."""
+    from bench.splits import load_dataset
+
+    require_classes(dataset_name)
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
-    architecture = architecture_name(config)
-    content = {slot: source["content_sha256"] for slot, source in sorted(data.provenance.items())}
-    key = _cache_key(dataset.name, content, config)
-    path = cache_dir() / "evaluators" / dataset.name / f"{architecture}-{key}.pt"
-    if path.is_file():
-        blob = path.read_bytes()
-        checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-        model = DomainCNN.from_config(dataset.image_shape, dataset.evaluator_num_classes, config)
-        model.load_state_dict(checkpoint["state_dict"])
+    model, measured = _train(data, dataset.image_shape, dataset.evaluator_num_classes, config, reporter or NullReporter(),
+                             dataset.allows_hflip)
+    card = {
+        "architecture": architecture_name(config),
+        "recipe_version": RECIPE_VERSION,
+        "feature_dim": FEATURE_DIM,
+        "dataset": dataset.name,
+        "trained_on": dataset.evaluator_trained_on,
+        "data_content_sha256": {slot: source["content_sha256"] for slot, source in sorted(data.provenance.items())},
+        "config": dataclasses.asdict(config),
+        "image_shape": list(dataset.image_shape),
+        "num_classes": dataset.evaluator_num_classes,
+        "torch": torch.__version__,
+        **measured,
+    }
+    return model, card
+
+
+def save_evaluator(path: Path, model: DomainCNN, card: dict) -> str:
+    """Write the weights and card as one file (readable with `weights_only=True`); return the file's sha256."""
+    buffer = io.BytesIO()
+    state = {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
+    plain_card = json.loads(json.dumps(card, default=str))  # plain types only (torch.__version__ is not a str)
+    torch.save({"state_dict": state, "card": plain_card}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def read_evaluator(path: Path) -> tuple[DomainCNN, dict]:
+    """The model and card of an evaluator file. Tensors and plain data only: a file that holds code is refused."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         card = checkpoint["card"]
+        model = DomainCNN.from_config(card["image_shape"], card["num_classes"], card["config"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise EvaluatorWeightsError(f"{path} is not a readable domain evaluator file ({type(exc).__name__}: {exc})") from exc
+    return model.eval(), card
+
+
+def _trained_here(dataset_name: str, config: EvaluatorConfig | None, reporter: Reporter | None) -> tuple[DomainCNN, dict, Path]:
+    """An evaluator with no shipped file: trained on first use on this machine, then cached."""
+    from bench.splits import load_dataset
+
+    dataset, data = load_dataset(dataset_name)
+    config = config or config_for(dataset.name)
+    content = {slot: source["content_sha256"] for slot, source in sorted(data.provenance.items())}
+    path = cache_dir() / "evaluators" / dataset.name / f"{architecture_name(config)}-{_cache_key(dataset.name, content, config)}.pt"
+    if not path.is_file():
+        model, card = train_evaluator(dataset.name, config, reporter)
+        save_evaluator(path, model, card)
+    model, card = read_evaluator(path)
+    return model, {**card, "origin": "trained on first use on this machine and cached (no shipped weights: not pinned)"}, path
+
+
+def load_domain_evaluator(
+    dataset_name: str,
+    config: EvaluatorConfig | None = None,
+    reporter: Reporter | None = None,
+    device: str = "cpu",
+) -> DomainEvaluator:
+    """The dataset's evaluator: its pinned shipped weights, or (no shipped file, or a non-default `config`) trained on
+    first use and cached."""
+    from bench.datasets import DATASETS
+
+    require_classes(dataset_name)
+    dataset = DATASETS.get(dataset_name)
+    if config is None and dataset.name in PINNED_WEIGHTS:
+        path = find_pinned_weights(dataset.name)
+        model, card = read_evaluator(path)
+        expected = {"architecture": architecture_name(config_for(dataset.name)), "recipe_version": RECIPE_VERSION,
+                    "config": dataclasses.asdict(config_for(dataset.name))}
+        if {k: card.get(k) for k in expected} != expected:
+            raise EvaluatorWeightsError(
+                f"{path} was trained with another recipe than {dataset.name}'s current one ({expected}); train and pin a "
+                f"new file with `bench evaluator train --dataset {dataset.name} --out FILE`"
+            )
+        card = {**card, "origin": f"shipped weights, pinned by sha256 in bench/evaluator.py"}
     else:
-        model, measured = _train(data, dataset.image_shape, dataset.evaluator_num_classes, config, reporter or NullReporter(),
-                                 dataset.allows_hflip)
-        card = {
-            "architecture": architecture,
-            "feature_dim": FEATURE_DIM,
-            "dataset": dataset.name,
-            "trained_on": dataset.evaluator_trained_on,
-            "data_content_sha256": content,
-            "config": dataclasses.asdict(config),
-            "torch": torch.__version__,
-            **measured,
-        }
-        buffer = io.BytesIO()
-        torch.save({"state_dict": model.state_dict(), "card": card, "image_shape": dataset.image_shape,
-                    "num_classes": dataset.evaluator_num_classes}, buffer)
-        blob = buffer.getvalue()
-        atomic_write_bytes(path, blob)
-    model.eval().requires_grad_(False).to(device)
-    card = {**card, "weights_sha256": weights_digest(model), "weights_path": str(path)}
+        model, card, path = _trained_here(dataset.name, config, reporter)
+    model.requires_grad_(False).to(device)
+    card = {**card, "weights_sha256": file_sha256(path), "weights_path": str(path)}
     if card["test_accuracy"] < dataset.evaluator_min_accuracy:
         raise EvaluatorTooWeak(
             f"the {dataset.name} domain evaluator reached {card['test_accuracy']:.4f} test accuracy, below the required "
-            f"{dataset.evaluator_min_accuracy}; its features are not trusted (delete {path} to retrain)"
+            f"{dataset.evaluator_min_accuracy}; its features are not trusted"
         )
     return DomainEvaluator(model, dataset.name, path, card)

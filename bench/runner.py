@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bench.checkpoints import save_checkpoint
 from bench.datasets import DATASETS
 from bench.environment import environment, git_commit, utc_now
 from bench.evaluation import aggregate_over_tasks, evaluate, mark_pooled
@@ -100,7 +101,11 @@ def run_one(
     reporter: Reporter,
     split_seconds: float = 0.0,
 ) -> dict:
-    """Fit, sample, evaluate and store one (method, split or task set, seed, profile); return the record."""
+    """Fit, sample, store the artefacts of, and evaluate one (method, split or task set, seed, profile); return the record.
+
+    Generate, then score: the samples (and, for methods that model metrics run, the fitted models)
+    are stored before any metric runs, so `bench rescore` can score them again without training.
+    """
     info = split.info
     seed = info.seed
     cls: type[Method] = METHODS.get(method_name)
@@ -133,16 +138,13 @@ def run_one(
         "environment": environment(spec.device),
         "created_at": utc_now(),
     }
+    if isinstance(split, TaskSet):
+        record["evaluation"]["n_samples_per_task"] = n_samples // len(split.splits)
     started = time.perf_counter()
     training_log: dict = {}
+    task_logs: list[dict] = []
     try:
-        if isinstance(split, TaskSet):
-            samples, record["metrics"], record["tasks"] = _run_task_set(cls, split, spec, budget, n_samples, reporter,
-                                                                       timings, training_log)
-            record["evaluation"]["n_samples_per_task"] = n_samples // len(split.splits)
-        else:
-            method = _fitted(cls, split, spec, budget, reporter, timings, training_log)
-            samples = _draw(method, n_samples, derive_seed(seed, "sample"), split.task.image_shape, timings)
+        samples, models = _fit_and_sample(cls, split, spec, budget, n_samples, reporter, timings, training_log, task_logs)
     except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
         record["status"] = "failed"
         record["failure"] = {
@@ -155,54 +157,114 @@ def run_one(
         record["timings"] = {**timings, "total": time.perf_counter() - started}
         store.write(record)
         return record
-
     record["training_log"] = training_log
-    if isinstance(split, Split):
-        timings["evaluator"] = prepare_evaluator(info.dataset, spec.metrics, reporter)
-        eval_start = time.perf_counter()
-        record["metrics"], metric_timings = evaluate(
-            samples,
-            reference=split.reference,
-            support=split.task.support,
-            held_out=split.held_out,
-            dataset=info.dataset,
-            novel_class=info.novel_class,
-            model=method,
-            metric_names=spec.metrics,
-            seed=derive_seed(seed, "evaluate"),
-            settings=EVAL_SETTINGS[spec.profile],
-            reporter=reporter,
-        )
-        timings["evaluate"] = time.perf_counter() - eval_start
-        timings.update({f"evaluate.{name}": seconds for name, seconds in metric_timings.items()})
 
     store_start = time.perf_counter()
-    buffer = io.BytesIO()
-    arrays = {"samples": (samples * 255).round().to(torch.uint8).numpy()}
-    if isinstance(split, TaskSet):  # which task (index into the record's split.tasks) each sample belongs to
-        arrays["task"] = np.repeat(np.arange(len(split.splits)), n_samples // len(split.splits))
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(store.samples_path(key), buffer.getvalue())
-    if isinstance(split, TaskSet):
-        save_task_grid(store.grid_path(key), [s.task.support for s in split.splits], samples.chunk(len(split.splits)))
-    else:
-        save_grid(store.grid_path(key), split.task.support, samples)
-    record["artifacts"] = {
-        "samples": str(store.samples_path(key).relative_to(store.root)),
-        "grid": str(store.grid_path(key).relative_to(store.root)),
-    }
-    if save_loss_curves(store.loss_curves_path(key), training_log, f"{method_name} · {info.split_id} · seed {seed}"):
-        record["artifacts"]["loss_curves"] = str(store.loss_curves_path(key).relative_to(store.root))
+    record["artifacts"] = store_artifacts(store, key, split, samples, models, training_log)
     timings["store"] = time.perf_counter() - store_start
-    if isinstance(split, Split) and method.has("embed"):
+    if isinstance(split, Split) and models[0].has("embed"):
         start = time.perf_counter()
-        save_latent_projection(store.latent_plot_path(key), latent_groups(method, split),
+        save_latent_projection(store.latent_plot_path(key), latent_groups(models[0], split),
                                f"{method_name} latent space (PCA) · {info.split_id} · seed {seed}")
         record["artifacts"]["latent_plot"] = str(store.latent_plot_path(key).relative_to(store.root))
         timings["latent_plot"] = time.perf_counter() - start
+
+    record["metrics"], task_metrics = score(split, samples, models, EVAL_SETTINGS[spec.profile], spec.metrics,
+                                                 reporter, timings)
+    if task_metrics is not None:
+        record["tasks"] = [{**task, "metrics": outcomes, "training_log": log}
+                           for task, outcomes, log in zip(info.tasks, task_metrics, task_logs)]
     record["timings"] = {**timings, "total": time.perf_counter() - started}
     store.write(record)
     return record
+
+
+def needs_checkpoint(cls: type[Method]) -> bool:
+    """Whether some registered metric runs the fitted model of `cls` (a capability metric such as nll or backtracking)."""
+    return any(need.startswith("capability:") and need.split(":", 1)[1] in cls.capabilities
+               for name in METRICS.names() for need in METRICS.get(name).needs)
+
+
+def store_artifacts(store: ResultStore, key: RunKey, split: Split | TaskSet, samples: torch.Tensor,
+                    models: list[Method], training_log: dict) -> dict:
+    """Write the samples (uint8 .npz), the fitted models (where a metric needs them), the grid and the loss curves;
+    return the record's `artifacts` (paths relative to the store, with the sha256 of the files rescoring reads)."""
+    n_tasks = len(models)
+    arrays = {"samples": (samples * 255).round().to(torch.uint8).numpy()}
+    if isinstance(split, TaskSet):  # which task (index into the record's split.tasks) each sample belongs to
+        arrays["task"] = np.repeat(np.arange(n_tasks), len(samples) // n_tasks)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(store.samples_path(key), buffer.getvalue())
+    artifacts = {
+        "samples": str(store.samples_path(key).relative_to(store.root)),
+        "samples_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+    }
+    if needs_checkpoint(type(models[0])):
+        paths = [store.checkpoint_path(key, index if isinstance(split, TaskSet) else None) for index in range(n_tasks)]
+        artifacts["checkpoints"] = [{"path": str(path.relative_to(store.root)), "sha256": save_checkpoint(path, model)}
+                                    for path, model in zip(paths, models)]
+    if isinstance(split, TaskSet):
+        save_task_grid(store.grid_path(key), [s.task.support for s in split.splits], samples.chunk(n_tasks))
+    else:
+        save_grid(store.grid_path(key), split.task.support, samples)
+    artifacts["grid"] = str(store.grid_path(key).relative_to(store.root))
+    title = f"{key.method} · {key.split_id} · seed {key.seed}"
+    if save_loss_curves(store.loss_curves_path(key), training_log, title):
+        artifacts["loss_curves"] = str(store.loss_curves_path(key).relative_to(store.root))
+    return artifacts
+
+
+def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | None], settings: dict,
+          metric_names: list[str] | None, reporter: Reporter, timings: dict[str, float]) -> tuple[dict, list[dict] | None]:
+    """Every requested metric of one run's samples: (metrics, None) for a split; for a task set (aggregated metrics,
+    per-task metrics), the samples being in task order, an equal number per task. `models` holds the fitted model of
+    each task (None where there is none: model metrics are then not applicable). `settings`: `EVAL_SETTINGS[profile]`."""
+    names = metric_names if metric_names is not None else in_display_order(METRICS.names())
+    seed = split.info.seed
+    if isinstance(split, Split):
+        timings["evaluator"] = prepare_evaluator(split.info.dataset, names, reporter)
+        start = time.perf_counter()
+        outcomes, metric_timings = evaluate(
+            samples, reference=split.reference, support=split.task.support, held_out=split.held_out,
+            dataset=split.info.dataset, novel_class=split.info.novel_class, model=models[0], metric_names=names,
+            seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter,
+        )
+        _add_timings(timings, {"evaluate": time.perf_counter() - start})
+        _add_timings(timings, metric_timings, "evaluate.")
+        return outcomes, None
+
+    n_tasks = len(split.splits)
+    pooled = [name for name in names if METRICS.get(name).across_tasks == "pooled"]
+    per_task = [name for name in names if name not in pooled]
+    # Metrics that need a target class are not applicable per task: they must not make the evaluator load.
+    timings["evaluator"] = prepare_evaluator(
+        split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter)
+    task_metrics = []
+    handle = reporter.task(f"evaluate {n_tasks} tasks", n_tasks)
+    try:
+        for index, (task, task_samples, model) in enumerate(zip(split.splits, samples.chunk(n_tasks), models)):
+            start = time.perf_counter()
+            outcomes, metric_timings = evaluate(
+                task_samples, reference=task.reference, support=task.task.support, dataset=task.info.dataset,
+                novel_class=None, model=model, metric_names=per_task, seed=derive_seed(seed, f"evaluate:{index}"),
+                settings=settings, need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
+            )
+            _add_timings(timings, {"evaluate": time.perf_counter() - start})
+            _add_timings(timings, metric_timings, "evaluate.")
+            task_metrics.append(outcomes)
+            handle.advance()
+    finally:
+        handle.close()
+    start = time.perf_counter()
+    pooled_outcomes, metric_timings = evaluate(
+        samples, reference=split.reference, support=split.support, dataset=split.info.dataset,
+        novel_class=None, metric_names=pooled, seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter,
+    )
+    _add_timings(timings, {"evaluate": time.perf_counter() - start})
+    _add_timings(timings, metric_timings, "evaluate.")
+    metrics = {**aggregate_over_tasks(task_metrics, n_tasks), **mark_pooled(pooled_outcomes, n_tasks)}
+    return {name: metrics[name] for name in in_display_order(metrics)}, task_metrics
 
 
 @torch.no_grad()
@@ -251,6 +313,7 @@ def _fitted(cls: type[Method], split: Split, spec: RunSpec, budget, reporter: Re
         training_log.update(method.training_log)
         _add_timings(timings, {"fit": time.perf_counter() - start})
         _add_timings(timings, method.timings, "fit.")
+        method.reporter = NullReporter()  # a live progress display is neither copied nor stored
     return method
 
 
@@ -269,71 +332,48 @@ def _draw(method: Method, n: int, sample_seed: int, image_shape: tuple[int, int,
 _UNKNOWN_TO_EVALUATOR = "the novel characters are not among the domain evaluator's classes (it is trained on the background characters only)"
 
 
-def _run_task_set(cls: type[Method], task_set: TaskSet, spec: RunSpec, budget, n_samples: int, reporter: Reporter,
-                  timings: dict[str, float], training_log: dict) -> tuple[torch.Tensor, dict, list[dict]]:
-    """Fit, sample and evaluate every task of `task_set`; return (samples, aggregated metrics, per-task records).
+def _fit_and_sample(cls: type[Method], split: Split | TaskSet, spec: RunSpec, budget, n_samples: int, reporter: Reporter,
+                    timings: dict[str, float], training_log: dict, task_logs: list[dict]) -> tuple[torch.Tensor, list[Method]]:
+    """Fit `cls` to a split (one model) or to every task of a task set (one model per task); return the samples
+    (a task set's in task order, `n_samples // tasks` each) and the fitted models.
 
-    A transfer method (capability `transfer`) pretrains once and adapts a copy per task, which
-    gives the same result as fitting each task from scratch (see `bench.method`); other methods
-    are fitted per task. Each task is evaluated as soon as it is fitted (its fitted model is
-    needed by the model metrics and then dropped). Metrics marked `across_tasks="pooled"` are
-    computed once at the end on all samples against all references.
+    A transfer method (capability `transfer`) pretrains once on a task set and adapts a copy per
+    task, which gives the same result as fitting each task from scratch (see `bench.method`).
     """
-    seed, n_tasks = task_set.info.seed, len(task_set.splits)
-    per_task_samples = n_samples // n_tasks
-    names = spec.metrics if spec.metrics is not None else in_display_order(METRICS.names())
-    pooled = [name for name in names if METRICS.get(name).across_tasks == "pooled"]
-    per_task = [name for name in names if name not in pooled]
-    # Metrics that need a target class are not applicable per task: they must not make the evaluator train.
-    timings["evaluator"] = prepare_evaluator(
-        task_set.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter)
+    seed = split.info.seed
+    if isinstance(split, Split):
+        method = _fitted(cls, split, spec, budget, reporter, timings, training_log)
+        return _draw(method, n_samples, derive_seed(seed, "sample"), split.task.image_shape, timings), [method]
+
+    n_tasks = len(split.splits)
     pretrained = None
     if "transfer" in cls.capabilities:
         pretrained = cls(device=spec.device)
         pretrained.reporter = reporter
         start = time.perf_counter()
-        pretrained.pretrain(task_set.splits[0].task_for(cls), budget, seed)
+        pretrained.pretrain(split.splits[0].task_for(cls), budget, seed)
         _add_timings(timings, {"fit": time.perf_counter() - start})
         _add_timings(timings, pretrained.timings, "fit.")
         training_log.update(pretrained.training_log)
         pretrained.reporter = NullReporter()  # copied per task; a live progress display cannot be copied
-
-    all_samples, task_records = [], []
+    all_samples, models = [], []
     handle = reporter.task(f"{cls.__name__} over {n_tasks} tasks", n_tasks)
     try:
-        for index, split in enumerate(task_set.splits):
+        for index, task in enumerate(split.splits):
             task_log: dict = {}
             try:
-                method = _fitted(cls, split, spec, budget, NullReporter(), timings, task_log, pretrained)
+                method = _fitted(cls, task, spec, budget, NullReporter(), timings, task_log, pretrained)
             except Exception:
-                training_log[f"task {index} ({split.info.novel_class_name})"] = task_log
+                training_log[f"task {index} ({task.info.novel_class_name})"] = task_log
                 raise
-            samples = _draw(method, per_task_samples, derive_seed(seed, f"sample:{index}"), split.task.image_shape, timings)
-            start = time.perf_counter()
-            outcomes, metric_timings = evaluate(
-                samples, reference=split.reference, support=split.task.support, dataset=split.info.dataset,
-                novel_class=None, model=method, metric_names=per_task, seed=derive_seed(seed, f"evaluate:{index}"),
-                settings=EVAL_SETTINGS[spec.profile], need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
-            )
-            _add_timings(timings, {"evaluate": time.perf_counter() - start})
-            _add_timings(timings, metric_timings, "evaluate.")
-            task_records.append({**task_set.info.tasks[index], "metrics": outcomes, "training_log": task_log})
-            all_samples.append(samples)
+            task_logs.append(task_log)
+            all_samples.append(_draw(method, n_samples // n_tasks, derive_seed(seed, f"sample:{index}"),
+                                     task.task.image_shape, timings))
+            models.append(method)
             handle.advance()
     finally:
         handle.close()
-
-    samples = torch.cat(all_samples)
-    start = time.perf_counter()
-    pooled_outcomes, metric_timings = evaluate(
-        samples, reference=task_set.reference, support=task_set.support, dataset=task_set.info.dataset,
-        novel_class=None, metric_names=pooled, seed=derive_seed(seed, "evaluate"), settings=EVAL_SETTINGS[spec.profile],
-        reporter=reporter,
-    )
-    _add_timings(timings, {"evaluate": time.perf_counter() - start})
-    _add_timings(timings, metric_timings, "evaluate.")
-    metrics = {**aggregate_over_tasks([t["metrics"] for t in task_records], n_tasks), **mark_pooled(pooled_outcomes, n_tasks)}
-    return samples, {name: metrics[name] for name in in_display_order(metrics)}, task_records
+    return torch.cat(all_samples), models
 
 
 def prepare_evaluator(dataset: str, metric_names: list[str] | None, reporter: Reporter | None) -> float:

@@ -3,7 +3,9 @@
 Layout under the results directory:
 
     runs/<dataset>/<split>/<method>/<profile>/seed<k>.json   the run record
-    samples/<dataset>/<split>/<method>/<profile>/seed<k>.npz  the samples as uint8 (not committed)
+    samples/<dataset>/<split>/<method>/<profile>/seed<k>.npz  the samples as uint8 (what `bench rescore` scores)
+    checkpoints/<dataset>/<split>/<method>/<profile>/seed<k>.pt  the fitted model, for model metrics
+                                                 (a task set: seed<k>/task<i>.pt; not committed)
     grids/<dataset>/<split>/<method>/<profile>/seed<k>.png    support row + samples grid
 
 A record is written to a temporary file in its folder and renamed into place, so a killed run
@@ -69,6 +71,12 @@ class ResultStore:
 
     def samples_path(self, key: RunKey) -> Path:
         return self.root / "samples" / key.relative.with_suffix(".npz")
+
+    def checkpoint_path(self, key: RunKey, task: int | None = None) -> Path:
+        """The fitted model of a run (of task `task` of a task set): what model metrics need to be rescored."""
+        if task is None:
+            return self.root / "checkpoints" / key.relative.with_suffix(".pt")
+        return self.root / "checkpoints" / key.relative / f"task{task}.pt"
 
     def grid_path(self, key: RunKey) -> Path:
         return self.root / "grids" / key.relative.with_suffix(".png")

@@ -10,7 +10,10 @@ pure function of an `EvalInputs`. What a metric needs is declared in `needs`:
 - `"capability:<name>"`: a method capability (see `bench.method`), e.g. `capability:log_likelihood`.
 
 When a need is not met the harness records the metric as not applicable with the reason;
-it never records 0 and never crashes the run.
+it never records 0 and never crashes the run. A metric whose optional part is absent on this
+machine (model files, pretrained weights, an OpenCV build) raises `MissingOptionalPart`: the
+outcome is `unavailable` with the reason, which `bench check` reports as skipped, not as a
+regression. Any other exception is an `error`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from typing import Any, Callable
 import torch
 
 from bench.registry import Registry, key_for_module
+
+
+class MissingOptionalPart(FileNotFoundError):
+    """A file or library the metric needs is absent on this machine; the message says how to get it."""
 
 
 @dataclass

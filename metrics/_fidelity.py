@@ -41,14 +41,11 @@ class DomainFeatureExtractor(FeatureExtractorBase):
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
-        from bench.evaluator import DomainCNN
+        from bench.evaluator import read_evaluator
 
         if feature_extractor_weights_path is None:
-            raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator checkpoint)")
-        checkpoint = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
-        self.model = DomainCNN.from_config(checkpoint["image_shape"], checkpoint["num_classes"], checkpoint["card"]["config"])
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.eval()
+            raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator weights file)")
+        self.model, _ = read_evaluator(feature_extractor_weights_path)
 
     @staticmethod
     def get_provided_features_list():

@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from metrics import MissingOptionalPart
+
 DOWNLOAD_TIMEOUT_SECONDS = 60
 
 
@@ -29,11 +31,11 @@ def download_weights(expected: Path, what: str, fetch: Callable[[], object]) -> 
     try:
         fetch()
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        raise FileNotFoundError(
+        raise MissingOptionalPart(
             f"{what} not found at {expected} and the download failed ({type(exc).__name__}: {exc}); "
             f"on an offline machine, copy {expected.name} into {expected.parent} (TORCH_HOME sets the root)"
         ) from exc
     finally:
         socket.setdefaulttimeout(previous)
     if not expected.is_file():
-        raise FileNotFoundError(f"{what}: the download did not produce {expected}")
+        raise MissingOptionalPart(f"{what}: the download did not produce {expected}")

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from metrics import EvalInputs, Metric, MetricResult, MissingOptionalPart, register
 
 MODEL_DIR = Path("/usr/share/opencv4/quality")
 MODEL_FILE = "brisque_model_live.yml"
@@ -82,15 +82,15 @@ def _load(model_dir: Path):
     try:
         import cv2
     except ImportError as exc:
-        raise ImportError(f"the brisque metric needs OpenCV: {_INSTALL}") from exc
+        raise MissingOptionalPart(f"the brisque metric needs OpenCV: {_INSTALL}") from exc
     if not hasattr(cv2, "quality") or not hasattr(cv2, "ml"):
-        raise ImportError(
+        raise MissingOptionalPart(
             f"the installed OpenCV {cv2.__version__} has no cv2.quality/cv2.ml (not a contrib 4.x build): {_INSTALL}"
         )
     model_path, range_path = model_dir / MODEL_FILE, model_dir / RANGE_FILE
     missing = [str(p) for p in (model_path, range_path) if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingOptionalPart(
             f"BRISQUE model files not found: {', '.join(missing)}. Install them with "
             "`apt-get update && apt-get install -y opencv-data` (Debian/Ubuntu), or set BENCH_BRISQUE_MODEL_DIR "
             f"to a folder holding {MODEL_FILE} and {RANGE_FILE} (opencv_contrib modules/quality/samples)"

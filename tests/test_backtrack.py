@@ -78,8 +78,8 @@ def test_a_method_without_a_latent_generator_is_not_applicable(fashion_split):
 def test_lpips_without_its_backbone_weights_fails_clearly(fashion_split, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     outcomes = backtrack_scores(TableGenerator(fashion_split.task.support), fashion_split, perceptual_distance="lpips")
-    error = outcomes["lpips_backtrack"]["error"]
-    assert outcomes["lpips_backtrack"]["status"] == "error"
+    error = outcomes["lpips_backtrack"]["reason"]
+    assert outcomes["lpips_backtrack"]["status"] == "unavailable"
     assert "alexnet-owt-7be5be79.pth" in error and str(tmp_path / "torch-home") in error
 
 

@@ -136,8 +136,8 @@ def test_all_flat_samples_raise_and_the_harness_records_the_error():
 def test_missing_model_files_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_BRISQUE_MODEL_DIR", str(tmp_path))
     outcome = brisque(to_tensor(small_grey("camera")[None]))
-    assert outcome["status"] == "error"
-    assert "apt-get install -y opencv-data" in outcome["error"] and MODEL_FILE in outcome["error"]
+    assert outcome["status"] == "unavailable"
+    assert "apt-get install -y opencv-data" in outcome["reason"] and MODEL_FILE in outcome["reason"]
 
 
 def test_card_names_the_implementation_and_the_model_hash():

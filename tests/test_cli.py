@@ -88,13 +88,14 @@ def test_evaluate_rejects_bad_sample_files(tmp_path, array, message):
 
 def test_check_exits_1_naming_the_regression(tmp_path):
     from test_leaderboard_check import SPLIT, record
+    from bench.leaderboard import card_fingerprint
     from bench.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     store.write(record("vae", 0, 0.08, 0.2))
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"schema": 1, "entries": [
-        {"split_id": SPLIT, "profile": "quick", "method": "vae", "metric": "mse", "mean": 0.06}]}))
+    baseline.write_text(json.dumps({"schema": 2, "entries": [
+        {"split_id": SPLIT, "profile": "quick", "method": "vae", "metric": "mse", "mean": 0.06, "card": card_fingerprint({}), "seeds": [0]}]}))
     result = invoke("check", "--baseline", baseline, "--results-dir", tmp_path / "results")
     assert result.exit_code == 1 and "regression: vae mse" in result.output
     result = invoke("baseline", "--out", tmp_path / "new.json", "--results-dir", tmp_path / "results")
@@ -218,7 +219,7 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
     metrics = records[0]["metrics"]
     assert metrics["mse"]["status"] == "ok" and metrics["support_nn_mse"]["status"] == "ok"
     # No classes, no domain evaluator: the distribution metrics use InceptionV3 and say which file is missing.
-    assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["error"]
+    assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["reason"]
     assert "no classes" in metrics["density"]["error"] and "no classes" in metrics["class_consistency"]["error"]
     assert records[0]["training_log"]["pretrain"].startswith("skipped")
     assert records[2]["method"]["name"] == "imle" and records[2]["metrics"]["mse"]["status"] == "ok"
@@ -243,3 +244,38 @@ def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
         assert not rows(split.held_out) & rows(split.task.support) and rows(split.task.support) <= rows(split.reference)
     with pytest.raises(ValueError, match="exceeds the 36 train images"):
         make_run_split(name, 37, 0)
+
+
+@requires_data("fashion-mnist")
+def test_evaluate_uses_the_shipped_evaluator_and_trains_nothing(tmp_path, monkeypatch):
+    from bench import evaluator
+
+    monkeypatch.setattr(evaluator, "_train", lambda *a, **k: pytest.fail("bench evaluate must not train a ruler"))
+    _, data = load_dataset("fashion-mnist")
+    np.savez(tmp_path / "boots.npz", samples=data.train_images[data.train_labels == 9][-200:, 0])
+    result = invoke("evaluate", "--samples", tmp_path / "boots.npz", "--dataset", "fashion-mnist", "--metrics", "fid,coverage",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    fid = json.loads(result.stdout)["metrics"]["fid"]
+    assert fid["card"]["feature_weights_sha256"] == evaluator.PINNED_WEIGHTS["fashion-mnist"].sha256
+
+
+@requires_data("omniglot")
+def test_evaluate_scores_a_stored_omniglot_sample_file_as_the_run_did(tmp_path):
+    """Task sets: samples in task order, per-task metrics averaged, as `bench run` stores and scores them."""
+    metrics = "mse,ssim,support_nn_mse"
+    result = invoke("run", "--methods", "support-augment", "--dataset", "omniglot", "--shots", "1", "--characters", "3",
+                    "--profile", "smoke", "--samples", "30", "--metrics", metrics, "--results-dir", tmp_path / "results",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout[result.stdout.index("["):])[0]
+    stored = tmp_path / "results" / record["artifacts"]["samples"]
+    result = invoke("evaluate", "--samples", stored, "--dataset", "omniglot", "--shots", "1", "--characters", "3",
+                    "--metrics", metrics, "--json")
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)["metrics"]
+    assert {name: scored[name]["value"] for name in scored} == {name: record["metrics"][name]["value"] for name in scored}
+    np.savez(tmp_path / "odd.npz", samples=np.zeros((31, 28, 28), np.uint8))
+    result = invoke("evaluate", "--samples", tmp_path / "odd.npz", "--dataset", "omniglot", "--shots", "1",
+                    "--characters", "3")
+    assert result.exit_code == 2 and "cannot be divided among the 3 tasks" in result.output

@@ -143,9 +143,9 @@ def test_inception_features_fail_clearly_without_weights(fashion_split, unseen, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     outcomes, _ = evaluate(unseen[:20], reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,
                            metric_names=["fid"], settings={"feature_extractor": "inception-v3-compat"})
-    assert outcomes["fid"]["status"] == "error"
-    assert "weights-inception-2015-12-05-6726825d.pth" in outcomes["fid"]["error"]
-    assert str(tmp_path / "torch-home") in outcomes["fid"]["error"]
+    assert outcomes["fid"]["status"] == "unavailable"
+    assert "weights-inception-2015-12-05-6726825d.pth" in outcomes["fid"]["reason"]
+    assert str(tmp_path / "torch-home") in outcomes["fid"]["reason"]
 
 
 def test_a_weak_evaluator_is_refused(monkeypatch):

@@ -3,8 +3,8 @@ import statistics
 
 import pytest
 
-from bench.check import BaselineError, check, write_baseline
-from bench.leaderboard import write_leaderboard
+from bench.check import BASELINE_SCHEMA, BaselineError, check, write_baseline
+from bench.leaderboard import card_fingerprint, write_leaderboard
 from bench.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
@@ -66,7 +66,11 @@ def test_reference_rows_get_their_own_table(store, tmp_path):
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     section = text.split("Reference rows (not ranked):")
     assert len(section) == 2
-    assert "`support-copy`" in section[1] and "`support-copy`" not in section[0]
+    methods_table = section[0].split("All metrics")[1]
+    assert "`support-copy`" in section[1] and "`support-copy`" not in methods_table
+    # In the headline the reference rows sit below the methods, unranked and in italics.
+    headline = [line for line in section[0].split("All metrics")[0].splitlines() if line.startswith("| ")]
+    assert headline[-1].startswith("| ref | *[support-copy]")
 
 
 def test_leaderboard_is_a_pure_function_of_the_records(store, tmp_path):
@@ -85,12 +89,15 @@ def test_unreadable_records_are_reported_not_fatal(store, tmp_path):
 
 def _baseline(tmp_path, entries, **default):
     path = tmp_path / "baseline.json"
-    path.write_text(json.dumps({"schema": 1, "default_tolerance": default or {"absolute": 0.0, "relative": 0.1}, "entries": entries}))
+    path.write_text(json.dumps({"schema": BASELINE_SCHEMA, "default_tolerance": default or {"absolute": 0.0, "relative": 0.1},
+                                "entries": entries}))
     return path
 
 
-def _entry(method, metric, mean, **tol):
-    entry = {"split_id": SPLIT, "profile": "quick", "method": method, "metric": metric, "mean": mean}
+def _entry(method, metric, mean, seeds=(0, 1, 2), **tol):
+    # The records above carry no card: every value is measured with the empty card.
+    entry = {"split_id": SPLIT, "profile": "quick", "method": method, "metric": metric, "mean": mean,
+             "card": card_fingerprint({}), "seeds": list(seeds)}
     if tol:
         entry["tolerance"] = tol
     return entry
@@ -104,7 +111,7 @@ def test_check_follows_each_metrics_direction(store, tmp_path):
         _entry("vae", "mse", 0.07),                   # better than baseline: ok
         _entry("vae", "ssim", 0.30, absolute=0.01),  # 0.25 < 0.30 - 0.03: regression
         _entry("vae", "ssim", 0.20),                  # better: ok
-        _entry("dcgan", "mse", 0.1),                  # no current result: regression
+        _entry("dcgan", "mse", 0.1, seeds=[0]),       # no current result: regression
     ])
     verdicts = [row.regressed for row in check(store, path)]
     assert verdicts == [False, True, False, True, False, True]
@@ -119,7 +126,7 @@ def test_written_baseline_passes_against_its_own_results(store, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("[]", "not a baseline file"),
     ("{", "not valid JSON"),
-    ('{"schema": 1, "entries": [{"method": "vae"}]}', "lacks"),
+    ('{"schema": 2, "entries": [{"method": "vae"}]}', "lacks"),
 ])
 def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message):
     path = tmp_path / "bad.json"
@@ -151,9 +158,9 @@ def test_values_measured_with_different_cards_are_not_silently_compared(tmp_path
     for rec in (a, b, c):
         store.write(rec)
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
-    assert "Not comparable across rows: mse" in text
     assert "cards differ across seeds" in _row(text, "vae")
-    assert "(card " in _row(text, "gan")
+    # gan is the only row with a single mse card, so it is the majority: no footnote, and no card tags anywhere.
+    assert "0.0800 |" in _row(text, "gan") and "(card " not in text and "Not comparable" not in text
 
 
 def test_flagged_values_carry_their_flag_as_a_footnote(tmp_path):
