@@ -232,9 +232,14 @@ def _environments(store: ResultStore, profile: str | None) -> list[str]:
     return sorted(seen)
 
 
-def measure_spread(entries: list[dict], other: list[dict]) -> dict[str, dict]:
+def measure_spread(entries: list[dict], other: list[dict], absolute_floor=lambda metric: 0.0) -> dict[str, dict]:
     """Per metric: the largest |mean − other mean| and relative difference (to |mean|) over the entries that
-    `other` holds with the same key, card and seeds, and how many entries that was."""
+    `other` holds with the same key, card and seeds, and how many entries that was.
+
+    The relative difference is taken only where the absolute difference exceeds `absolute_floor(metric)`
+    (the metric's default absolute tolerance): a difference the absolute band already covers says nothing
+    about relative scale, and near 0 (a precision of 0.010 against 0.005, a copy's feature distance of 3e-6
+    against 2e-6) it would make the relative band meaninglessly wide."""
     index = {(e["split_id"], e["profile"], e["method"], e["metric"], e["card"], tuple(e["seeds"])): e["mean"] for e in other}
     spread: dict[str, dict] = {}
     for e in entries:
@@ -244,7 +249,7 @@ def measure_spread(entries: list[dict], other: list[dict]) -> dict[str, dict]:
             continue
         diff = abs(e["mean"] - match)
         s["absolute"] = max(s["absolute"], diff)
-        if e["mean"] != 0:
+        if e["mean"] != 0 and diff > absolute_floor(e["metric"]):
             s["relative"] = max(s["relative"], diff / abs(e["mean"]))
         s["n_entries"] += 1
     return spread
@@ -266,7 +271,8 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
             if e["metric"] in METRIC_TOLERANCES:
                 e["tolerance"] = METRIC_TOLERANCES[e["metric"]]
     elif entries:
-        spread = measure_spread(entries, current_entries(spread_from, profile))
+        spread = measure_spread(entries, current_entries(spread_from, profile),
+                                lambda metric: _metric_default(metric, relative, absolute)["absolute"])
         if not any(s["n_entries"] for s in spread.values()):
             raise BaselineError(
                 f"{spread_from.root} holds no entry with the same split, profile, method, metric, card and seeds as "

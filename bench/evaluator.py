@@ -116,6 +116,8 @@ PINNED_WEIGHTS: dict[str, PinnedWeights] = {
                                    "e170c9758023e885994d35f3e26cf2014da1151d5525353d4ae345c06eff26eb", 0.9182),
     "mnist": PinnedWeights("mnist-convnet2-v2-r2.pt",
                            "d4c09a59f4a726e8d0efcddf8a34b9a6fdee37fad029c7ac0d7d37ff2ac5812e", 0.9938),
+    "omniglot": PinnedWeights("omniglot-convnet3x1-v1-r2.pt",
+                              "a93ef7cf1df76389e105b18294bf9b09d1251211e70b1110569fcccae61243ac", 0.858143),
 }
 
 

@@ -221,3 +221,18 @@ def test_a_spread_source_without_the_same_sweep_is_refused(tmp_path):
     result = invoke("baseline", "--out", tmp_path / "b.json", "--results-dir", a.root, "--spread-from", c.root)
     assert result.exit_code == 2 and "nothing to measure the spread on" in " ".join(result.output.split())
     assert not (tmp_path / "b.json").exists()
+
+
+def test_differences_inside_the_absolute_floor_do_not_widen_the_relative_band():
+    from bench.check import measure_spread
+
+    def entry(method, metric, mean):
+        return {"split_id": SPLIT, "profile": "smoke", "method": method, "metric": metric, "mean": mean,
+                "card": "c", "seeds": [0]}
+
+    here = [entry("gan", "precision", 0.010), entry("vae", "precision", 0.50)]
+    there = [entry("gan", "precision", 0.005), entry("vae", "precision", 0.30)]
+    # 0.005 of 0.010 is half, but inside a 0.1 absolute floor; 0.2 of 0.5 (0.4) is outside it.
+    spread = measure_spread(here, there, lambda metric: 0.1)["precision"]
+    assert spread["absolute"] == pytest.approx(0.2) and spread["relative"] == pytest.approx(0.4)
+    assert measure_spread(here, there)["precision"]["relative"] == pytest.approx(0.5)  # without a floor
