@@ -118,6 +118,8 @@ PINNED_WEIGHTS: dict[str, PinnedWeights] = {
                            "d4c09a59f4a726e8d0efcddf8a34b9a6fdee37fad029c7ac0d7d37ff2ac5812e", 0.9938),
     "omniglot": PinnedWeights("omniglot-convnet3x1-v1-r2.pt",
                               "a93ef7cf1df76389e105b18294bf9b09d1251211e70b1110569fcccae61243ac", 0.858143),
+    "cifar10": PinnedWeights("cifar10-convnet3x2-v1-r2.pt",
+                             "5568ff7a10f9d918eb255fbebfc302d856fafecb9f27f390560e1abdfc5ee426", 0.8277),
 }
 
 
