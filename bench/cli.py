@@ -548,3 +548,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: runs in progress were not recorded")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

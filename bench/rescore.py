@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from bench.checkpoints import CheckpointError, load_checkpoint
 from bench.environment import git_commit, utc_now
@@ -104,7 +105,20 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     to_score = [name for name in names if name not in kept]
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    metrics, task_metrics = score(split, samples, models, EVAL_SETTINGS[key.profile], to_score, reporter or NullReporter(), timings)
+    # At the run's thread count, in torch and in numpy's BLAS: float reductions (feature extraction, KID's kernel sums
+    # in numpy) depend on it, and only at the same count are values reproduced bit for bit (measured: a run made at 1
+    # thread and rescored at 2 moved KID by 3e-9 relative; with this limit it reproduced exactly). A limit can only
+    # lower the count a process started with: a process started at 1 thread (OMP_NUM_THREADS=1) cannot reproduce a
+    # 2-thread run's KID to the last bit.
+    threads = torch.get_num_threads()
+    run_threads = int(record.get("environment", {}).get("torch_threads") or threads)
+    torch.set_num_threads(run_threads)
+    try:
+        with threadpool_limits(limits=run_threads):
+            metrics, task_metrics = score(split, samples, models, EVAL_SETTINGS[key.profile], to_score,
+                                          reporter or NullReporter(), timings)
+    finally:
+        torch.set_num_threads(threads)
 
     updated = dict(record)
     old = record.get("metrics", {})
