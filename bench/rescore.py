@@ -12,10 +12,10 @@ and the outcome says why (`kept`). The record is rewritten atomically, with a `r
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -23,6 +23,7 @@ from bench.checkpoints import CheckpointError, load_checkpoint
 from bench.environment import git_commit, utc_now
 from bench.progress import NullReporter, Reporter
 from bench.runner import EVAL_SETTINGS, score
+from bench.samples import SampleFileError, load_samples
 from bench.splits import Split, TaskSet, make_run_split
 from bench.store import ResultStore, RunKey
 from metrics import METRICS, in_display_order
@@ -41,10 +42,6 @@ class RescoreOutcome:
     changed: list[str] = field(default_factory=list)  # metrics whose outcome changed or was added
 
 
-def _model_metric(name: str) -> bool:
-    return any(need.startswith("capability:") for need in METRICS.get(name).needs)
-
-
 def _rebuild_split(record: dict) -> Split | TaskSet:
     info = record["split"]
     characters = len(info.get("tasks", ())) or 1
@@ -55,16 +52,24 @@ def _rebuild_split(record: dict) -> Split | TaskSet:
     return split
 
 
-def _load_samples(store: ResultStore, record: dict) -> torch.Tensor:
+def _load_samples(store: ResultStore, record: dict, split: Split | TaskSet) -> torch.Tensor:
     artifacts = record.get("artifacts", {})
     if "samples" not in artifacts:
         raise RescoreError("the record names no sample file (written before samples were kept): re-run it")
     path = store.root / artifacts["samples"]
     if not path.is_file():
         raise RescoreError(f"its samples {path} are missing")
-    with np.load(path, allow_pickle=False) as stored:
-        samples = stored["samples"]
-    return torch.from_numpy(samples.astype(np.float32) / 255.0)
+    expected = artifacts.get("samples_sha256")
+    if expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        raise RescoreError(f"its samples {path} are not the file the run wrote (sha256 differs from the record's)")
+    try:
+        return load_samples(path, _image_shape(split), key="samples")
+    except SampleFileError as exc:
+        raise RescoreError(str(exc)) from exc
+
+
+def _image_shape(split: Split | TaskSet) -> tuple[int, int, int]:
+    return (split.splits[0] if isinstance(split, TaskSet) else split).task.image_shape
 
 
 def _load_models(store: ResultStore, record: dict, n_tasks: int, device: str) -> tuple[list, str | None]:
@@ -93,11 +98,10 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     # By default the metrics the run holds; `metric_names` may add others (or restrict them).
     names = metric_names if metric_names is not None else in_display_order(set(record.get("metrics", {})) & set(METRICS.names()))
     split = _rebuild_split(record)
-    samples = _load_samples(store, record)
+    samples = _load_samples(store, record, split)
     n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
     capabilities = set(record.get("method", {}).get("capabilities", ()))
-    needs_model = [n for n in names if _model_metric(n)
-                   and all(need.split(":", 1)[1] in capabilities for need in METRICS.get(n).needs if need.startswith("capability:"))]
+    needs_model = [n for n in names if METRICS.get(n).runs_on(capabilities)]
     models, unavailable = ([None] * n_tasks, None)
     if needs_model:
         models, unavailable = _load_models(store, record, n_tasks, device)

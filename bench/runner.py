@@ -181,8 +181,7 @@ def run_one(
 
 def needs_checkpoint(cls: type[Method]) -> bool:
     """Whether some registered metric runs the fitted model of `cls` (a capability metric such as nll or backtracking)."""
-    return any(need.startswith("capability:") and need.split(":", 1)[1] in cls.capabilities
-               for name in METRICS.names() for need in METRICS.get(name).needs)
+    return any(METRICS.get(name).runs_on(cls.capabilities) for name in METRICS.names())
 
 
 def store_artifacts(store: ResultStore, key: RunKey, split: Split | TaskSet, samples: torch.Tensor,

@@ -93,6 +93,12 @@ def test_runs_without_samples_fail_to_rescore_with_a_reason_and_the_cli_says_so(
     assert result.exit_code == 1
     rows = {row["key"]["method"]: row for row in json.loads(result.stdout)}
     assert rows["support-augment"]["status"] == "failed" and "samples" in rows["support-augment"]["reason"]
+
+    vae = next(r for r in store.records() if r["key"]["method"] == "vae")
+    samples = store.root / vae["artifacts"]["samples"]
+    samples.write_bytes(samples.read_bytes() + b"\0")
+    outcome = next(o for o in rescore(store, methods=["vae"]))
+    assert outcome.status == "failed" and "not the file the run wrote" in outcome.reason
     assert rows["vae"]["status"] == "rescored"
 
 
