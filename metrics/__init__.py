@@ -95,6 +95,15 @@ class Metric:
     # (distribution metrics: a task's 15-19 reference images are far too few on their own).
     across_tasks: str = "mean"
 
+    @property
+    def model_capabilities(self) -> frozenset[str]:
+        """The method capabilities this metric runs the fitted model through (empty: it needs only images)."""
+        return frozenset(need.split(":", 1)[1] for need in self.needs if need.startswith("capability:"))
+
+    def runs_on(self, capabilities) -> bool:
+        """Whether this metric runs the fitted model of a method with `capabilities`."""
+        return bool(self.model_capabilities) and self.model_capabilities <= set(capabilities)
+
     def missing_needs(self, inputs: EvalInputs) -> list[str]:
         missing = []
         for need in sorted(self.needs):
