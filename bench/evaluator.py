@@ -123,10 +123,6 @@ PINNED_WEIGHTS: dict[str, PinnedWeights] = {
 }
 
 
-def shipped_file_name(dataset_name: str) -> str:
-    return f"{dataset_name}-{architecture_name(config_for(dataset_name))}-r{RECIPE_VERSION}.pt"
-
-
 def weights_search_dirs() -> list[Path]:
     """Where pinned weights files are looked for, in order: `$BENCH_EVALUATOR_DIR`, then the package's own folder."""
     dirs = [Path(os.environ[EVALUATOR_DIR_ENV]).expanduser()] if os.environ.get(EVALUATOR_DIR_ENV) else []
