@@ -6,7 +6,7 @@ images are mapped on the way in (`to_signed`) and out (`to_unit`).
 
 The transfer protocol ("Few Shot Learning for Image Generation", section 2): pretrain generator
 and discriminator on the base classes; augment the k support images to a pool (4 -> 300 in the
-report) with the shared seeded augmentation (`bench.augment`); fine-tune both pretrained networks
+report) with the shared seeded augmentation (`bench.sdk.augment`); fine-tune both pretrained networks
 on the pool. `TransferGAN` implements it once; a method supplies its networks and its losses.
 """
 
@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
-from bench.progress import NullReporter, Reporter
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, minibatches, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
+from bench.sdk.progress import NullReporter, Reporter
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import Curve, make_generator, minibatches, seeded_init
 from methods._nets import ResidualBlock, norm_2d
 
 

@@ -1,7 +1,7 @@
 """What every VAE-family method shares: the Gaussian posterior, its KL, the Bernoulli observation model.
 
 Kingma and Welling, Auto-Encoding Variational Bayes, ICLR 2014. Used by `vae`, `vqvae`,
-`cadavqvae` and `vce`; the importance-weighted likelihood estimator is `bench.likelihood`.
+`cadavqvae` and `vce`; the importance-weighted likelihood estimator is `bench.sdk.likelihood`.
 
 Observation model: every grey-scale method here decodes Bernoulli logits. Training uses the
 Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; not a normalised

@@ -11,7 +11,7 @@ Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017 (the contrastive t
 
 SIDE INFORMATION: besides the k support images, this method receives the novel class's one-sentence
 description (e.g. "an ankle boot: a shoe whose shaft covers the ankle, with a thick sole and a low
-heel"), embedded by `bench/semantics.py` (WordLlama, 256 dimensions, unit length). No other method
+heel"), embedded by `bench/sdk/semantics.py` (WordLlama, 256 dimensions, unit length). No other method
 of the benchmark gets it; its scores are not a like-for-like comparison. The embedding's card
 (model, package version, sha256 of weights and descriptions) is in the training log (`semantics`).
 
@@ -47,7 +47,7 @@ meta_lr linearly annealed to 0 (Nichol et al.'s schedule). `meta_learning=False`
 ("standard training" in the slides): the same episodes and steps, one persistent Adam on the
 weights themselves, no Reptile.
 
-Adaptation (`adapt`): the support set is augmented to a pool (`bench.augment`), and the meta-weights
+Adaptation (`adapt`): the support set is augmented to a pool (`bench.sdk.augment`), and the meta-weights
 are fine-tuned on it with the novel class's description embedding (terms 1-4; the contrastive term
 needs two classes and drops out). Then the sampling distribution is fixed:
 
@@ -84,7 +84,7 @@ adaptation on the support pool does most of the work, as for FIGR (docs/methods.
 
 Observation model and likelihood (capability `log_likelihood`): Bernoulli(sigmoid(D_x(z))) on
 BINARISED images (x > 0.5); training uses the cross-entropy on [0, 1] values as `methods/vae.py`
-does. log p(x) is the IWAE estimate of `bench.likelihood` with the image encoder as proposal and,
+does. log p(x) is the IWAE estimate of `bench.sdk.likelihood` with the image encoder as proposal and,
 as prior, the log-density of the sampling mixture p(z) above: the likelihood of the model the
 samples come from (so it is conditional on the support set and the description).
 """
@@ -100,12 +100,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
-from bench.semantics import class_embeddings, embedding_card
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
+from bench.sdk.semantics import class_embeddings, embedding_card
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import Curve, make_generator, minibatches, optimise, seeded_init
 from methods import register
 from methods._reptile import copy_weights, reptile_step
 from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
@@ -399,9 +399,12 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
     # -- semantics ----------------------------------------------------------------------------
     def _semantics(self, task: FewShotTask) -> torch.Tensor:
-        """The dataset's class-embedding table; the card goes into the training log."""
-        table = class_embeddings(task.info.dataset)
-        self.training_log["semantics"] = embedding_card(task.info.dataset)
+        """The class-embedding table of the task's descriptions; the card goes into the training log."""
+        if not task.class_descriptions:
+            raise ValueError(f"cadavqvae conditions on class descriptions and {task.info.dataset} has no class descriptions "
+                             f"(`bench list datasets` shows which datasets have them)")
+        table = class_embeddings(task.class_descriptions)
+        self.training_log["semantics"] = embedding_card(task.class_descriptions)
         return table
 
     # -- meta-training (base classes only) --------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.splits import FewShotTask
+from bench.sdk.task import FewShotTask
 from methods import register
 from methods._gan import (DCGANDiscriminator, DCGANGenerator, GANConfig, TransferGAN, discriminator_bce,
                           generator_nonsaturating)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.splits import FewShotTask
+from bench.sdk.task import FewShotTask
 from methods import register
 from methods._gan import (DCGANDiscriminator, DCGANGenerator, GANConfig, TransferGAN, discriminator_bce,
                           generator_nonsaturating)

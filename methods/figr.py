@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.method import Method, PretrainThenAdapt, TrainingDiverged
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, seeded_init
+from bench.sdk.method import Method, PretrainThenAdapt, TrainingDiverged
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import Curve, make_generator, seeded_init
 from methods import register
 from methods._gan import (DCGANDiscriminator, DCGANGenerator, LatentSampler, Player, ResNetDiscriminator,
                           ResNetGenerator, alternate, critic_wgan_gp, to_signed)

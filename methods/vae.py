@@ -14,7 +14,7 @@ Bernoulli(sigmoid(decoder(z))) on BINARISED images, x_bin = (x > 0.5). Training 
 same Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; it is not a
 normalised density for non-binary x), so evaluation binarises: `log_likelihood` binarises its
 input itself (a no-op on images that are already 0/1, which is what `nll` passes). log p(x)
-is the IWAE estimate of `bench.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
+is the IWAE estimate of `bench.sdk.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
 with the model in eval mode (BatchNorm uses its running statistics).
 """
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
 from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
 

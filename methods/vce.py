@@ -41,7 +41,7 @@ Likelihood (capability `log_likelihood`, the `nll` metric): VCE's Table 1 report
 conditional NLL -log p(x | q) of a held-out image given one condition image of its class. The
 sampling model here picks the condition uniformly among the k support images, so its likelihood
 is the mixture p(x) = (1/k) sum_j p(x | s_j), which for one shot is exactly Table 1's quantity.
-Each p(x | s_j) is an IWAE estimate (`bench.likelihood`) with proposal q(z | x, s_j), prior
+Each p(x | s_j) is an IWAE estimate (`bench.sdk.likelihood`) with proposal q(z | x, s_j), prior
 N(0, I) and observation model Bernoulli(sigmoid(Con(z, s_j))) on the BINARISED image; the K
 importance samples are split evenly over the k conditions (stratified), so the cost per image
 does not grow with k. log of the mean of the k unbiased estimates is again a stochastic lower
@@ -67,10 +67,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import Curve, finite_loss, make_generator, run_steps, seeded_init
+from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import Curve, finite_loss, make_generator, run_steps, seeded_init
 from methods import register
 from methods._nets import ResidualBlock
 from methods._reptile import copy_weights, reptile_step

@@ -25,7 +25,7 @@ generator; the image is the decoder's mean sigmoid(decoder(e_c)).
 
 Protocol (capability `transfer`, as `vae`): `pretrain` trains the VQ-VAE on the base images,
 then the prior on their code maps; `adapt` augments the k support images to a pool
-(`bench.augment`), fine-tunes the VQ-VAE on it, re-encodes the pool and fine-tunes the prior.
+(`bench.sdk.augment`), fine-tunes the VQ-VAE on it, re-encodes the pool and fine-tunes the prior.
 Without base images (the unconditional protocol) pretraining is skipped and `adapt` trains from
 scratch.
 
@@ -46,7 +46,7 @@ with the proposal q(c|x) = prod_i softmax_j(-||z_e(x)_i - e_j||^2 / tau) (tau =
 `proposal_temperature`; tau = 0 is the deterministic nearest-code bound log p(x|c*) + log p(c*)).
 It is a stochastic lower bound on log p(x) (its expectation increases with K), so the reported
 NLL is an upper bound. See `discrete_importance_log_likelihood` for why it is not
-`bench.likelihood.iwae_log_likelihood`.
+`bench.sdk.likelihood.iwae_log_likelihood`.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import check_estimator_arguments
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import check_estimator_arguments
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
 from methods._vae import bernoulli_log_prob, binarise, reconstruction_loss
 
@@ -351,7 +351,7 @@ def discrete_importance_log_likelihood(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampling estimate of log p(x) = log sum_c p(x, c) over discrete code maps c, in nats.
 
-    The same structure as `bench.likelihood.iwae_log_likelihood` (logsumexp of log-weights minus
+    The same structure as `bench.sdk.likelihood.iwae_log_likelihood` (logsumexp of log-weights minus
     log K, a stochastic lower bound whose expectation increases with K and which is exact when q
     is the true posterior), kept separate because that estimator's proposal is a diagonal
     Gaussian drawn by reparameterisation and scored with a Gaussian density, whereas here c is a

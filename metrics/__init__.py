@@ -5,9 +5,12 @@ pure function of an `EvalInputs`. What a metric needs is declared in `needs`:
 
 - `"reference"`: the evaluation reference images (the novel class's test images);
 - `"support"`: the k support images the method was given;
-- `"dataset"`, `"novel_class"`: which dataset (and class) the samples belong to, for metrics
-  that use the dataset's domain evaluator;
-- `"capability:<name>"`: a method capability (see `bench.method`), e.g. `capability:log_likelihood`.
+- `"evaluator"`: the dataset's domain evaluator (`EvalInputs.evaluator`, loaded by the harness);
+- `"features"`: a feature space for the samples: the domain evaluator, or a standard network
+  where the dataset has none (`EvalInputs.feature_space`, overridable by the `feature_extractor`
+  setting); met unless the space is the domain evaluator and there is none;
+- `"novel_class"`: the class the samples should depict;
+- `"capability:<name>"`: a method capability (see `bench.sdk.method`), e.g. `capability:log_likelihood`.
 
 When a need is not met the harness records the metric as not applicable with the reason;
 it never records 0 and never crashes the run. A metric whose optional part is absent on this
@@ -23,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.registry import Registry, key_for_module
+from bench.sdk.registry import Registry, key_for_module
 
 
 class MissingOptionalPart(FileNotFoundError):
@@ -40,13 +43,18 @@ class EvalInputs:
     # Images of the target distribution the method never saw, when the reference includes seen ones
     # (the unconditional protocol scores FID against the whole folder): the backtracking targets.
     held_out: torch.Tensor | None = None
-    dataset: str | None = None  # registry name: selects the domain evaluator
+    dataset: str | None = None  # registry name, for cards
+    # The dataset's domain evaluator (bench.features.evaluator.DomainEvaluator), loaded by the harness when a metric
+    # needs it; metrics never load it themselves.
+    evaluator: Any = None
+    # The feature space of fid, kid, precision, recall: "domain" (the evaluator) or "inception-v3-compat".
+    feature_space: str = "domain"
     novel_class: int | None = None  # the class the samples should depict
     model: Any = None  # a fitted method, for capability metrics
     capabilities: frozenset[str] = frozenset()
     seed: int = 0
     # Per-run evaluation settings chosen by the caller (the runner sets them per profile, see
-    # `bench.runner.EVAL_SETTINGS`), e.g. {"nll_importance_samples": 100, "nll_max_images": 1000}.
+    # `bench.harness.runner.EVAL_SETTINGS`), e.g. {"nll_importance_samples": 100, "nll_max_images": 1000}.
     # A metric reads its own keys, falls back to a stated default and records what it used in its card.
     settings: dict = field(default_factory=dict)
     # Shared by the metrics of one evaluation (e.g. nearest-neighbour indices used by mse and ssim).
@@ -73,7 +81,8 @@ class MetricResult:
 _NEED_MESSAGES = {
     "reference": "no evaluation reference images were given",
     "support": "no support images were given",
-    "dataset": "no dataset was named (the domain evaluator is trained per dataset)",
+    "evaluator": "no domain evaluator was given (it is chosen by the dataset)",
+    "features": "no domain evaluator was given (it is chosen by the dataset)",
     "novel_class": "no target class was given",
 }
 
@@ -104,10 +113,17 @@ class Metric:
         """Whether this metric runs the fitted model of a method with `capabilities`."""
         return bool(self.model_capabilities) and self.model_capabilities <= set(capabilities)
 
+    def uses_evaluator(self, feature_space: str) -> bool:
+        """Whether this metric reads the domain evaluator when the feature space is `feature_space`."""
+        return "evaluator" in self.needs or ("features" in self.needs and feature_space == "domain")
+
     def missing_needs(self, inputs: EvalInputs) -> list[str]:
         missing = []
         for need in sorted(self.needs):
-            if need.startswith("capability:"):
+            if need == "features":
+                if inputs.feature_space == "domain" and inputs.evaluator is None:
+                    missing.append(inputs.need_reasons.get("evaluator") or _NEED_MESSAGES["features"])
+            elif need.startswith("capability:"):
                 capability = need.split(":", 1)[1]
                 if inputs.model is None or capability not in inputs.capabilities:
                     missing.append(f"the method has no '{capability}' capability")

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from metrics import EvalInputs, MetricResult
+from metrics import EvalInputs, MetricResult, MissingOptionalPart
 from metrics._weights import download_weights, hub_checkpoint
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
@@ -44,9 +44,7 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
 
 
 def domain_distance(inputs: EvalInputs) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
-    from metrics._features import evaluator_for
-
-    evaluator = evaluator_for(inputs)
+    evaluator = inputs.evaluator
     model = evaluator.model
 
     def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -96,6 +94,10 @@ def choose_distance(inputs: EvalInputs):
     if choice == "lpips" or (choice == "auto" and alexnet_weights_path().is_file()):
         return lpips_distance()
     if choice in ("domain", "auto"):
+        if inputs.evaluator is None:
+            raise MissingOptionalPart(
+                f"the dataset has no domain evaluator and LPIPS's AlexNet weights are not at {alexnet_weights_path()}: "
+                "no perceptual distance to backtrack with")
         return domain_distance(inputs)
     raise ValueError(f"unknown perceptual_distance '{choice}' (valid: auto, lpips, domain)")
 

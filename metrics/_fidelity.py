@@ -2,9 +2,9 @@
 
 torch-fidelity computes all four from one feature extraction per input. Two feature spaces:
 
-- `domain` (default, offline): the project's domain evaluator (`bench/evaluator.py`),
-  registered with torch-fidelity as the feature extractor `bench-domain`; features are its
-  128-d penultimate layer.
+- `domain` (default, offline): the dataset's domain evaluator, handed in as `EvalInputs.evaluator`
+  and registered with torch-fidelity by the feature layer (`bench/features/fidelity_extractor.py`);
+  features are its 128-d penultimate layer.
 - `inception-v3-compat`: torch-fidelity's standard InceptionV3 (the numbers papers call FID),
   grey-scale images repeated to 3 channels and resized to 299 by torch-fidelity. Needs the
   weights file in torch's hub cache (torch-fidelity downloads it when online).
@@ -20,58 +20,17 @@ from pathlib import Path
 
 import torch
 import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from metrics import EvalInputs
 from metrics._features import feature_card
 from metrics._weights import download_weights, hub_checkpoint
 
-DOMAIN_EXTRACTOR = "bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
 PRC_NEIGHBOURHOOD = 3
-
-
-class DomainFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity wrapper of a trained domain evaluator checkpoint (`feature_extractor_weights_path`)."""
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        from bench.evaluator import read_evaluator
-
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator weights file)")
-        self.model, _ = read_evaluator(feature_extractor_weights_path)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("features", "logits")
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "features"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
-
-    def forward(self, x):
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        features, logits = self.model(x)
-        provided = {"features": features, "logits": logits}
-        return tuple(provided[name] for name in self.features_list)
-
-
-if DOMAIN_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(DOMAIN_EXTRACTOR, DomainFeatureExtractor)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -94,11 +53,7 @@ def inception_weights_path() -> Path:
 
 def feature_space(inputs: EvalInputs) -> str:
     """The `feature_extractor` setting, else the dataset's default (InceptionV3 where no domain evaluator exists)."""
-    if "feature_extractor" in inputs.settings:
-        return inputs.settings["feature_extractor"]
-    from bench.datasets import DATASETS
-
-    return DATASETS.get(inputs.dataset).feature_extractor if inputs.dataset else "domain"
+    return inputs.settings.get("feature_extractor") or inputs.feature_space
 
 
 def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
@@ -119,11 +74,9 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     )
     space = feature_space(inputs)
     if space == "domain":
-        from metrics._features import evaluator_for
-
-        evaluator = evaluator_for(inputs)
+        evaluator = inputs.evaluator
         channels = 0
-        kwargs.update(feature_extractor=DOMAIN_EXTRACTOR, feature_extractor_weights_path=str(evaluator.path))
+        kwargs.update(feature_extractor=evaluator.fidelity_extractor, feature_extractor_weights_path=str(evaluator.path))
         card = {**feature_card(inputs), "resize": "none (native resolution)"}
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()

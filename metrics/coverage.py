@@ -18,7 +18,7 @@ METRIC = register(
     Metric(
         compute=coverage,
         higher_is_better=True,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "evaluator"}),
         version="1",
         reference="Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020; prdc",
         definition=(

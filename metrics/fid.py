@@ -24,7 +24,7 @@ METRIC = register(
     Metric(
         compute=frechet_distance,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "features"}),
         version="1",
         reference="Heusel et al., NeurIPS 2017; torch-fidelity",
         definition=(

@@ -21,7 +21,7 @@ METRIC = register(
     Metric(
         compute=kernel_distance,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "features"}),
         version="1",
         reference="Binkowski et al., ICLR 2018; torch-fidelity",
         definition=(

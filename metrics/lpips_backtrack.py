@@ -21,7 +21,7 @@ METRIC = register(
     Metric(
         compute=held_out_backtrack,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset", "capability:latent"}),
+        needs=frozenset({"reference", "features", "capability:latent"}),
         version="1",
         reference="Liu et al., FastGAN, ICLR 2021 (protocol); Zhang et al., LPIPS, CVPR 2018",
         definition=(

@@ -17,7 +17,7 @@ METRIC = register(
     Metric(
         compute=support_backtrack,
         higher_is_better=None,
-        needs=frozenset({"support", "dataset", "capability:latent"}),
+        needs=frozenset({"support", "features", "capability:latent"}),
         version="1",
         reference="Liu et al., FastGAN, ICLR 2021 (protocol); this benchmark (support/held-out gap)",
         definition=(

@@ -1,12 +1,12 @@
 """Negative log-likelihood of the held-out novel-class images, in nats per image (IWAE estimate).
 
 Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
-shared in `bench.likelihood`). The images scored are the evaluation reference (the novel
+shared in `bench.sdk.likelihood`). The images scored are the evaluation reference (the novel
 class's TEST images, never shown to the method), binarised at 0.5: the observation model of
 the benchmark's grey-scale data is Bernoulli on binarised images, so every method is scored
 on the same 0/1 data. The method computes log p(x) through its `log_likelihood` capability.
 
-Settings (`EvalInputs.settings`, set per profile in `bench.runner.EVAL_SETTINGS`):
+Settings (`EvalInputs.settings`, set per profile in `bench.harness.runner.EVAL_SETTINGS`):
 `nll_importance_samples` (K, default `DEFAULT_IMPORTANCE_SAMPLES`) and `nll_max_images`
 (score the first N reference images in the split's fixed order; None or absent = all). The
 IWAE estimate is a stochastic lower bound on log p(x) that tightens with K, so the NLL is an

@@ -18,7 +18,7 @@ METRIC = register(
     Metric(
         compute=improved_recall,
         higher_is_better=True,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "features"}),
         version="1",
         reference="Kynkäänniemi et al., Improved Precision and Recall Metric for Assessing Generative Models, NeurIPS 2019",
         definition=(

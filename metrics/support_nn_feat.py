@@ -16,14 +16,14 @@ the reference rows.
 import torch
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._features import domain_features, evaluator_for, feature_card
+from metrics._features import domain_features, feature_card
 from metrics._nearest import shift_pixels, shifted_copies
 
 
 def support_nearest_feature_distance(inputs: EvalInputs) -> MetricResult:
     max_shift = shift_pixels(inputs)
     samples, _ = domain_features(inputs, "samples")
-    support, _ = evaluator_for(inputs).features_and_logits(shifted_copies(inputs.support, max_shift))
+    support, _ = inputs.evaluator.features_and_logits(shifted_copies(inputs.support, max_shift))
     nearest = torch.cdist(samples.double(), support.double()).min(dim=1).values
     return MetricResult(
         float(nearest.mean()),
@@ -37,7 +37,7 @@ METRIC = register(
     Metric(
         compute=support_nearest_feature_distance,
         higher_is_better=None,
-        needs=frozenset({"support", "dataset"}),
+        needs=frozenset({"support", "evaluator"}),
         version="1",
         reference="this benchmark (memorisation diagnostic)",
         definition=(

@@ -7,7 +7,7 @@ held-out images of the class: the memorisation the support/held-out gap is meant
 
 import torch
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from conftest import requires_data
 
 pytestmark = requires_data("fashion-mnist")

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from metrics._nearest import nearest_by_mse
 
 

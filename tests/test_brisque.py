@@ -14,7 +14,7 @@ import skimage.data
 import torch
 from skimage.filters import gaussian
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from conftest import requires_data
 from metrics import EvalInputs
 from metrics.brisque import MODEL_DIR, MODEL_FILE, RANGE_FILE, brisque_scores
@@ -156,7 +156,7 @@ def test_the_samples_are_not_modified():
 
 @requires_data("fashion-mnist")
 def test_real_fashion_mnist_scores_better_than_noise():
-    from bench.splits import load_dataset, to_float
+    from bench.data.splits import load_dataset, to_float
 
     _, data = load_dataset("fashion-mnist")
     real = to_float(data.test_images[:300])

@@ -7,11 +7,11 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from bench.check import (BASELINE_SCHEMA, NOT_COMPARABLE, OK, REGRESSION, SKIPPED, SPREAD_SAFETY, BaselineError, check,
+from bench.harness.check import (BASELINE_SCHEMA, NOT_COMPARABLE, OK, REGRESSION, SKIPPED, SPREAD_SAFETY, BaselineError, check,
                          write_baseline)
-from bench.cli import app
-from bench.leaderboard import card_fingerprint
-from bench.store import ResultStore
+from bench.harness.cli import app
+from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CARD = {"n_samples": 1000, "feature_weights_sha256": "aaaa"}
@@ -224,7 +224,7 @@ def test_a_spread_source_without_the_same_sweep_is_refused(tmp_path):
 
 
 def test_differences_inside_the_absolute_floor_do_not_widen_the_relative_band():
-    from bench.check import measure_spread
+    from bench.harness.check import measure_spread
 
     def entry(method, metric, mean):
         return {"split_id": SPLIT, "profile": "smoke", "method": method, "metric": metric, "mean": mean,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.splits import load_dataset
+from bench.harness.cli import app
+from bench.data.splits import load_dataset
 from conftest import requires_data
 
 runner = CliRunner()
@@ -88,8 +88,8 @@ def test_evaluate_rejects_bad_sample_files(tmp_path, array, message):
 
 def test_check_exits_1_naming_the_regression(tmp_path):
     from test_leaderboard_check import SPLIT, record
-    from bench.leaderboard import card_fingerprint
-    from bench.store import ResultStore
+    from bench.harness.leaderboard import card_fingerprint
+    from bench.harness.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     store.write(record("vae", 0, 0.08, 0.2))
@@ -168,8 +168,8 @@ def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, imag
 
 @requires_data("fashion-mnist")
 def test_an_image_folder_split_keeps_reference_images_out_of_training(image_folder):
-    from bench.datasets import DATASETS
-    from bench.splits import make_split
+    from bench.data.datasets import DATASETS
+    from bench.data.splits import make_split
 
     name = DATASETS.get(f"folder:{image_folder}@28").name
     first, again = make_split(name, shots=3, seed=0), make_split(name, shots=3, seed=0)
@@ -230,8 +230,8 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
 
 @requires_data("fashion-mnist")
 def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
-    from bench.datasets import DATASETS
-    from bench.splits import make_run_split
+    from bench.data.datasets import DATASETS
+    from bench.data.splits import make_run_split
 
     name = DATASETS.get(f"folder:{flat_folder}@28").name
     first, again, other = (make_run_split(name, 10, seed) for seed in (0, 0, 1))
@@ -248,7 +248,7 @@ def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
 
 @requires_data("fashion-mnist")
 def test_evaluate_uses_the_shipped_evaluator_and_trains_nothing(tmp_path, monkeypatch):
-    from bench import evaluator
+    from bench.features import evaluator
 
     monkeypatch.setattr(evaluator, "_train", lambda *a, **k: pytest.fail("bench evaluate must not train a ruler"))
     _, data = load_dataset("fashion-mnist")

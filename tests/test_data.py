@@ -4,8 +4,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from bench.datasets import DATASETS, DataIntegrityError, DataNotFoundError
-from bench.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
+from bench.data.datasets import DATASETS, DataIntegrityError, DataNotFoundError
+from bench.data.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
 from tests_helpers import write_idx
 from conftest import requires_data
 

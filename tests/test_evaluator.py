@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from bench.evaluator import DomainCNN, EvaluatorConfig, _train, weights_digest
-from bench.progress import NullReporter
+from bench.features.evaluator import DomainCNN, EvaluatorConfig, _train, weights_digest
+from bench.sdk.progress import NullReporter
 
 
 def _tiny_data(seed: int = 0):
@@ -42,15 +42,15 @@ import json  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bench import evaluator as module  # noqa: E402
-from bench.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, find_pinned_weights, load_domain_evaluator,  # noqa: E402
+from bench.features import evaluator as module  # noqa: E402
+from bench.features.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, find_pinned_weights, load_domain_evaluator,  # noqa: E402
                              read_evaluator)
 from conftest import requires_data  # noqa: E402
 
 
 def test_every_dataset_with_classes_ships_pinned_weights():
-    from bench.datasets import DATASETS
-    from bench.datasets.folder import FolderDataset
+    from bench.data.datasets import DATASETS
+    from bench.data.datasets.folder import FolderDataset
 
     # Image folders (registered by `folder:PATH`) cannot be covered by a shipped file: they train on first use.
     with_classes = {name for name in DATASETS.names() if DATASETS.get(name).evaluator_num_classes >= 2
@@ -63,7 +63,7 @@ def test_every_dataset_with_classes_ships_pinned_weights():
 @pytest.mark.parametrize("dataset", sorted(PINNED_WEIGHTS))
 def test_the_pinned_accuracy_is_what_the_shipped_weights_score_on_the_test_split(dataset):
     """Recomputed here from the test split, not read from the file's card."""
-    from bench.splits import load_dataset
+    from bench.data.splits import load_dataset
 
     try:
         spec, data = load_dataset(dataset)
@@ -125,7 +125,7 @@ def test_saved_evaluators_round_trip_to_identical_weights(tmp_path):
 def test_bench_evaluator_list_shows_each_pinned_file_and_where_it_was_found():
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.harness.cli import app
 
     result = CliRunner().invoke(app, ["evaluator", "list", "--json"])
     assert result.exit_code == 0, result.output

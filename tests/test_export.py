@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.export import COLUMNS, export_frame
-from bench.leaderboard import card_fingerprint
-from bench.store import ResultStore, RunKey
+from bench.harness.cli import app
+from bench.harness.export import COLUMNS, export_frame
+from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore, RunKey
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CODE = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False}

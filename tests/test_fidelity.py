@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluation import evaluate
-from bench.splits import load_dataset, to_float
+from bench.harness.evaluation import evaluate
+from bench.data.splits import load_dataset, to_float
 from conftest import requires_data
 
 pytestmark = requires_data("fashion-mnist")
@@ -18,7 +18,7 @@ FIDELITY = ["fid", "kid", "precision", "recall", "class_consistency"]
 
 @pytest.fixture(scope="module")
 def evaluator():
-    from bench.evaluator import load_domain_evaluator
+    from bench.features.evaluator import load_domain_evaluator
 
     return load_domain_evaluator("fashion-mnist")
 
@@ -151,11 +151,11 @@ def test_inception_features_fail_clearly_without_weights(fashion_split, unseen, 
 def test_a_weak_evaluator_is_refused(monkeypatch):
     import dataclasses
 
-    from bench import evaluator as module
-    from bench.datasets import DATASETS
+    from bench.features import evaluator as module
+    from bench.data.datasets import DATASETS
 
     strict = dataclasses.replace(DATASETS.get("fashion-mnist"), evaluator_min_accuracy=0.9999)
     monkeypatch.setitem(DATASETS._entries, "fashion-mnist", strict)
-    monkeypatch.setattr("bench.splits.load_dataset", lambda name: (strict, load_dataset("fashion-mnist")[1]))
+    monkeypatch.setattr("bench.data.splits.load_dataset", lambda name: (strict, load_dataset("fashion-mnist")[1]))
     with pytest.raises(module.EvaluatorTooWeak, match="below the required 0.9999"):
         module.load_domain_evaluator("fashion-mnist")

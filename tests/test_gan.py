@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench.method import TrainingDiverged
+from bench.sdk.method import TrainingDiverged
 from methods._gan import CollapseCheck, Player, alternate, critic_wgan_gp, gradient_penalty
 from methods._reptile import reptile_step
 from conftest import requires_data

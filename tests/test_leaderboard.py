@@ -2,8 +2,8 @@
 
 import re
 
-from bench.leaderboard import AUGMENT_DIVERSITY, COPIES, write_leaderboard
-from bench.store import ResultStore
+from bench.harness.leaderboard import AUGMENT_DIVERSITY, COPIES, write_leaderboard
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CARD = {"version": "1", "feature_weights_sha256": "a" * 64, "n_samples": 1000}

@@ -3,9 +3,9 @@ import statistics
 
 import pytest
 
-from bench.check import BASELINE_SCHEMA, BaselineError, check, write_baseline
-from bench.leaderboard import card_fingerprint, write_leaderboard
-from bench.store import ResultStore
+from bench.harness.check import BASELINE_SCHEMA, BaselineError, check, write_baseline
+from bench.harness.leaderboard import card_fingerprint, write_leaderboard
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 
@@ -140,7 +140,7 @@ def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message
 def test_bootstrap_interval_brackets_the_mean_within_the_range_of_seeds():
     import numpy as np
 
-    from bench.leaderboard import bootstrap_interval
+    from bench.harness.leaderboard import bootstrap_interval
 
     values = np.array([0.06, 0.07, 0.05, 0.09])
     low, high = bootstrap_interval(values)
@@ -197,7 +197,7 @@ def test_seeds_in_a_card_do_not_split_the_aggregate(tmp_path):
 def test_class_rotation_ranks_methods_per_class_and_averages_the_ranks():
     import pandas as pd
 
-    from bench.leaderboard import class_ranks
+    from bench.harness.leaderboard import class_ranks
 
     def rows(method, novel_class, fid, recall, card="a", is_reference=False):
         base = {"method": method, "novel_class": novel_class, "status": "ok", "is_reference": is_reference}
@@ -230,8 +230,8 @@ def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
 
 
 def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
-    from bench.leaderboard import claim_verdict, scores_frame
-    from bench.published import IMLE_RECALL_CLAIM
+    from bench.harness.leaderboard import claim_verdict, scores_frame
+    from bench.harness.published import IMLE_RECALL_CLAIM
 
     def recall_record(method, seed, value):
         rec = record(method, seed, 0.05, 0.5)
@@ -249,7 +249,7 @@ def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
 
 
 def test_descriptive_card_keys_do_not_split_rows_but_measurement_keys_do():
-    from bench.leaderboard import card_fingerprint
+    from bench.harness.leaderboard import card_fingerprint
 
     card = {"version": "1", "feature_weights_sha256": "abc", "n_samples": 1000, "sample_seed": 3}
     same = {**card, "evaluator_trained_on": "all classes of the train split", "sample_seed": 4}

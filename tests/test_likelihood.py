@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
-from bench.evaluation import evaluate
-from bench.likelihood import iwae_log_likelihood
-from bench.method import PROFILES
-from bench.runner import EVAL_SETTINGS
-from bench.training import seeded_init
+from bench.harness.evaluation import evaluate
+from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.method import PROFILES
+from bench.harness.runner import EVAL_SETTINGS
+from bench.sdk.training import seeded_init
 from methods.vae import VAE, ConvVAE, VAEConfig, negative_elbo
 from conftest import requires_data
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from metrics import METRICS, EvalInputs, Metric, MetricResult
 from metrics._nearest import nearest_by_mse
 from conftest import requires_data
@@ -93,7 +93,7 @@ def test_capability_needs_are_checked_against_the_model():
 
 @requires_data("fashion-mnist")
 def test_real_unseen_images_score_better_than_noise(fashion_split):
-    from bench.splits import load_dataset, to_float
+    from bench.data.splits import load_dataset, to_float
 
     _, data = load_dataset("fashion-mnist")
     unseen = data.train_images[data.train_labels == 9]

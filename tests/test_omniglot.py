@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
-from bench.runner import RunSpec, run_benchmark
-from bench.splits import load_dataset, make_character_tasks, make_split
-from bench.store import ResultStore
+from bench.data.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.data.splits import load_dataset, make_character_tasks, make_split
+from bench.harness.store import ResultStore
 from conftest import requires_data
 from methods import METHODS
 
@@ -77,7 +77,7 @@ def test_protocol_errors_are_clear():
         make_character_tasks("omniglot", 20, 0, characters=3)
     with pytest.raises(ValueError, match="omniglot-characters"):
         make_split("omniglot", 1, 0)
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
 
     with pytest.raises(ValueError, match="--characters"):
         DATASETS.get("omniglot").novel_classes("all")
@@ -116,7 +116,7 @@ def test_a_run_over_characters_stores_per_task_metrics_and_their_mean(tmp_path):
     # The stored samples say which task each belongs to; each task's mse is reproduced from them.
     stored = np.load(store.root / record["artifacts"]["samples"])
     assert stored["samples"].shape == (30, 1, 28, 28) and stored["task"].tolist() == [0] * 10 + [1] * 10 + [2] * 10
-    from bench.evaluation import evaluate
+    from bench.harness.evaluation import evaluate
 
     split = make_character_tasks("omniglot", 1, 0, 3).splits[1]
     samples = torch.from_numpy(stored["samples"][stored["task"] == 1]).float() / 255

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluation import evaluate
-from bench.leaderboard import write_leaderboard
-from bench.method import ReferenceRow
-from bench.runner import RunSpec, run_benchmark
-from bench.splits import load_dataset, to_float
-from bench.store import ResultStore
+from bench.harness.evaluation import evaluate
+from bench.harness.leaderboard import write_leaderboard
+from bench.sdk.method import ReferenceRow
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.data.splits import load_dataset, to_float
+from bench.harness.store import ResultStore
 from conftest import requires_data
 from methods import METHODS, method_names
 
@@ -132,7 +132,7 @@ def _independent_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) ->
 
 
 def test_density_and_coverage_match_an_independent_computation(fashion_split, shifted_and_unseen):
-    from bench.evaluator import load_domain_evaluator
+    from bench.features.evaluator import load_domain_evaluator
 
     samples = shifted_and_unseen[1][:400]
     outcomes, _ = evaluate(samples, reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,

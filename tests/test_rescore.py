@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from bench.cli import app
-from bench.rescore import rescore
-from bench.runner import RunSpec, run_benchmark
-from bench.store import ResultStore
+from bench.harness.cli import app
+from bench.harness.rescore import rescore
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore
 from conftest import requires_data
 
 pytestmark = requires_data("fashion-mnist")
@@ -52,11 +52,11 @@ def test_rescoring_unchanged_code_reproduces_every_outcome_exactly(stored_runs, 
 def test_a_metric_change_is_picked_up_without_training(stored_runs, tmp_path, monkeypatch):
     store = _copy(stored_runs, tmp_path)
     before = _metrics(store)["vae"]["mse"]["value"]
-    import bench.runner as runner
+    import bench.harness.runner as runner
 
     # A different evaluation setting stands in for changed metric code: the stored samples are scored again.
     monkeypatch.setitem(runner.EVAL_SETTINGS, "smoke", {**runner.EVAL_SETTINGS["smoke"], "nll_importance_samples": 2})
-    monkeypatch.setattr("bench.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
+    monkeypatch.setattr("bench.sdk.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
     outcomes = {o.key.method: o for o in rescore(store, methods=["vae"], metric_names=["nll", "mse"])}
     record = next(r for r in store.records() if r["key"]["method"] == "vae")
     assert outcomes["vae"].changed == ["nll"]

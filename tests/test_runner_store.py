@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bench.method import Method, TrainingDiverged
-from bench.runner import RunSpec, run_benchmark
-from bench.store import ResultStore, RunKey
+from bench.sdk.method import Method, TrainingDiverged
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore, RunKey
 from methods import METHODS
 from conftest import REPO, requires_data
 
@@ -113,9 +113,9 @@ def test_killed_run_leaves_no_record(tmp_path):
     script = textwrap.dedent(f"""
         import time, torch
         from dataclasses import dataclass
-        from bench.method import Method
-        from bench.runner import RunSpec, run_benchmark
-        from bench.store import ResultStore
+        from bench.sdk.method import Method
+        from bench.harness.runner import RunSpec, run_benchmark
+        from bench.harness.store import ResultStore
         from methods import METHODS
 
         @dataclass

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.splits import load_dataset, make_split
+from bench.data.splits import load_dataset, make_split
 from conftest import requires_data
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bench.training import make_generator, seeded_init
+from bench.sdk.training import make_generator, seeded_init
 from methods import METHODS
 from methods._vae import binarise, gaussian_kl, reconstruction_loss, reparameterise
 from methods.vce import VCE, ConvertorEncoder, VCEBudget, VCEConfig, columns_reached

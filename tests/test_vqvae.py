@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli
 
-from bench.training import seeded_init
+from bench.sdk.training import seeded_init
 from methods.vqvae import (
     VQVAE,
     ConvVQVAE,

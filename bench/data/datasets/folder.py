@@ -8,7 +8,7 @@ provenance of every record, and reported with a warning.
 - With class sub-folders (`PATH/<class>/*`): each class is divided into train (80%) and test
   (20%, at least one image) by a fixed seeded permutation, so the novel-class protocol applies
   unchanged: support from the novel class's train part, reference = its test part.
-- Without (`PATH/*`, images only): the unconditional protocol (`bench.splits.make_unconditional_split`)
+- Without (`PATH/*`, images only): the unconditional protocol (`bench.data.splits.make_unconditional_split`)
   of the IMLE/FastGAN papers. The images are divided once, by a fixed seed, into a train part
   (90%) and a held-out part (10%, at least one image): train = `train_images`, held-out =
   `test_images`, all labelled 0. There are no classes, so no domain evaluator: the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.datasets._base import DataNotFoundError, ImageDataset, LoadedData
+from bench.data.datasets._base import DataNotFoundError, ImageDataset, LoadedData
 
 PREFIX = "folder:"
 DEFAULT_SIZE = 64

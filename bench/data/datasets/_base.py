@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.paths import DATA_DIR_ENV, cache_dir, data_search_dirs
+from bench.sdk.paths import DATA_DIR_ENV, cache_dir, data_search_dirs
+from bench.sdk.registry import UnknownNameError
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -133,7 +134,7 @@ class ImageDataset:
     license: str
     default_novel_class: int
     allows_hflip: bool
-    # The domain evaluator (bench/evaluator.py) is refused below this test accuracy.
+    # The domain evaluator (bench/features/evaluator.py) is refused below this test accuracy.
     evaluator_min_accuracy: float = 0.9
     # Classes the domain evaluator is trained on: the first `evaluator_classes` (None: all of them).
     evaluator_classes: int | None = None
@@ -144,7 +145,7 @@ class ImageDataset:
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
     # One short hand-written sentence per class saying what its images look like: the semantic
-    # side information of methods that condition on text (`bench/semantics.py`); () = none.
+    # side information of methods that condition on text (`bench/sdk/semantics.py`); () = none.
     class_descriptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -178,8 +179,6 @@ class ImageDataset:
         lowered = [c.lower() for c in self.class_names]
         if str(value).lower() in lowered:
             return lowered.index(str(value).lower())
-        from bench.registry import UnknownNameError
-
         raise UnknownNameError("class", str(value), list(self.class_names))
 
     def find_files(self) -> dict[str, Path]:

@@ -9,7 +9,7 @@ A baseline (schema 2) is JSON:
                   "metric": "mse", "mean": 0.061, "card": "3f2a9c1e", "seeds": [0, 1],
                   "tolerance": {"absolute": 0.005}}, ...]}
 
-`card` is the metric card's fingerprint (`bench.leaderboard.card_fingerprint`) and `seeds` the seeds
+`card` is the metric card's fingerprint (`bench.harness.leaderboard.card_fingerprint`) and `seeds` the seeds
 whose values make `mean`. Each entry gets one verdict:
 
 - ok / regression: the current results hold the same card and seed set, and their mean is worse
@@ -29,8 +29,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.leaderboard import card_fingerprint
-from bench.store import ResultStore, atomic_write_bytes
+from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore
+from bench.sdk.files import atomic_write_bytes
 from metrics import METRICS
 
 BASELINE_SCHEMA = 2

@@ -1,7 +1,7 @@
 """Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017): 70,000 28x28 grey-scale images of 10 clothing classes."""
 
-from bench.datasets import DATASETS
-from bench.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
+from bench.data.datasets import DATASETS
+from bench.data.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
 
 _URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 

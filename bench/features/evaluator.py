@@ -10,7 +10,7 @@ LPIPS weights are absent.
 
 One fixed ruler: training is deterministic on one machine but not bit for bit across machines
 (the CPU's instruction set changes the float arithmetic), so every dataset with classes has ONE
-weights file per recipe version shipped in the package (`bench/weights/`), pinned below by the
+weights file per recipe version shipped in the package (`bench/features/weights/`), pinned below by the
 sha256 of the file and its measured test accuracy. Loading verifies the digest before reading the
 file (with `torch.load(weights_only=True)`: a weights file cannot run code); a missing or altered
 file is an error naming the file and how to restore it, never a silent retrain. `bench evaluator
@@ -35,15 +35,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.paths import EVALUATOR_DIR_ENV, cache_dir
-from bench.progress import NullReporter, Reporter
-from bench.store import atomic_write_bytes
+from bench.data.datasets import DATASETS
+from bench.data.splits import load_dataset
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.paths import EVALUATOR_DIR_ENV, cache_dir
+from bench.sdk.progress import NullReporter, Reporter
+from bench.sdk.training import make_generator, seeded_init
+from bench.sdk.files import atomic_write_bytes
 
 ARCHITECTURE = "convnet2-v2"  # the default structure (2 blocks of 1 conv); others are named by `architecture_name`
 # Bumped when training changes in a way the config does not capture (2: dropout drawn from the seed).
@@ -107,7 +111,7 @@ class PinnedWeights:
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
-# One file per dataset and recipe version (`bench evaluator train --dataset X --out bench/weights/FILE`
+# One file per dataset and recipe version (`bench evaluator train --dataset X --out bench/features/weights/FILE`
 # produced each; the note of the change that pinned it gives the machine and the training time).
 # Changing a dataset's recipe (its config, the architecture or RECIPE_VERSION) requires a new file and
 # a new entry here: the loader refuses a file whose card does not match the current recipe.
@@ -138,7 +142,7 @@ def find_pinned_weights(dataset_name: str) -> Path:
     pinned = PINNED_WEIGHTS[dataset_name]
     searched = [directory / pinned.file for directory in weights_search_dirs()]
     restore = (
-        f"restore it from the repository (`git checkout -- bench/weights/{pinned.file}`) or reinstall the package. "
+        f"restore it from the repository (`git checkout -- bench/features/weights/{pinned.file}`) or reinstall the package. "
         f"`bench evaluator train --dataset {dataset_name} --out FILE` retrains the recipe, but training is not bit for "
         "bit reproducible across machines: a retrained file has another digest, and its scores are not comparable "
         "with the leaderboard's"
@@ -208,9 +212,14 @@ class DomainCNN(nn.Module):
         return features, self.classifier(features)
 
 
+FIDELITY_EXTRACTOR = "bench-domain"  # the torch-fidelity name of the adapter in bench/features/fidelity_extractor.py
+
+
 @dataclass
 class DomainEvaluator:
     """A trained evaluator and its card."""
+
+    fidelity_extractor: ClassVar[str] = FIDELITY_EXTRACTOR
 
     model: DomainCNN
     dataset: str
@@ -249,8 +258,6 @@ TRAINING_AUGMENTATION = AugmentConfig(max_shift=4.0, max_rotation=0.0, max_scale
 
 def _train(data, image_shape, num_classes: int, config: EvaluatorConfig, reporter: Reporter,
            allow_hflip: bool = False) -> tuple[DomainCNN, dict]:
-    from bench.training import make_generator, seeded_init
-
     generator = make_generator(config.seed)
     # The whole of training runs under the seed: dropout masks come from the global generator.
     with seeded_init(config.seed):
@@ -300,8 +307,6 @@ def _train_seeded(data, image_shape, num_classes, config, reporter, generator, a
 
 def require_classes(dataset_name: str) -> None:
     """NoDomainEvaluator unless the dataset has classes to train an evaluator on."""
-    from bench.datasets import DATASETS
-
     if DATASETS.get(dataset_name).evaluator_num_classes < 2:
         raise NoDomainEvaluator(
             f"{dataset_name} has no classes, so no domain evaluator can be trained: the metrics that use its features or "
@@ -313,8 +318,6 @@ def require_classes(dataset_name: str) -> None:
 def train_evaluator(dataset_name: str, config: EvaluatorConfig | None = None,
                     reporter: Reporter | None = None) -> tuple[DomainCNN, dict]:
     """Train `dataset_name`'s evaluator with its recipe (`config_for`, unless given); return the model and its card."""
-    from bench.splits import load_dataset
-
     require_classes(dataset_name)
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
@@ -360,8 +363,6 @@ def read_evaluator(path: Path) -> tuple[DomainCNN, dict]:
 
 def _trained_here(dataset_name: str, config: EvaluatorConfig | None, reporter: Reporter | None) -> tuple[DomainCNN, dict, Path]:
     """An evaluator with no shipped file: trained on first use on this machine, then cached."""
-    from bench.splits import load_dataset
-
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
     content = {slot: source["content_sha256"] for slot, source in sorted(data.provenance.items())}
@@ -381,8 +382,6 @@ def load_domain_evaluator(
 ) -> DomainEvaluator:
     """The dataset's evaluator: its pinned shipped weights, or (no shipped file, or a non-default `config`) trained on
     first use and cached."""
-    from bench.datasets import DATASETS
-
     require_classes(dataset_name)
     dataset = DATASETS.get(dataset_name)
     if config is None and dataset.name in PINNED_WEIGHTS:
@@ -395,7 +394,7 @@ def load_domain_evaluator(
                 f"{path} was trained with another recipe than {dataset.name}'s current one ({expected}); train and pin a "
                 f"new file with `bench evaluator train --dataset {dataset.name} --out FILE`"
             )
-        card = {**card, "origin": f"shipped weights, pinned by sha256 in bench/evaluator.py"}
+        card = {**card, "origin": f"shipped weights, pinned by sha256 in bench/features/evaluator.py"}
     else:
         model, card, path = _trained_here(dataset.name, config, reporter)
     model.requires_grad_(False).to(device)

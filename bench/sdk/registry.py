@@ -2,7 +2,7 @@
 
 An entry is registered under its module's name, so the registry key, the file and the CLI
 name always agree. A registry may write the module's underscores as hyphens (methods and
-datasets do: `bench/datasets/fashion_mnist.py` registers `fashion-mnist`; metrics keep
+datasets do: `bench/data/datasets/fashion_mnist.py` registers `fashion-mnist`; metrics keep
 underscores: `metrics/support_nn_mse.py` registers `support_nn_mse`); look-ups accept either. Entries are discovered by importing every module of their
 package on first use. Unknown names raise `UnknownNameError`, which lists the valid
 names and suggests the closest one.

@@ -21,16 +21,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench.checkpoints import save_checkpoint
-from bench.datasets import DATASETS
-from bench.environment import environment, git_commit, utc_now
-from bench.evaluation import aggregate_over_tasks, evaluate, mark_pooled
-from bench.grids import save_grid, save_task_grid
-from bench.method import Method, TrainingDiverged
-from bench.plots import LATENT_PLOT_BASE_PER_CLASS, LATENT_PLOT_QUERIES, save_latent_projection, save_loss_curves
-from bench.progress import NullReporter, Reporter
-from bench.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
-from bench.store import RECORD_SCHEMA, ResultStore, RunKey, atomic_write_bytes
+from bench.harness.checkpoints import save_checkpoint
+from bench.data.datasets import DATASETS
+from bench.harness.environment import environment, git_commit, utc_now
+from bench.harness.evaluation import Ruler, aggregate_over_tasks, evaluate, mark_pooled, prepare_ruler
+from bench.harness.grids import save_grid, save_task_grid
+from bench.sdk.method import Method, TrainingDiverged
+from bench.harness.plots import LATENT_PLOT_BASE_PER_CLASS, LATENT_PLOT_QUERIES, save_latent_projection, save_loss_curves
+from bench.sdk.progress import NullReporter, Reporter
+from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
+from bench.harness.store import RECORD_SCHEMA, ResultStore, RunKey
+from bench.sdk.files import atomic_write_bytes
 from methods import METHODS
 from metrics import METRICS, in_display_order
 
@@ -222,12 +223,12 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     seed = split.info.seed
     if isinstance(split, Split):
-        timings["evaluator"] = prepare_evaluator(split.info.dataset, names, reporter)
+        ruler = timed_ruler(split.info.dataset, names, reporter, timings)
         start = time.perf_counter()
         outcomes, metric_timings = evaluate(
             samples, reference=split.reference, support=split.task.support, held_out=split.held_out,
             dataset=split.info.dataset, novel_class=split.info.novel_class, model=models[0], metric_names=names,
-            seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter,
+            seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter, ruler=ruler,
         )
         _add_timings(timings, {"evaluate": time.perf_counter() - start})
         _add_timings(timings, metric_timings, "evaluate.")
@@ -237,8 +238,8 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
     pooled = [name for name in names if METRICS.get(name).across_tasks == "pooled"]
     per_task = [name for name in names if name not in pooled]
     # Metrics that need a target class are not applicable per task: they must not make the evaluator load.
-    timings["evaluator"] = prepare_evaluator(
-        split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter)
+    ruler = timed_ruler(split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs],
+                        reporter, timings)
     task_metrics = []
     handle = reporter.task(f"evaluate {n_tasks} tasks", n_tasks)
     try:
@@ -247,7 +248,7 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
             outcomes, metric_timings = evaluate(
                 task_samples, reference=task.reference, support=task.task.support, dataset=task.info.dataset,
                 novel_class=None, model=model, metric_names=per_task, seed=derive_seed(seed, f"evaluate:{index}"),
-                settings=settings, need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
+                settings=settings, need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR}, ruler=ruler,
             )
             _add_timings(timings, {"evaluate": time.perf_counter() - start})
             _add_timings(timings, metric_timings, "evaluate.")
@@ -259,6 +260,7 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
     pooled_outcomes, metric_timings = evaluate(
         samples, reference=split.reference, support=split.support, dataset=split.info.dataset,
         novel_class=None, metric_names=pooled, seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter,
+        ruler=ruler,
     )
     _add_timings(timings, {"evaluate": time.perf_counter() - start})
     _add_timings(timings, metric_timings, "evaluate.")
@@ -337,7 +339,7 @@ def _fit_and_sample(cls: type[Method], split: Split | TaskSet, spec: RunSpec, bu
     (a task set's in task order, `n_samples // tasks` each) and the fitted models.
 
     A transfer method (capability `transfer`) pretrains once on a task set and adapts a copy per
-    task, which gives the same result as fitting each task from scratch (see `bench.method`).
+    task, which gives the same result as fitting each task from scratch (see `bench.sdk.method`).
     """
     seed = split.info.seed
     if isinstance(split, Split):
@@ -375,21 +377,12 @@ def _fit_and_sample(cls: type[Method], split: Split | TaskSet, spec: RunSpec, bu
     return torch.cat(all_samples), models
 
 
-def prepare_evaluator(dataset: str, metric_names: list[str] | None, reporter: Reporter | None) -> float:
-    """Load the domain evaluator (training it on first use, minutes) as its own timed phase; return seconds.
-
-    A failure here is left to the metrics that need the evaluator: each records it as its error.
-    """
-    from bench.evaluator import load_domain_evaluator
-
-    names = metric_names if metric_names is not None else METRICS.names()
+def timed_ruler(dataset: str, metric_names: list[str], reporter: Reporter | None, timings: dict[str, float]) -> Ruler:
+    """`prepare_ruler` as its own timed phase (`evaluator`): loading, or for a folder training, the domain evaluator."""
     start = time.perf_counter()
-    if any("dataset" in METRICS.get(name).needs for name in names):  # the need that means "uses the evaluator"
-        try:
-            load_domain_evaluator(dataset, reporter=reporter)
-        except Exception:  # noqa: BLE001 - recorded per metric by evaluate()
-            pass
-    return time.perf_counter() - start
+    ruler = prepare_ruler(dataset, metric_names, reporter)
+    timings["evaluator"] = time.perf_counter() - start
+    return ruler
 
 
 def _matches(record: dict, method_name: str, split: Split | TaskSet, spec: RunSpec) -> bool:

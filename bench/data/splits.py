@@ -22,65 +22,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from bench.datasets import DATASETS, ImageDataset, LoadedData
+from bench.data.datasets import DATASETS, ImageDataset, LoadedData
+from bench.data.datasets.omniglot import DRAWERS
+from bench.sdk.task import FewShotTask, SplitInfo
 
 PROTOCOL = "novel-class"
 PROTOCOL_VERSION = 1
 MAX_SHOTS = 1000
-
-
-@dataclass(frozen=True)
-class SplitInfo:
-    """Identity of one split: what goes into every result record."""
-
-    dataset: str
-    protocol: str
-    version: int
-    split_id: str
-    novel_class: int | None  # None for a task set (one novel class per task)
-    novel_class_name: str
-    shots: int
-    seed: int
-    support_indices: tuple[int, ...]
-    n_base: int
-    n_reference: int
-    sha256: str
-    data_provenance: dict = field(default_factory=dict, compare=False)
-    # For a task set: one entry per task (its novel class, name and support draw).
-    tasks: tuple[dict, ...] = ()
-
-    def to_dict(self) -> dict:
-        record = asdict(self)
-        record["support_indices"] = list(self.support_indices)
-        record["tasks"] = [dict(task) for task in self.tasks]
-        if not self.tasks:
-            del record["tasks"]
-        return record
-
-
-@dataclass(frozen=True)
-class FewShotTask:
-    """What a method is given: base-class images with labels and the k support images of the novel class.
-
-    Images are float32 tensors in [0, 1], shape (N, C, H, W). The evaluation reference is
-    deliberately not part of the task.
-    """
-
-    base_images: torch.Tensor
-    base_labels: torch.Tensor
-    support: torch.Tensor
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    novel_class: int
-    allows_hflip: bool
-    info: SplitInfo
-    # Only for reference entries that declare `sees_unseen_novel_images` (the oracle): the novel
-    # class's other TRAIN images. A method's task never carries them.
-    unseen_novel: torch.Tensor | None = None
-
-    @property
-    def shots(self) -> int:
-        return int(self.support.shape[0])
 
 
 @dataclass(frozen=True)
@@ -182,6 +130,7 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
         novel_class=int(novel),
         allows_hflip=dataset.allows_hflip,
         info=info,
+        class_descriptions=tuple(dataset.class_descriptions or ()),
     )
     unseen = np.setdiff1d(novel_train, support_indices)  # sorted: a fixed order for every consumer
     return Split(task=task, reference=to_float(reference), unseen_novel_indices=tuple(int(i) for i in unseen))
@@ -226,8 +175,6 @@ def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, chara
     - per novel character, in that order: support = `rng.choice(20, k, replace=False)` drawers;
       evaluation reference = its other 20 - k drawers.
     """
-    from bench.datasets.omniglot import DRAWERS
-
     dataset, data = load_dataset(DATASETS.get(dataset_name).name)
     evaluation = data.extra["evaluation_images"]
     n_evaluation = len(evaluation)
@@ -263,7 +210,7 @@ def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, chara
         task = FewShotTask(
             base_images=shared_base, base_labels=shared_labels, support=to_float(support),
             image_shape=dataset.image_shape, num_classes=dataset.num_classes, novel_class=novel,
-            allows_hflip=dataset.allows_hflip, info=info,
+            allows_hflip=dataset.allows_hflip, info=info, class_descriptions=tuple(dataset.class_descriptions or ()),
         )
         splits.append(Split(task=task, reference=to_float(reference)))
         entries.append({"novel_class": novel, "name": info.novel_class_name, "support_drawers": list(info.support_indices)})

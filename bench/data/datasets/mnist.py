@@ -1,7 +1,7 @@
 """MNIST (LeCun, Cortes and Burges): 70,000 28x28 grey-scale hand-written digits."""
 
-from bench.datasets import DATASETS
-from bench.datasets._base import ArraySlot, DataFile, ImageDataset, npz_member, read_idx
+from bench.data.datasets import DATASETS
+from bench.data.datasets._base import ArraySlot, DataFile, ImageDataset, npz_member, read_idx
 
 _URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 

@@ -16,7 +16,7 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
 - `"log_likelihood"`: `log_likelihood(x, num_samples=1000, generator=None) -> Tensor`: for
   images x (n, C, H, W) in [0, 1], a float64 CPU tensor (n,) of log p(x) in nats per image,
   estimated with `num_samples` importance samples (latent-variable methods reuse
-  `bench.likelihood.iwae_log_likelihood`), noise drawn only from the CPU `generator` (None: a
+  `bench.sdk.likelihood.iwae_log_likelihood`), noise drawn only from the CPU `generator` (None: a
   generator seeded with 0). For grey-scale data the observation is the binarised image
   (x > 0.5): the `nll` metric passes binarised images, and a Bernoulli method binarises its
   input itself too (a no-op on 0/1 images), so any [0, 1] input is scored as its binarisation.
@@ -44,8 +44,9 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 
-from bench.progress import NullReporter, Reporter
-from bench.splits import FewShotTask
+from bench.sdk.progress import NullReporter, Reporter
+from bench.sdk.registry import UnknownNameError
+from bench.sdk.task import FewShotTask
 
 PROFILES = ("smoke", "quick", "paper")
 CAPABILITIES = {
@@ -113,8 +114,6 @@ class Method(abc.ABC):
     @classmethod
     def budget_for(cls, profile: str) -> Any:
         if profile not in cls.profiles:
-            from bench.registry import UnknownNameError
-
             raise UnknownNameError("profile", profile, list(cls.profiles))
         return cls.profiles[profile]
 

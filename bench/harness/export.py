@@ -12,7 +12,7 @@ made with).
 - A run that is not `ok` (a `failed` run) gets one row with an empty `metric`, the run's
   status and its failure reason. Filtering by metric keeps these rows: a failed run has no
   value for any metric.
-- `card_fingerprint` is `bench.leaderboard.card_fingerprint` of the outcome's card: values
+- `card_fingerprint` is `bench.harness.leaderboard.card_fingerprint` of the outcome's card: values
   are comparable when their fingerprints agree.
 
 Reading a CSV back with pandas, pass `dtype={"card_fingerprint": str, "code": str}`: an
@@ -29,9 +29,11 @@ from typing import Iterable
 
 import pandas as pd
 
-from bench.leaderboard import card_fingerprint
-from bench.registry import Registry, UnknownNameError
-from bench.store import ResultStore
+from bench.harness.leaderboard import card_fingerprint
+from bench.sdk.registry import Registry, UnknownNameError
+from methods import METHODS
+from metrics import METRICS
+from bench.harness.store import ResultStore
 
 FORMATS = ("csv", "jsonl", "parquet")
 COLUMNS = ["split_id", "dataset", "method", "profile", "seed", "is_reference", "metric", "value", "std", "status",
@@ -114,12 +116,8 @@ def export_frame(
         store = ResultStore(store)
     method_keep = metric_keep = None
     if methods is not None:
-        from methods import METHODS
-
         method_keep = set(_resolve(METHODS, methods))
     if metrics is not None:
-        from metrics import METRICS
-
         metric_keep = set(_resolve(METRICS, metrics))
     errors: list[str] = []
     rows = []

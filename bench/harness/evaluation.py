@@ -8,12 +8,47 @@ or `error` (with the exception text). One failing metric never stops the others.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from bench.progress import NullReporter, Reporter
+from bench.data.datasets import DATASETS
+from bench.features.evaluator import DomainEvaluator, NoDomainEvaluator, load_domain_evaluator
+from bench.sdk.progress import NullReporter, Reporter
 from metrics import METRICS, EvalInputs, MissingOptionalPart, in_display_order
+
+
+@dataclass(frozen=True)
+class Ruler:
+    """The feature space an evaluation scores in, and the domain evaluator when it was loaded.
+
+    `reason` says why there is no evaluator where that is expected (the metrics that need it are not applicable);
+    `error` says why loading it failed (those metrics record it as their error: a missing or altered weights file
+    must never pass as "not applicable").
+    """
+
+    space: str = "domain"
+    evaluator: DomainEvaluator | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+def prepare_ruler(dataset: str | None, metric_names: list[str] | None = None, reporter: Reporter | None = None,
+                  device: str = "cpu") -> Ruler:
+    """The dataset's feature space, with its domain evaluator loaded if any of `metric_names` (default: all) reads it."""
+    if dataset is None:
+        return Ruler(reason="no dataset was named (the domain evaluator is chosen by the dataset)")
+    space = DATASETS.get(dataset).feature_extractor
+    names = metric_names if metric_names is not None else METRICS.names()
+    if not any(METRICS.get(name).uses_evaluator(space) for name in names):
+        return Ruler(space=space, reason="no requested metric reads the domain evaluator")
+    try:
+        return Ruler(space=space, evaluator=load_domain_evaluator(dataset, reporter=reporter, device=device))
+    except NoDomainEvaluator as exc:
+        return Ruler(space=space, reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - recorded as the error of every metric that needs the evaluator
+        return Ruler(space=space, error=f"{type(exc).__name__}: {exc}")
 
 
 def evaluate(
@@ -30,26 +65,34 @@ def evaluate(
     settings: dict | None = None,
     reporter: Reporter | None = None,
     need_reasons: dict[str, str] | None = None,
+    ruler: Ruler | None = None,
 ) -> tuple[dict[str, dict], dict[str, float]]:
     """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`.
 
     `settings` is handed to every metric as `EvalInputs.settings` (e.g. the number of importance
     samples of `nll`); each metric records the settings it used in its card. `need_reasons` says
-    why an input is absent when the generic message would mislead (see `EvalInputs`).
+    why an input is absent when the generic message would mislead (see `EvalInputs`). `ruler`: the feature space and
+    domain evaluator (default: `prepare_ruler(dataset, metric_names)`).
     """
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
+    ruler = ruler if ruler is not None else prepare_ruler(dataset, names)
+    need_reasons = dict(need_reasons or {})
+    if ruler.reason or ruler.error:
+        need_reasons.setdefault("evaluator", ruler.reason or ruler.error)
     inputs = EvalInputs(
         samples=samples,
         reference=reference,
         support=support,
         held_out=held_out,
         dataset=dataset,
+        evaluator=ruler.evaluator,
+        feature_space=ruler.space,
         novel_class=novel_class,
         model=model,
         capabilities=frozenset(getattr(model, "capabilities", ())),
         seed=seed,
         settings=dict(settings or {}),
-        need_reasons=dict(need_reasons or {}),
+        need_reasons=need_reasons,
     )
     # Measurement facts every card carries; metrics add their own (implementation, features, ...).
     measured = {
@@ -66,7 +109,10 @@ def evaluate(
             metric = METRICS.get(name)
             start = time.perf_counter()
             missing = metric.missing_needs(inputs)
-            if missing:
+            if missing and set(missing) == {ruler.error}:  # only the evaluator is missing, and it failed to load
+                outcomes[name] = {"status": "error", "error": ruler.error, "card": metric.card(**measured)}
+            elif missing:
+                missing = [reason for reason in missing if reason != ruler.error] or missing
                 outcomes[name] = {"status": "not_applicable", "reason": "; ".join(missing), "card": metric.card(**measured)}
             else:
                 try:

@@ -16,8 +16,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from bench.method import TrainingDiverged
-from bench.progress import NullReporter, Reporter
+from bench.sdk.method import TrainingDiverged
+from bench.sdk.progress import NullReporter, Reporter
 
 LossFn = Callable[[int], dict[str, torch.Tensor]]
 StepFn = Callable[[int], dict[str, float]]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from bench.progress import NullReporter
-from bench.store import atomic_write_bytes
+from bench.sdk.progress import NullReporter
+from bench.harness.store import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
-from bench.store import ResultStore, atomic_write_bytes
+from bench.harness.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
+from bench.harness.store import ResultStore
+from bench.sdk.files import atomic_write_bytes
 from metrics import METRICS, in_display_order
 
 HEADER = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
 CACHE_DIR_ENV = "BENCH_CACHE_DIR"
-# A folder searched before the package's own for the pinned evaluator weights files (bench/evaluator.py).
+# A folder searched before the package's own for the pinned evaluator weights files (bench/features/evaluator.py).
 EVALUATOR_DIR_ENV = "BENCH_EVALUATOR_DIR"
 SYSTEM_DATASETS_DIR = Path("/usr/share/datasets")
 

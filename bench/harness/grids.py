@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.store import atomic_write_bytes
+from bench.sdk.files import atomic_write_bytes
 
 
 def _tile(images: torch.Tensor, rows: int, columns: int) -> np.ndarray:

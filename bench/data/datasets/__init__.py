@@ -1,19 +1,19 @@
 """Registered datasets: one module per dataset, registry key = module name (hyphenated)."""
 
-from bench.datasets._base import (
+from bench.data.datasets._base import (
     DataIntegrityError,
     DataNotFoundError,
     ImageDataset,
     LoadedData,
 )
-from bench.registry import Registry
+from bench.data.datasets.folder import PREFIX, folder_dataset
+from bench.sdk.registry import Registry
+
 
 class DatasetRegistry(Registry[ImageDataset]):
     """The registered datasets, plus `folder:PATH[@SIZE]`: a folder of images made into a dataset on first use."""
 
     def get(self, name: str) -> ImageDataset:
-        from bench.datasets.folder import PREFIX, folder_dataset
-
         if name.strip().startswith(PREFIX):
             dataset = folder_dataset(name)
             self._entries.setdefault(dataset.name, dataset)
@@ -21,6 +21,6 @@ class DatasetRegistry(Registry[ImageDataset]):
         return super().get(name)
 
 
-DATASETS: DatasetRegistry = DatasetRegistry("dataset", "bench.datasets")
+DATASETS: DatasetRegistry = DatasetRegistry("dataset", "bench.data.datasets")
 
 __all__ = ["DATASETS", "DataIntegrityError", "DataNotFoundError", "ImageDataset", "LoadedData"]

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from bench.datasets import DATASETS
-from bench.datasets._base import ArraySlot, DataFile, DataIntegrityError, ImageDataset
+from bench.data.datasets import DATASETS
+from bench.data.datasets._base import ArraySlot, DataFile, DataIntegrityError, ImageDataset
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _CANONICAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

@@ -2,7 +2,7 @@
 
 The standard split of Lake et al.: the background set (964 characters of 30 alphabets) is what
 methods learn from; the evaluation set (659 characters of 20 alphabets) supplies the novel
-characters (protocol `omniglot-characters`, see `bench.splits.make_character_tasks`).
+characters (protocol `omniglot-characters`, see `bench.data.splits.make_character_tasks`).
 
 Images: the original 105x105 binary drawings, inverted so that ink is white on black (like
 MNIST), then resized to 28x28 with OpenCV's `INTER_AREA` (pixel-area averaging), kept as 8-bit
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.datasets import DATASETS
-from bench.datasets._base import ArraySlot, DataFile, DataIntegrityError, ImageDataset, LoadedData, npz_member
+from bench.data.datasets import DATASETS
+from bench.data.datasets._base import ArraySlot, DataFile, DataIntegrityError, ImageDataset, LoadedData, npz_member
 
 SIZE = 28
 DRAWERS = 20

@@ -7,9 +7,10 @@ them with WordLlama (Miller, 2024; the `l2_supercat` model at 256 dimensions: to
 distilled from Llama 2's embedding layer, average-pooled over the sentence), which ships inside
 the `wordllama` wheel, so it runs offline. Vectors are scaled to unit length.
 
-`class_embeddings(dataset)` returns the (num_classes, 256) float32 table; `embedding_card(dataset)`
-says what produced it (model, dimension, package version, sha256 of the weights file and of the
-descriptions), for the run record's training log. Both are cached per dataset in this process.
+`class_embeddings(descriptions)` returns the (num_classes, 256) float32 table of a task's
+`class_descriptions`; `embedding_card(descriptions)` says what produced it (model, dimension,
+package version, sha256 of the weights file and of the descriptions), for the run record's
+training log. Both are cached per set of descriptions in this process.
 """
 
 from __future__ import annotations
@@ -21,26 +22,16 @@ from typing import Any
 
 import torch
 
-from bench.datasets import DATASETS, ImageDataset
-
 MODEL_CONFIG = "l2_supercat"
 MODEL_DIM = 256
 
 _MODEL: Any = None
-_CACHE: dict[tuple[str, str], tuple[torch.Tensor, dict]] = {}
+_CACHE: dict[str, tuple[torch.Tensor, dict]] = {}
 
 
 def descriptions_sha256(descriptions: tuple[str, ...]) -> str:
     """sha256 of the descriptions as a JSON list (UTF-8): changes whenever any sentence changes."""
     return hashlib.sha256(json.dumps(list(descriptions), ensure_ascii=False).encode()).hexdigest()
-
-
-def datasets_with_descriptions() -> list[str]:
-    return [name for name, dataset in DATASETS.items() if dataset.class_descriptions]
-
-
-def _resolve(dataset: ImageDataset | str) -> ImageDataset:
-    return DATASETS.get(dataset) if isinstance(dataset, str) else dataset
 
 
 def _load_model() -> Any:
@@ -74,18 +65,16 @@ def _weights_sha256() -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "unknown"
 
 
-def _embed(dataset: ImageDataset) -> tuple[torch.Tensor, dict]:
-    if not dataset.class_descriptions:
-        raise ValueError(
-            f"{dataset.name} has no class descriptions, so it has no semantic modality; datasets with "
-            f"descriptions: {', '.join(datasets_with_descriptions())}"
-        )
-    key = (dataset.name, descriptions_sha256(dataset.class_descriptions))
+def _embed(descriptions: tuple[str, ...]) -> tuple[torch.Tensor, dict]:
+    if not descriptions:
+        raise ValueError("no class descriptions were given: the task's dataset has no semantic modality "
+                         "(datasets with descriptions: see `bench list datasets`)")
+    key = descriptions_sha256(tuple(descriptions))
     if key not in _CACHE:
         import wordllama
 
         model = _load_model()
-        vectors = torch.from_numpy(model.embed(list(dataset.class_descriptions))).float()
+        vectors = torch.from_numpy(model.embed(list(descriptions))).float()
         vectors = vectors / vectors.norm(dim=1, keepdim=True)
         card = {
             "source": "class_descriptions of the dataset (one hand-written sentence per class)",
@@ -94,21 +83,21 @@ def _embed(dataset: ImageDataset) -> tuple[torch.Tensor, dict]:
             "normalisation": "unit L2 norm",
             "package": f"wordllama {wordllama.__version__}",
             "weights_sha256": _weights_sha256(),
-            "descriptions_sha256": key[1],
+            "descriptions_sha256": key,
         }
         _CACHE[key] = (vectors, card)
     return _CACHE[key]
 
 
-def class_embeddings(dataset: ImageDataset | str) -> torch.Tensor:
+def class_embeddings(descriptions: tuple[str, ...]) -> torch.Tensor:
     """(num_classes, 256) float32 unit vectors, row c embedding the description of class c.
 
-    Raises ValueError for a dataset without descriptions (naming those that have them) and
-    RuntimeError if the embedding model cannot be loaded (saying what failed).
+    Raises ValueError when there are no descriptions and RuntimeError if the embedding model cannot
+    be loaded (saying what failed).
     """
-    return _embed(_resolve(dataset))[0].clone()
+    return _embed(descriptions)[0].clone()
 
 
-def embedding_card(dataset: ImageDataset | str) -> dict:
-    """What produced `class_embeddings(dataset)`: model, dimension, package version, weights and descriptions sha256."""
-    return dict(_embed(_resolve(dataset))[1])
+def embedding_card(descriptions: tuple[str, ...]) -> dict:
+    """What produced `class_embeddings(descriptions)`: model, dimension, package version, weights and descriptions sha256."""
+    return dict(_embed(descriptions)[1])

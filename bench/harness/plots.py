@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.store import atomic_write_bytes
+from bench.sdk.files import atomic_write_bytes
 
 
 def curves_of(training_log: dict) -> dict[str, dict[str, list[float]]]:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.method import PROFILES
-from bench.registry import UnknownNameError
+from bench.sdk.method import PROFILES
+from bench.sdk.registry import UnknownNameError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A benchmark for few-shot image generation.")
 out = Console()
@@ -88,7 +88,7 @@ def list_entries(what: str = typer.Argument(..., help="methods, metrics or datas
             better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
             table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
     else:
-        from bench.datasets import DATASETS
+        from bench.data.datasets import DATASETS
 
         table = Table(title="Datasets", show_lines=True)
         table.add_column("dataset", no_wrap=True)
@@ -140,11 +140,11 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed); then render the leaderboard."""
-    from bench.datasets import DATASETS, DataNotFoundError
-    from bench.leaderboard import write_leaderboard
-    from bench.runner import RunSpec, run_benchmark
-    from bench.splits import DEFAULT_CHARACTERS, validate_shots
-    from bench.store import ResultStore
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.harness.runner import RunSpec, run_benchmark
+    from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
+    from bench.harness.store import ResultStore
     from methods import METHODS, method_names
     from metrics import METRICS
 
@@ -172,7 +172,7 @@ def run(
                    device=device, n_samples=n_samples, metrics=metric_list, overwrite=overwrite)
     store = ResultStore(results_dir)
     leaderboard_path = leaderboard or results_dir.resolve().parent / "leaderboard.md"
-    from bench.progress import RichReporter
+    from bench.sdk.progress import RichReporter
 
     summary = []
     total = len(novel_classes) * len(method_list) * len(seed_list)
@@ -256,11 +256,11 @@ def evaluate_samples(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
-    from bench.datasets import DATASETS, DataNotFoundError
-    from bench.progress import NullReporter
-    from bench.runner import EVAL_SETTINGS, score
-    from bench.samples import SampleFileError, load_samples
-    from bench.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.sdk.progress import NullReporter
+    from bench.harness.runner import EVAL_SETTINGS, score
+    from bench.harness.samples import SampleFileError, load_samples
+    from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
     from metrics import METRICS
 
     try:
@@ -309,8 +309,8 @@ def leaderboard_command(
     output: Optional[Path] = typer.Option(None, "--out", help="default: leaderboard.md beside the results dir"),
 ) -> None:
     """Render leaderboard.md from the stored run records."""
-    from bench.leaderboard import write_leaderboard
-    from bench.store import ResultStore
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.harness.store import ResultStore
 
     path, errors = write_leaderboard(ResultStore(results_dir), output or results_dir.resolve().parent / "leaderboard.md")
     for message in errors:
@@ -328,11 +328,11 @@ def rescore_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score stored runs again (their samples and checkpoints) with the current evaluator and metrics; no training."""
-    from bench.datasets import DataNotFoundError
-    from bench.leaderboard import write_leaderboard
-    from bench.progress import RichReporter
-    from bench.rescore import rescore
-    from bench.store import ResultStore
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.sdk.progress import RichReporter
+    from bench.harness.rescore import rescore
+    from bench.harness.store import ResultStore
     from methods import METHODS
     from metrics import METRICS
 
@@ -378,8 +378,8 @@ def check_command(
     """Compare stored results with a baseline; exit 1 naming every regression (and, with --strict, every entry not comparable)."""
     from rich.markup import escape
 
-    from bench.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
-    from bench.store import ResultStore
+    from bench.harness.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
+    from bench.harness.store import ResultStore
 
     try:
         rows = check(ResultStore(results_dir), baseline)
@@ -413,8 +413,8 @@ def baseline_command(
     spread_note: Optional[str] = typer.Option(None, "--spread-note", help="where --spread-from came from, recorded in the baseline"),
 ) -> None:
     """Write the current results' means as a baseline for `bench check`."""
-    from bench.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
-    from bench.store import ResultStore
+    from bench.harness.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
+    from bench.harness.store import ResultStore
 
     if profile is not None:
         check_profile(profile)
@@ -455,7 +455,7 @@ def export_command(
     ),
 ) -> None:
     """Write the stored results as a tidy table: one row per (run, metric), for pandas."""
-    from bench.export import ExportError, ParquetEngineMissing, check_format, export_frame, write_frame
+    from bench.harness.export import ExportError, ParquetEngineMissing, check_format, export_frame, write_frame
 
     try:
         check_format(fmt, output)
@@ -483,8 +483,8 @@ app.add_typer(evaluator_app, name="evaluator")
 @evaluator_app.command("list")
 def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Each dataset's evaluator: recipe, pinned sha256 and test accuracy, and where the weights file was found."""
-    from bench.datasets import DATASETS
-    from bench.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, architecture_name, config_for,
+    from bench.data.datasets import DATASETS
+    from bench.features.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, architecture_name, config_for,
                                  find_pinned_weights)
 
     rows = []
@@ -524,9 +524,9 @@ def evaluator_train(
     """Train a dataset's evaluator with its pinned recipe; print the file's sha256 and the test accuracy."""
     import time
 
-    from bench.datasets import DataNotFoundError
-    from bench.evaluator import NoDomainEvaluator, save_evaluator, train_evaluator
-    from bench.progress import RichReporter
+    from bench.data.datasets import DataNotFoundError
+    from bench.features.evaluator import NoDomainEvaluator, save_evaluator, train_evaluator
+    from bench.sdk.progress import RichReporter
 
     start = time.perf_counter()
     try:
