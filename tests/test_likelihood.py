@@ -14,7 +14,7 @@ from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_diverg
 from bench.harness.evaluation import evaluate
 from bench.sdk.likelihood import iwae_log_likelihood
 from bench.sdk.method import PROFILES
-from bench.harness.runner import EVAL_SETTINGS
+from bench.harness.plan import EVAL_SETTINGS
 from bench.sdk.training import seeded_init
 from methods.vae import VAE, ConvVAE, VAEConfig, negative_elbo
 from conftest import requires_data

@@ -24,7 +24,7 @@ def test_projection_is_the_top_two_principal_components():
 
 @requires_data("fashion-mnist")
 def test_latent_groups_embed_base_support_and_query_images(fashion_split):
-    from bench.harness.runner import latent_groups
+    from bench.harness.artifacts import latent_groups
 
     class Flatten:
         def embed(self, x):

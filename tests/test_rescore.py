@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench.harness.cli import app
+from bench.harness.plan import EVAL_SETTINGS
 from bench.harness.rescore import rescore
 from bench.harness.runner import RunSpec, run_benchmark
 from bench.harness.store import ResultStore
@@ -52,10 +53,8 @@ def test_rescoring_unchanged_code_reproduces_every_outcome_exactly(stored_runs, 
 def test_a_metric_change_is_picked_up_without_training(stored_runs, tmp_path, monkeypatch):
     store = _copy(stored_runs, tmp_path)
     before = _metrics(store)["vae"]["mse"]["value"]
-    import bench.harness.runner as runner
-
     # A different evaluation setting stands in for changed metric code: the stored samples are scored again.
-    monkeypatch.setitem(runner.EVAL_SETTINGS, "smoke", {**runner.EVAL_SETTINGS["smoke"], "nll_importance_samples": 2})
+    monkeypatch.setitem(EVAL_SETTINGS, "smoke", {**EVAL_SETTINGS["smoke"], "nll_importance_samples": 2})
     monkeypatch.setattr("bench.sdk.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
     outcomes = {o.key.method: o for o in rescore(store, methods=["vae"], metric_names=["nll", "mse"])}
     record = next(r for r in store.records() if r["key"]["method"] == "vae")

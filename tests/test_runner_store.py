@@ -58,7 +58,7 @@ def test_two_seeds_write_two_complete_records(tmp_path):
         assert (tmp_path / record["artifacts"]["grid"]).is_file()
         assert (tmp_path / record["artifacts"]["samples"]).is_file()
         # The VAE embeds images: its latent-space plot and loss curves are saved with the run.
-        assert (tmp_path / record["artifacts"]["latent_plot"]).is_file() and "latent_plot" in record["timings"]
+        assert (tmp_path / record["artifacts"]["latent_plot"]).is_file() and "store.latent_plot" in record["timings"]
         assert (tmp_path / record["artifacts"]["loss_curves"]).is_file()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bench.sdk.progress import NullReporter
-from bench.harness.store import atomic_write_bytes
+from bench.sdk.files import atomic_write_bytes
 
 
 class CheckpointError(RuntimeError):

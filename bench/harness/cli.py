@@ -140,11 +140,31 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed); then render the leaderboard."""
-    from bench.data.datasets import DATASETS, DataNotFoundError
     from bench.harness.leaderboard import write_leaderboard
-    from bench.harness.runner import RunSpec, run_benchmark
-    from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
     from bench.harness.store import ResultStore
+
+    spec = _run_spec(methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names,
+                     overwrite)
+    store = ResultStore(results_dir)
+    summary = _run_with_progress(spec, store)
+    written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    if as_json:
+        print(json.dumps([o.record for o in summary], indent=2))
+    else:
+        _print_run_summary(summary, spec.metrics)
+        out.print(f"records in {results_dir / 'runs'}; leaderboard written to {written}")
+    if any(o.status == "failed" for o in summary):
+        raise typer.Exit(1)
+
+
+def _run_spec(methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names,
+              overwrite):
+    """The `RunSpec` of `bench run`'s options, every name and number checked before anything is built."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
+    from bench.harness.plan import RunSpec
     from methods import METHODS, method_names
     from metrics import METRICS
 
@@ -157,7 +177,7 @@ def run(
         dataset_name = DATASETS.get(dataset).name
         metric_list = METRICS.resolve(metric_names) if metric_names else None
         validate_shots(shots)
-        novel_classes = DATASETS.get(dataset).novel_classes(novel_class)
+        DATASETS.get(dataset).novel_classes(novel_class)
     except (UnknownNameError, ValueError) as exc:
         fail(str(exc))
     except DataNotFoundError as exc:
@@ -166,16 +186,19 @@ def run(
         fail("--samples must be at least 2")
     if characters is not None and characters < 1:
         fail("--characters must be at least 1")
-    characters = characters or DEFAULT_CHARACTERS
+    return RunSpec(method_list, dataset_name, shots, seed_list, profile, novel_class=novel_class,
+                   characters=characters or DEFAULT_CHARACTERS, device=device, n_samples=n_samples, metrics=metric_list,
+                   overwrite=overwrite)
 
-    spec = RunSpec(method_list, dataset_name, shots, seed_list, profile, novel_class=novel_class, characters=characters,
-                   device=device, n_samples=n_samples, metrics=metric_list, overwrite=overwrite)
-    store = ResultStore(results_dir)
-    leaderboard_path = leaderboard or results_dir.resolve().parent / "leaderboard.md"
+
+def _run_with_progress(spec, store) -> list:
+    """`run_benchmark` under progress bars; failed runs are reported as they happen. Returns the outcomes."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.harness.runner import run_benchmark
     from bench.sdk.progress import RichReporter
 
     summary = []
-    total = len(novel_classes) * len(method_list) * len(seed_list)
+    total = len(DATASETS.get(spec.dataset).novel_classes(spec.novel_class)) * len(spec.methods) * len(spec.seeds)
     try:
         with progress_bars() as progress:
             overall = progress.add_task("runs", total=total)
@@ -184,24 +207,15 @@ def run(
                 progress.advance(overall)
                 summary.append(outcome)
                 if outcome.status == "failed":
-                    err.print(f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: {outcome.record['failure']['reason']}")
+                    err.print(f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
+                              f"{outcome.record['failure']['reason']}")
 
             run_benchmark(spec, store, RichReporter(progress), on_outcome)
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
         fail(str(exc))
-    written, errors = write_leaderboard(store, leaderboard_path)
-    for message in errors:
-        err.print(f"[yellow]skipped unreadable record:[/] {message}")
-
-    if as_json:
-        print(json.dumps([o.record for o in summary], indent=2))
-    else:
-        _print_run_summary(summary, metric_list)
-        out.print(f"records in {results_dir / 'runs'}; leaderboard written to {written}")
-    if any(o.status == "failed" for o in summary):
-        raise typer.Exit(1)
+    return summary
 
 
 def _print_run_summary(summary, metric_list) -> None:
@@ -258,7 +272,8 @@ def evaluate_samples(
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.data.datasets import DATASETS, DataNotFoundError
     from bench.sdk.progress import NullReporter
-    from bench.harness.runner import EVAL_SETTINGS, score
+    from bench.harness.plan import EVAL_SETTINGS
+    from bench.harness.scoring import score
     from bench.harness.samples import SampleFileError, load_samples
     from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
     from metrics import METRICS

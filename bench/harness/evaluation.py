@@ -106,27 +106,30 @@ def evaluate(
     handle = (reporter or NullReporter()).task("evaluate", len(names))
     try:
         for name in names:
-            metric = METRICS.get(name)
             start = time.perf_counter()
-            missing = metric.missing_needs(inputs)
-            if missing and set(missing) == {ruler.error}:  # only the evaluator is missing, and it failed to load
-                outcomes[name] = {"status": "error", "error": ruler.error, "card": metric.card(**measured)}
-            elif missing:
-                missing = [reason for reason in missing if reason != ruler.error] or missing
-                outcomes[name] = {"status": "not_applicable", "reason": "; ".join(missing), "card": metric.card(**measured)}
-            else:
-                try:
-                    result = metric.compute(inputs)
-                    outcomes[name] = {"status": "ok", "value": result.value, **result.details, "card": metric.card(**measured, **result.card)}
-                except MissingOptionalPart as exc:
-                    outcomes[name] = {"status": "unavailable", "reason": str(exc), "card": metric.card(**measured)}
-                except Exception as exc:  # recorded, not raised: one broken metric must not sink a sweep
-                    outcomes[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "card": metric.card(**measured)}
+            outcomes[name] = _outcome(METRICS.get(name), inputs, measured, ruler)
             timings[name] = time.perf_counter() - start
             handle.advance()
     finally:
         handle.close()
     return outcomes, timings
+
+
+def _outcome(metric, inputs: EvalInputs, measured: dict, ruler: Ruler) -> dict:
+    """One metric's outcome: ok, not applicable (an unmet need), unavailable (an optional part), or error."""
+    missing = metric.missing_needs(inputs)
+    if missing and set(missing) == {ruler.error}:  # only the evaluator is missing, and it failed to load
+        return {"status": "error", "error": ruler.error, "card": metric.card(**measured)}
+    if missing:
+        missing = [reason for reason in missing if reason != ruler.error] or missing
+        return {"status": "not_applicable", "reason": "; ".join(missing), "card": metric.card(**measured)}
+    try:
+        result = metric.compute(inputs)
+    except MissingOptionalPart as exc:
+        return {"status": "unavailable", "reason": str(exc), "card": metric.card(**measured)}
+    except Exception as exc:  # recorded, not raised: one broken metric must not sink a sweep
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}", "card": metric.card(**measured)}
+    return {"status": "ok", "value": result.value, **result.details, "card": metric.card(**measured, **result.card)}
 
 
 def aggregate_over_tasks(per_task: list[dict[str, dict]], n_tasks: int) -> dict[str, dict]:

@@ -1,9 +1,9 @@
 """`bench rescore`: score stored runs again with the current evaluator and metric code, without training.
 
 A run's samples (uint8 `.npz`) and, where a metric runs the fitted model, its checkpoints are
-stored with the run (see `bench.harness.runner.store_artifacts`). Rescoring rebuilds the run's split
+stored with the run (see `bench.harness.artifacts`). Rescoring rebuilds the run's split
 from its record (refusing if the split's content hash changed), loads the samples, and calls
-the same `bench.harness.runner.score` as the run did, with the profile's current evaluation settings:
+the same `bench.harness.scoring.score` as the run did, with the profile's current evaluation settings:
 with unchanged code and evaluator every value is reproduced exactly. A metric that needs the
 fitted model keeps its old outcome when the checkpoint is missing or does not match its digest,
 and the outcome says why (`kept`). The record is rewritten atomically, with a `rescored` entry
@@ -22,7 +22,8 @@ from threadpoolctl import threadpool_limits
 from bench.harness.checkpoints import CheckpointError, load_checkpoint
 from bench.harness.environment import git_commit, utc_now
 from bench.sdk.progress import NullReporter, Reporter
-from bench.harness.runner import EVAL_SETTINGS, score
+from bench.harness.plan import EVAL_SETTINGS
+from bench.harness.scoring import score
 from bench.harness.samples import SampleFileError, load_samples
 from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.store import ResultStore, RunKey
