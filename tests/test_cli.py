@@ -220,7 +220,9 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
     assert metrics["mse"]["status"] == "ok" and metrics["support_nn_mse"]["status"] == "ok"
     # No classes, no domain evaluator: the distribution metrics use InceptionV3 and say which file is missing.
     assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["reason"]
-    assert "no classes" in metrics["density"]["error"] and "no classes" in metrics["class_consistency"]["error"]
+    # The metrics that only the domain evaluator can compute are not applicable, with the reason.
+    for name in ("density", "class_consistency"):
+        assert metrics[name]["status"] == "not_applicable" and "no classes" in metrics[name]["reason"]
     assert records[0]["training_log"]["pretrain"].startswith("skipped")
     assert records[2]["method"]["name"] == "imle" and records[2]["metrics"]["mse"]["status"] == "ok"
     # The support copies reach the support set exactly; the VAE does not.
