@@ -33,22 +33,12 @@ from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
 from bench.harness.store import RECORD_SCHEMA, ResultStore, RunKey
 from bench.sdk.files import atomic_write_bytes
 from methods import METHODS
-from metrics import METRICS, in_display_order
+from metrics import METRICS, in_display_order, profile_settings
 
 # Samples drawn for evaluation per profile (about the size of the evaluation reference: 1,000 ankle boots, 1,009 MNIST 9s).
 EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
-# Metric settings per profile, handed to every metric as `EvalInputs.settings`. `nll`: IWAE
-# importance samples per image and how many evaluation-reference images are scored (the first
-# N of the split's fixed order; None = all of them: 1,000 Fashion-MNIST, 1,009 MNIST). Measured on the
-# 2-core CPU (smoke VAE, same compute as any VAE): quick ~14 s idle, ~50 s under load; paper ~12 min idle.
-EVAL_SETTINGS = {
-    "smoke": {"nll_importance_samples": 8, "nll_max_images": 64,
-              "backtrack_images": 16, "backtrack_steps": 30, "backtrack_restarts": 1, "backtrack_lr": 0.05},
-    "quick": {"nll_importance_samples": 100, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05},
-    "paper": {"nll_importance_samples": 5000, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 1000, "backtrack_restarts": 5, "backtrack_lr": 0.05},
-}
+# The metric settings of a profile (handed to every metric as `EvalInputs.settings` and recorded) are
+# declared by the metrics: `metrics.profile_settings(profile)`.
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -133,7 +123,7 @@ def run_one(
             "n_samples": n_samples,
             "sample_seed": derive_seed(seed, "sample"),
             "evaluation_seed": derive_seed(seed, "evaluate"),
-            "settings": dict(EVAL_SETTINGS[spec.profile]),
+            "settings": profile_settings(spec.profile),
         },
         "code": git_commit(),
         "environment": environment(spec.device),
@@ -170,7 +160,7 @@ def run_one(
         record["artifacts"]["latent_plot"] = str(store.latent_plot_path(key).relative_to(store.root))
         timings["latent_plot"] = time.perf_counter() - start
 
-    record["metrics"], task_metrics = score(split, samples, models, EVAL_SETTINGS[spec.profile], spec.metrics,
+    record["metrics"], task_metrics = score(split, samples, models, profile_settings(spec.profile), spec.metrics,
                                                  reporter, timings)
     if task_metrics is not None:
         record["tasks"] = [{**task, "metrics": outcomes, "training_log": log}
@@ -219,7 +209,7 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
           metric_names: list[str] | None, reporter: Reporter, timings: dict[str, float]) -> tuple[dict, list[dict] | None]:
     """Every requested metric of one run's samples: (metrics, None) for a split; for a task set (aggregated metrics,
     per-task metrics), the samples being in task order, an equal number per task. `models` holds the fitted model of
-    each task (None where there is none: model metrics are then not applicable). `settings`: `EVAL_SETTINGS[profile]`."""
+    each task (None where there is none: model metrics are then not applicable). `settings`: `profile_settings(profile)`."""
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     seed = split.info.seed
     if isinstance(split, Split):
@@ -396,7 +386,7 @@ def _matches(record: dict, method_name: str, split: Split | TaskSet, spec: RunSp
         and record["method"]["version"] == cls.version
         and record["method"]["budget"] == dataclasses.asdict(cls.budget_for(spec.profile))
         and record["evaluation"]["n_samples"] == samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile])
-        and record["evaluation"].get("settings") == EVAL_SETTINGS[spec.profile]
+        and record["evaluation"].get("settings") == profile_settings(spec.profile)
         and all(stored_metrics.get(name, {}).get("card", {}).get("version") == METRICS.get(name).version for name in wanted)
     )
 
