@@ -10,19 +10,20 @@ torch-fidelity computes all four from one feature extraction per input. Two feat
   weights file in torch's hub cache (torch-fidelity downloads it when online).
 
 Images reach torch-fidelity as uint8 (the samples rounded to 0..255, exactly what the store
-keeps), so scoring a stored sample file reproduces the run's numbers.
+keeps), so scoring a stored sample file reproduces the run's numbers. Settings: `FidelitySettings`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from metrics import EvalInputs
+from metrics import EvalInputs, MetricSettings, fixed_setting
 from metrics._features import feature_card
 from metrics._weights import download_weights, hub_checkpoint
 
@@ -47,19 +48,25 @@ class _Images(torch.utils.data.Dataset):
         return self.images[index]
 
 
+@dataclass(frozen=True)
+class FidelitySettings(MetricSettings):
+    """Read by fid, kid, precision and recall (one torch-fidelity pass for the four)."""
+
+    feature_extractor: str | None = fixed_setting(
+        None, f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
+              "domain evaluator)")
+    device: str = fixed_setting("cpu", "torch-fidelity runs on CUDA when this starts with `cuda` and CUDA is available")
+
+
 def inception_weights_path() -> Path:
     return hub_checkpoint(INCEPTION_WEIGHTS)
-
-
-def feature_space(inputs: EvalInputs) -> str:
-    """The `feature_extractor` setting, else the dataset's default (InceptionV3 where no domain evaluator exists)."""
-    return inputs.settings.get("feature_extractor") or inputs.feature_space
 
 
 def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     """torch-fidelity's FID, KID and precision/recall for samples vs reference, and their card (cached per evaluation)."""
     if "fidelity" in inputs.cache:
         return inputs.cache["fidelity"]
+    settings = inputs.settings_as(FidelitySettings)
     n_samples, n_reference = len(inputs.samples), len(inputs.reference)
     # Half the smaller set (at most torch-fidelity's 1,000): subsets as large as the set would all be
     # the same set, and the KID std over subsets would say nothing.
@@ -69,10 +76,10 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     kwargs = dict(
         fid=True, kid=True, prc=with_prc,
         kid_subsets=KID_SUBSETS, kid_subset_size=subset, prc_neighborhood=PRC_NEIGHBOURHOOD,
-        cuda=torch.cuda.is_available() and inputs.settings.get("device", "cpu").startswith("cuda"),
+        cuda=torch.cuda.is_available() and settings.device.startswith("cuda"),
         save_cpu_ram=True, verbose=False, rng_seed=inputs.seed % (2**31), batch_size=500,
     )
-    space = feature_space(inputs)
+    space = settings.feature_extractor or inputs.feature_space
     if space == "domain":
         evaluator = inputs.evaluator
         channels = 0

@@ -215,6 +215,7 @@ METRIC = register(
             "images, after a bicubic x2 upscale of images below 64 px; flat or degenerate samples are counted "
             "in n_failed and left out of the mean."
         ),
+        display_order=310,
     ),
     __name__,
 )

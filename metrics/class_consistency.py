@@ -4,7 +4,7 @@ A generator asked for ankle boots that draws sandals scores low here even when i
 sharp. Uses the domain evaluator's argmax over all classes of the dataset.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
 from metrics._features import domain_features
 
 
@@ -32,6 +32,10 @@ METRIC = register(
         version="1",
         reference="this benchmark (domain-classifier agreement)",
         definition="Fraction of samples whose domain-evaluator argmax class is the novel class.",
+        display_order=170,
+        # A fraction that can sit near 0, where the default relative band (10%) is noise-tight.
+        tolerance=Tolerance(absolute=0.1),
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

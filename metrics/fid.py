@@ -8,7 +8,7 @@ biased: the value is then flagged.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import fidelity_scores
+from metrics._fidelity import FidelitySettings, fidelity_scores
 
 
 def frechet_distance(inputs: EvalInputs) -> MetricResult:
@@ -32,6 +32,9 @@ METRIC = register(
             "reference (the novel class's test images), computed by torch-fidelity."
         ),
         across_tasks="pooled",
+        display_order=110,
+        settings=FidelitySettings,
+        roles=frozenset({"headline", "ranking"}),
     ),
     __name__,
 )

@@ -6,7 +6,7 @@ held-out images of the same class has memorised them.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._backtrack import backtrack_score
+from metrics._backtrack import BacktrackSettings, backtrack_score
 
 
 def support_backtrack(inputs: EvalInputs) -> MetricResult:
@@ -24,6 +24,8 @@ METRIC = register(
             "The lpips_backtrack score with the support images as targets; compare with lpips_backtrack "
             "(a much smaller value here means the generator memorised its support set)."
         ),
+        display_order=220,
+        settings=BacktrackSettings,
     ),
     __name__,
 )

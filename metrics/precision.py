@@ -5,8 +5,8 @@ lies within the distance from some reference image to that image's 3rd nearest r
 neighbour. High precision = samples look like the class; it says nothing about diversity.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import precision_recall_score
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._fidelity import FidelitySettings, precision_recall_score
 
 
 def improved_precision(inputs: EvalInputs) -> MetricResult:
@@ -26,6 +26,11 @@ METRIC = register(
             "(samples that look like the class), computed by torch-fidelity."
         ),
         across_tasks="pooled",
+        display_order=130,
+        settings=FidelitySettings,
+        # A fraction that can sit near 0, where the default relative band (10%) is noise-tight.
+        tolerance=Tolerance(absolute=0.1),
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

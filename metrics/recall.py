@@ -5,8 +5,8 @@ samples' 3-NN balls). Low recall = the samples cover little of the class (mode c
 copies of the support set).
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import precision_recall_score
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._fidelity import FidelitySettings, precision_recall_score
 
 
 def improved_recall(inputs: EvalInputs) -> MetricResult:
@@ -26,6 +26,11 @@ METRIC = register(
             "(how much of the class the samples cover), computed by torch-fidelity."
         ),
         across_tasks="pooled",
+        display_order=140,
+        settings=FidelitySettings,
+        # A fraction that can sit near 0, where the default relative band (10%) is noise-tight.
+        tolerance=Tolerance(absolute=0.1),
+        roles=frozenset({"diversity", "headline"}),
     ),
     __name__,
 )

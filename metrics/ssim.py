@@ -37,6 +37,7 @@ METRIC = register(
             "For each sample, SSIM (scikit-image defaults, data_range=1) to its nearest evaluation-reference "
             "image by pixel MSE; the mean over samples."
         ),
+        display_order=330,
     ),
     __name__,
 )

@@ -15,13 +15,13 @@ the reference rows.
 
 import torch
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
 from metrics._features import domain_features, feature_card
-from metrics._nearest import shift_pixels, shifted_copies
+from metrics._nearest import ShiftSettings, shifted_copies
 
 
 def support_nearest_feature_distance(inputs: EvalInputs) -> MetricResult:
-    max_shift = shift_pixels(inputs)
+    max_shift = inputs.settings_as(ShiftSettings).shift_pixels
     samples, _ = domain_features(inputs, "samples")
     support, _ = inputs.evaluator.features_and_logits(shifted_copies(inputs.support, max_shift))
     nearest = torch.cdist(samples.double(), support.double()).min(dim=1).values
@@ -44,6 +44,11 @@ METRIC = register(
             "For each sample, the Euclidean distance in the domain evaluator's feature space to the nearest support "
             "image shifted by up to `shift_pixels` (default 2) pixels; the mean over samples. 0 for copies, small for shifted or re-lit copies."
         ),
+        display_order=430,
+        settings=ShiftSettings,
+        # Exactly 0 for the copy reference rows, where a relative band is no band at all.
+        tolerance=Tolerance(absolute=1e-6),
+        roles=frozenset({"copying"}),
     ),
     __name__,
 )

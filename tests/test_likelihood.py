@@ -14,9 +14,9 @@ from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_diverg
 from bench.harness.evaluation import evaluate
 from bench.sdk.likelihood import iwae_log_likelihood
 from bench.sdk.method import PROFILES
-from bench.harness.plan import EVAL_SETTINGS
 from bench.sdk.training import seeded_init
 from methods.vae import VAE, ConvVAE, VAEConfig, negative_elbo
+from metrics import profile_settings
 from conftest import requires_data
 
 # -- a linear-Gaussian latent model with a closed-form marginal ------------------------------
@@ -205,9 +205,8 @@ def test_nll_scores_the_binarised_reference_with_the_configured_settings(tiny_va
 
 
 def test_every_profile_has_evaluation_settings():
-    assert set(EVAL_SETTINGS) == set(PROFILES)
-    samples = [EVAL_SETTINGS[p]["nll_importance_samples"] for p in PROFILES]
-    assert samples == sorted(samples) and EVAL_SETTINGS["paper"]["nll_importance_samples"] == 5000
+    samples = [profile_settings(p)["nll_importance_samples"] for p in PROFILES]
+    assert samples == sorted(samples) and profile_settings("paper")["nll_importance_samples"] == 5000
 
 
 # -- the real VAE on the real split ----------------------------------------------------------
@@ -226,7 +225,7 @@ def test_smoke_vae_gives_finite_likelihoods_better_than_coin_flips(smoke_vae, fa
     # Independent yardstick: every pixel a fair coin gives log p(x) = 784 log(1/2) for any image.
     assert float(log_px.mean()) > 784 * math.log(0.5)
     outcomes, _ = evaluate(
-        x[:4], reference=fashion_split.reference, model=smoke_vae, metric_names=["nll"], seed=1, settings=EVAL_SETTINGS["smoke"]
+        x[:4], reference=fashion_split.reference, model=smoke_vae, metric_names=["nll"], seed=1, settings=profile_settings("smoke")
     )
     assert outcomes["nll"]["status"] == "ok" and math.isfinite(outcomes["nll"]["value"])
-    assert outcomes["nll"]["card"]["n_images"] == EVAL_SETTINGS["smoke"]["nll_max_images"]
+    assert outcomes["nll"]["card"]["n_images"] == profile_settings("smoke")["nll_max_images"]

@@ -1,14 +1,17 @@
 """Generate, then score: stored samples and checkpoints are scored again without training."""
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
 from bench.harness.cli import app
-from bench.harness.plan import EVAL_SETTINGS
 from bench.harness.rescore import rescore
 from bench.harness.runner import RunSpec, run_benchmark
 from bench.harness.store import ResultStore
+from metrics import METRICS as REGISTERED_METRICS
+from metrics import Metric, profile_setting
+from metrics.nll import NllSettings
 from conftest import requires_data
 
 pytestmark = requires_data("fashion-mnist")
@@ -53,8 +56,14 @@ def test_rescoring_unchanged_code_reproduces_every_outcome_exactly(stored_runs, 
 def test_a_metric_change_is_picked_up_without_training(stored_runs, tmp_path, monkeypatch):
     store = _copy(stored_runs, tmp_path)
     before = _metrics(store)["vae"]["mse"]["value"]
-    # A different evaluation setting stands in for changed metric code: the stored samples are scored again.
-    monkeypatch.setitem(EVAL_SETTINGS, "smoke", {**EVAL_SETTINGS["smoke"], "nll_importance_samples": 2})
+
+    # A different declared setting stands in for changed metric code: the stored samples are scored again.
+    @dataclass(frozen=True)
+    class FewerImportanceSamples(NllSettings):
+        nll_importance_samples: int = profile_setting(100, "K", smoke=2)
+
+    nll = REGISTERED_METRICS.get("nll")
+    monkeypatch.setitem(REGISTERED_METRICS._entries, "nll", Metric(**{**nll.__dict__, "settings": FewerImportanceSamples}))
     monkeypatch.setattr("bench.sdk.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
     outcomes = {o.key.method: o for o in rescore(store, methods=["vae"], metric_names=["nll", "mse"])}
     record = next(r for r in store.records() if r["key"]["method"] == "vae")

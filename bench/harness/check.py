@@ -41,14 +41,6 @@ DEFAULT_TOLERANCE = {"absolute": 0.0, "relative": 0.1}
 # machines CI may run on, and a regression worth catching is larger than that.
 SPREAD_SAFETY = 3.0
 
-# Per-metric absolute tolerances written into baselines, where a relative one says too little: fractions
-# near 0 (a 10% relative band around 0.004 is noise-tight), KID's large values in small samples, and the
-# nearest-support distances, which are exactly 0 for the copy reference rows.
-METRIC_TOLERANCES = {
-    **{name: {"absolute": 0.1} for name in ("precision", "recall", "density", "coverage", "class_consistency")},
-    "kid": {"absolute": 500.0},
-    **{name: {"absolute": 1e-6} for name in ("support_nn_mse", "support_nn_shift_mse", "support_nn_feat")},
-}
 
 OK, REGRESSION, NOT_COMPARABLE, SKIPPED = "ok", "regression", "not comparable", "skipped"
 ENTRY_FIELDS = ("split_id", "profile", "method", "metric", "mean", "card", "seeds")
@@ -219,8 +211,18 @@ def summary(rows: list[CheckRow]) -> str:
             f"{count[SKIPPED]} skipped")
 
 
+def metric_tolerance(metric: str) -> dict[str, float]:
+    """The tolerance a metric declares (`Metric.tolerance`) as baseline keys; {} when it declares none or is
+    no longer registered."""
+    try:
+        declared = METRICS.get(metric).tolerance
+    except KeyError:
+        return {}
+    return declared.as_dict() if declared is not None else {}
+
+
 def _metric_default(metric: str, relative: float, absolute: float) -> dict:
-    return {"absolute": absolute, "relative": relative, **METRIC_TOLERANCES.get(metric, {})}
+    return {"absolute": absolute, "relative": relative, **metric_tolerance(metric)}
 
 
 def _environments(store: ResultStore, profile: str | None) -> list[str]:
@@ -260,8 +262,8 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
                   spread_from: ResultStore | None = None, spread_note: str | None = None) -> dict:
     """The current means as a baseline (optionally one profile only).
 
-    Without `spread_from`, entries of the metrics in `METRIC_TOLERANCES` carry that absolute tolerance
-    (the relative default still applies). With it, every entry carries its metric's tolerance:
+    Without `spread_from`, entries of the metrics that declare a tolerance (`Metric.tolerance`) carry it
+    (the defaults still apply to the kinds it leaves out). With it, every entry carries its metric's tolerance:
     max(the default, SPREAD_SAFETY × the largest difference to `spread_from`'s means), absolute and
     relative separately, and the baseline's `spread` section records what was measured.
     """
@@ -269,8 +271,8 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
     baseline: dict = {"schema": BASELINE_SCHEMA, "default_tolerance": {"absolute": absolute, "relative": relative}}
     if spread_from is None:
         for e in entries:
-            if e["metric"] in METRIC_TOLERANCES:
-                e["tolerance"] = METRIC_TOLERANCES[e["metric"]]
+            if tolerance := metric_tolerance(e["metric"]):
+                e["tolerance"] = tolerance
     elif entries:
         spread = measure_spread(entries, current_entries(spread_from, profile),
                                 lambda metric: _metric_default(metric, relative, absolute)["absolute"])

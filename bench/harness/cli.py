@@ -65,11 +65,22 @@ def progress_bars() -> Progress:
 
 
 @app.command("list")
-def list_entries(what: str = typer.Argument(..., help="methods, metrics or datasets")) -> None:
+def list_entries(
+    what: str = typer.Argument(..., help="methods, metrics or datasets"),
+    markdown: bool = typer.Option(False, "--markdown", help="metrics only: print the Markdown reference "
+                                                            "(docs/metric-reference.md is this output)"),
+) -> None:
     """List registered methods, metrics or datasets."""
     choices = ["methods", "metrics", "datasets"]
     if what not in choices:
         fail(str(UnknownNameError("list", what, choices)))
+    if markdown:
+        if what != "metrics":
+            fail(f"--markdown lists metrics only, not {what}")
+        from bench.harness.metric_docs import metric_reference
+
+        sys.stdout.write(metric_reference())
+        return
     if what == "methods":
         from methods import METHODS
 
@@ -272,11 +283,10 @@ def evaluate_samples(
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.data.datasets import DATASETS, DataNotFoundError
     from bench.sdk.progress import NullReporter
-    from bench.harness.plan import EVAL_SETTINGS
     from bench.harness.scoring import score
     from bench.harness.samples import SampleFileError, load_samples
     from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
-    from metrics import METRICS
+    from metrics import METRICS, profile_settings
 
     try:
         spec = DATASETS.get(dataset)
@@ -294,7 +304,7 @@ def evaluate_samples(
     # Scored as `bench run` scores (the same function, the evaluation seed derived from --seed), so rescoring a stored
     # sample file reproduces the run's values; metrics that need a fitted model are not applicable.
     timings: dict[str, float] = {}
-    outcomes, task_outcomes = score(split, images, [None] * n_tasks, EVAL_SETTINGS["quick"], metric_list, NullReporter(),
+    outcomes, task_outcomes = score(split, images, [None] * n_tasks, profile_settings("quick"), metric_list, NullReporter(),
                                     timings)
     result = {
         "samples": str(samples),

@@ -1,8 +1,8 @@
 """`leaderboard.md`: a pure function of the stored run records.
 
-One section per (split, profile). It opens with a headline table: the key metrics
-(`HEADLINE_METRICS`), mean (± std over seeds), methods ranked by `PRIMARY_METRIC`, the best
-method value of each column in bold, the two support-set verdicts, and the reference rows
+One section per (split, profile). It opens with a headline table: the key metrics (role
+`headline`, see `metrics.ROLES`), mean (± std over seeds), methods ranked by the `ranking` metric,
+the best method value of each column in bold, the two support-set verdicts, and the reference rows
 (oracle, copies of the support set) below the methods, unranked, as the scale. Then the full
 table: every metric, with the direction taken from each metric's metadata (↑ higher is better,
 ↓ lower is better, · diagnostic), cells mean ± sample standard deviation [bootstrap 95% interval
@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
+from bench.harness.markdown import markdown_table
 from bench.harness.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
 from bench.harness.store import ResultStore
 from bench.sdk.files import atomic_write_bytes
-from metrics import METRICS, in_display_order
+from metrics import METRICS, ROLES, in_display_order, metrics_with_role
 
 HEADER = (
     "# Leaderboard\n\n"
@@ -45,9 +47,8 @@ HEADER = (
 )
 
 
-# The headline table: the key metrics, in this order of preference, of those a section has.
-HEADLINE_METRICS = ("fid", "kid", "precision", "recall", "coverage", "class_consistency", "lpips_backtrack", "nll")
-PRIMARY_METRIC = "fid"  # what the headline is ranked by (else the first key metric with a direction)
+# The headline's columns when a section has no metric with the `headline` role: the first this many with a direction.
+HEADLINE_FALLBACK_COLUMNS = 8
 
 
 def scores_frame(records: list[dict]) -> pd.DataFrame:
@@ -107,11 +108,10 @@ def measured_card(card: dict) -> dict:
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean over seeds (resampling seeds with replacement)."""
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    """Percentile bootstrap 95% interval of the mean over seeds (resampling seeds with replacement), by scipy."""
+    result = scipy.stats.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                                   method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def format_cell(values: np.ndarray) -> str:
@@ -180,20 +180,25 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
 
 
 def headline_metrics(present) -> list[str]:
-    """The headline's columns: the `HEADLINE_METRICS` present, else the first eight with a direction."""
-    present = set(present)
-    chosen = [m for m in HEADLINE_METRICS if m in present]
+    """The headline's columns: the metrics present with the `headline` role, else the first eight with a direction."""
+    ordered = _metric_order(set(present))
+    key_metrics = set(metrics_with_role("headline"))
+    chosen = [m for m in ordered if m in key_metrics]
     if chosen:
         return chosen
-    ordered = _metric_order(present)
     directed = [m for m in ordered if _direction(m) is not None]
-    return (directed or ordered)[:len(HEADLINE_METRICS)]
+    return (directed or ordered)[:HEADLINE_FALLBACK_COLUMNS]
+
+
+def ranking_metric() -> str | None:
+    """The metric that ranks methods (role `ranking`; the first in display order if several declare it)."""
+    return next(iter(metrics_with_role("ranking")), None)
 
 
 def primary_metric(metrics: list[str]) -> str | None:
-    """What the headline is ranked by: `PRIMARY_METRIC`, else the first of `metrics` with a direction."""
-    if PRIMARY_METRIC in metrics:
-        return PRIMARY_METRIC
+    """What the headline is ranked by: the `ranking_metric`, else the first of `metrics` with a direction."""
+    if ranking_metric() in metrics:
+        return ranking_metric()
     return next((m for m in metrics if _direction(m) is not None), None)
 
 
@@ -353,9 +358,7 @@ def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdic
     else:
         intro = f"Ranked by {_header_for(primary)}"
     below = "; reference rows (*italics*) below, unranked" if references else ""
-    lines = [f"\n{intro}; best method value of each column in bold{below}:\n",
-             "| # | method | " + " | ".join(_header_for(m) for m in metrics) + " | verdict |",
-             "|" + "---|" * (len(metrics) + 3)]
+    table = []
     flags: dict[str, str] = {}
     markers: list[str] = []
     definitions: list[str] = []
@@ -387,8 +390,10 @@ def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdic
                 markers.append(mark)
                 cells.append(cell + mark)
         cells.append("" if method in references else verdicts[method].short() if method in verdicts else "not checked")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.extend(_footnote_block(flags, notes.footnotes(markers)))
+        table.append(cells)
+    lines = [f"\n{intro}; best method value of each column in bold{below}:\n",
+             *markdown_table(["#", "method", *[_header_for(m) for m in metrics], "verdict"], table),
+             *_footnote_block(flags, notes.footnotes(markers))]
     if definitions:
         lines += [""] + definitions
     return "\n".join(lines) + "\n"
@@ -410,9 +415,6 @@ def _footnote_block(flags: dict[str, str], card_notes: list[str]) -> list[str]:
 def _rotation_group(split_id: str) -> str:
     """`fashion-mnist/novel3-4shot.v1` -> `fashion-mnist/novel*-4shot.v1`: the splits of one class rotation."""
     return re.sub(r"/novel\d+-", "/novel*-", split_id)
-
-
-RANKED_BY_CLASS = "fid"  # the metric of the per-class rank table
 
 
 def class_ranks(scores: pd.DataFrame) -> pd.DataFrame:
@@ -455,8 +457,7 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
     if ranks.empty:
         return "\n".join(lines) + "\nNo method has ranked scores yet.\n"
     metrics = _metric_order(set(ranks["metric"]))
-    header = ["method", *[_header_for(m) for m in metrics]]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for method, rows in ranks.groupby("method", sort=True):
         cells = [f"`{method}`"]
         for metric in metrics:
@@ -466,17 +467,16 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
             else:
                 suffix = f" (of {len(metric_ranks)})" if len(metric_ranks) < len(classes) else ""
                 cells.append(f"{metric_ranks.mean():.2f}{suffix}")
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    lines += markdown_table(["method", *[_header_for(m) for m in metrics]], table)
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
     per_class = ok.groupby(["method", "is_reference", "metric", "novel_class"])["value"].mean()
     means = per_class.groupby(["method", "is_reference", "metric"]).agg(["mean", "count"])
     value_metrics = _metric_order(set(ok["metric"]))
     lines += ["", "Mean over the held-out classes of each class's mean over seeds, methods then reference rows "
               "(\"of N\": classes with a value):", ""]
-    header = ["row", *[_header_for(m) for m in value_metrics]]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = sorted({(bool(r), m) for m, r, _ in means.index}, key=lambda item: item)
-    for is_reference, method in rows:
+    table = []
+    for is_reference, method in sorted({(bool(r), m) for m, r, _ in means.index}):
         cells = [f"`{method}`" + (" (reference)" if is_reference else "")]
         for metric in value_metrics:
             if (method, is_reference, metric) not in means.index:
@@ -484,57 +484,69 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
                 continue
             mean, count = means.loc[(method, is_reference, metric)]
             cells.append(format_cell(np.array([mean])) + (f" (of {int(count)})" if count < len(classes) else ""))
-        lines.append("| " + " | ".join(cells) + " |")
-    by_class = ranks[ranks["metric"] == RANKED_BY_CLASS]
+        table.append(cells)
+    lines += markdown_table(["row", *[_header_for(m) for m in value_metrics]], table)
+    ranked_by = ranking_metric()
+    by_class = ranks[ranks["metric"] == ranked_by]
     if not by_class.empty:
-        lines += ["", f"Per-class rank on `{RANKED_BY_CLASS}` (value in brackets):", ""]
-        header = ["method", *[f"{c} {names.get(c, '')}".strip() for c in classes]]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["", f"Per-class rank on `{ranked_by}` (value in brackets):", ""]
+        table = []
         for method, rows in by_class.groupby("method", sort=True):
             per_class = rows.set_index("novel_class")
-            cells = [f"`{method}`"] + [
+            table.append([f"`{method}`"] + [
                 f"{per_class.loc[c, 'rank']:g} ({per_class.loc[c, 'value']:.4g})" if c in per_class.index else "n/a"
                 for c in classes
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+            ])
+        lines += markdown_table(["method", *[f"{c} {names.get(c, '')}".strip() for c in classes]], table)
     return "\n".join(lines) + "\n"
 
 
 # The two support-set verdicts: a method is compared with the copy floors of its own table.
 AUGMENT_FLOOR = "support-augment"
 COPY_FLOORS = ("support-copy", "support-augment")
-MUST_EXCEED_AUGMENT = ("recall", "coverage")  # diversity that augmentation alone cannot give
-MUST_EXCEED_COPIES = ("support_nn_shift_mse", "support_nn_feat")  # distance to the (shifted) support set
 
 
 @dataclass(frozen=True)
 class VerdictRule:
-    """A verdict: given when a method's mean of any of `metrics` is at or below the largest floor's."""
+    """A verdict: given when a method's mean of any metric with the rule's role is at or below the largest floor's."""
 
     short: str  # in the headline's verdict column
     full: str  # in the full table and the page header
-    topic: str  # what the headline says was not checked
-    metrics: tuple[str, ...]
+    role: str  # the role (`metrics.ROLES`) of the metrics it reads; the headline names it when it was not checked
     floors: tuple[str, ...]
-    meaning: str
+    meaning: str  # `{metrics}` stands for the names of the metrics it reads
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"verdict '{self.short}': unknown role '{self.role}' (valid: {', '.join(ROLES)})")
+
+    @property
+    def metrics(self) -> list[str]:
+        return metrics_with_role(self.role)
+
+    def explained(self) -> str:
+        """`meaning` with the metrics it reads named: "`a`", "`a` or `b`", "`a`, `b` or `c`"."""
+        names = [f"`{name}`" for name in self.metrics] or ["no metric"]
+        either = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return self.meaning.format(metrics=either)
 
 
 COPIES = VerdictRule(
-    "copies", "copies the support set", "copying", MUST_EXCEED_COPIES, COPY_FLOORS,
-    "its shift-tolerant pixel or its feature distance to the nearest support image (`support_nn_shift_mse`, "
-    "`support_nn_feat`) is at or below the larger of `support-copy`'s and `support-augment`'s: its samples are as "
-    "close to the support images as copies of them are",
+    "copies", "copies the support set", "copying", COPY_FLOORS,
+    "its shift-tolerant pixel or its feature distance to the nearest support image ({metrics}) is at or below the "
+    "larger of `support-copy`'s and `support-augment`'s: its samples are as close to the support images as copies "
+    "of them are",
 )
 AUGMENT_DIVERSITY = VerdictRule(
-    "≤ augment", "no more diverse than its augmentation", "diversity", MUST_EXCEED_AUGMENT, (AUGMENT_FLOOR,),
-    "its `recall` or `coverage` is at or below `support-augment`'s: it covers no more of the class than augmented "
+    "≤ augment", "no more diverse than its augmentation", "diversity", (AUGMENT_FLOOR,),
+    "its {metrics} is at or below `support-augment`'s: it covers no more of the class than augmented "
     "support images do. An under-trained or collapsed generator gets this too; it does not say the method copies",
 )
 VERDICT_RULES = (COPIES, AUGMENT_DIVERSITY)
 
 
 def _verdict_legend() -> str:
-    rules = "".join(f"- **{r.short}**: *{r.full}*: {r.meaning}.\n" for r in VERDICT_RULES)
+    rules = "".join(f"- **{r.short}**: *{r.full}*: {r.explained()}.\n" for r in VERDICT_RULES)
     return ("\nVerdicts (the headline's last column; independent: a method may get both, one or none), each read against the "
             "reference rows of the same split and profile, over the seeds both rows have and only between values with equal "
             f"metric cards ([details](docs/protocol.md#verdicts)):\n\n{rules}\n"
@@ -560,7 +572,7 @@ class Verdict:
         """The headline's cell: the short forms of the verdicts given (else `-`) and what was not checked."""
         if not self.checked:
             return "not checked"
-        unchecked = [rule.topic for rule, found in zip(VERDICT_RULES, self.findings) if found is None]
+        unchecked = [rule.role for rule, found in zip(VERDICT_RULES, self.findings) if found is None]
         text = "; ".join(rule.short for rule in self.given) or "-"
         return text + (f" ({', '.join(unchecked)} not checked)" if unchecked else "")
 
@@ -569,7 +581,7 @@ class Verdict:
         if not self.checked:
             return "not checked (no reference rows measured the same way)"
         parts = [f"**{rule.full}** ({'; '.join(found)})" for rule, found in zip(VERDICT_RULES, self.findings) if found]
-        unchecked = [rule.topic for rule, found in zip(VERDICT_RULES, self.findings) if found is None]
+        unchecked = [rule.role for rule, found in zip(VERDICT_RULES, self.findings) if found is None]
         text = "; ".join(parts) or "-"
         return text + (f" ({', '.join(unchecked)} not checked)" if unchecked else "")
 
@@ -620,7 +632,7 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, results_r
     header = ["method", "seeds", *[_header_for(m) for m in metrics], "fit s", "samples"]
     if verdicts is not None:
         header.append("verdicts")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     flags: dict[str, str] = {}  # flag text -> its footnote mark
     markers: list[str] = []
     for method, method_runs in runs.groupby("method", sort=True):
@@ -646,8 +658,8 @@ def _table(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, results_r
         cells.append(f"[grid]({os.path.relpath(results_root / grid, leaderboard_path.parent)})" if grid else "n/a")
         if verdicts is not None:
             cells.append(verdicts[method].detail() if method in verdicts else "not checked (no scores)")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.extend(_footnote_block(flags, notes.footnotes(markers)))
+        table.append(cells)
+    lines = markdown_table(header, table) + _footnote_block(flags, notes.footnotes(markers))
     return "\n".join(lines) + "\n"
 
 
@@ -670,15 +682,15 @@ def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
     for column in published.columns:
         header += [f"{column.label}: published", f"{column.label}: here"]
     header += [_header_for(metric) for metric in published.also_measured]
-    lines = [f"\nCompared with {published.source}:\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for method in methods:
         cells = [f"`{method}`"]
         for column in published.columns:
             reported = published.rows[method].get(column.metric)
             cells += ["not reported" if reported is None else number(reported), ours(method, column.metric, column.scale)]
         cells += [ours(method, metric) for metric in published.also_measured]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\n{published.caveat}\n")
+        table.append(cells)
+    lines = [f"\nCompared with {published.source}:\n", *markdown_table(header, table), f"\n{published.caveat}\n"]
     return "\n".join(lines)
 
 

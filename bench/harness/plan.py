@@ -22,22 +22,12 @@ from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
 from bench.harness.store import RunKey
 from bench.sdk.method import Method
 from methods import METHODS
-from metrics import METRICS
+from metrics import METRICS, profile_settings
 
 # Samples drawn for evaluation per profile (about the size of the evaluation reference: 1,000 ankle boots, 1,009 MNIST 9s).
 EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
-# Metric settings per profile, handed to every metric as `EvalInputs.settings`. `nll`: IWAE
-# importance samples per image and how many evaluation-reference images are scored (the first
-# N of the split's fixed order; None = all of them: 1,000 Fashion-MNIST, 1,009 MNIST). Measured on the
-# 2-core CPU (smoke VAE, same compute as any VAE): quick ~14 s idle, ~50 s under load; paper ~12 min idle.
-EVAL_SETTINGS = {
-    "smoke": {"nll_importance_samples": 8, "nll_max_images": 64,
-              "backtrack_images": 16, "backtrack_steps": 30, "backtrack_restarts": 1, "backtrack_lr": 0.05},
-    "quick": {"nll_importance_samples": 100, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05},
-    "paper": {"nll_importance_samples": 5000, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 1000, "backtrack_restarts": 5, "backtrack_lr": 0.05},
-}
+# The metric settings of a profile (handed to every metric as `EvalInputs.settings` and recorded) are
+# declared by the metrics: `metrics.profile_settings(profile)`.
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -144,7 +134,7 @@ def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: 
         method=method, method_class=method_class, split=split, profile=spec.profile,
         budget=method_class.budget_for(spec.profile),
         n_samples=samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile]),
-        settings=dict(EVAL_SETTINGS[spec.profile]), metrics=spec.metrics, device=spec.device, split_seconds=split_seconds,
+        settings=profile_settings(spec.profile), metrics=spec.metrics, device=spec.device, split_seconds=split_seconds,
     )
 
 

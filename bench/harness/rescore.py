@@ -22,12 +22,11 @@ from threadpoolctl import threadpool_limits
 from bench.harness.checkpoints import CheckpointError, load_checkpoint
 from bench.harness.environment import git_commit, utc_now
 from bench.sdk.progress import NullReporter, Reporter
-from bench.harness.plan import EVAL_SETTINGS
 from bench.harness.scoring import score
 from bench.harness.samples import SampleFileError, load_samples
 from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.store import ResultStore, RunKey
-from metrics import METRICS, in_display_order
+from metrics import METRICS, in_display_order, profile_settings
 
 
 class RescoreError(RuntimeError):
@@ -120,7 +119,7 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     torch.set_num_threads(run_threads)
     try:
         with threadpool_limits(limits=run_threads):
-            metrics, task_metrics = score(split, samples, models, EVAL_SETTINGS[key.profile], to_score,
+            metrics, task_metrics = score(split, samples, models, profile_settings(key.profile), to_score,
                                           reporter or NullReporter(), timings)
     finally:
         torch.set_num_threads(threads)
@@ -137,7 +136,7 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     if task_metrics is not None:
         updated["tasks"] = [{**task, "metrics": {**task.get("metrics", {}), **outcomes}}
                             for task, outcomes in zip(record.get("tasks", []), task_metrics)]
-    updated["evaluation"] = {**record["evaluation"], "settings": dict(EVAL_SETTINGS[key.profile])}
+    updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile)}
     updated["rescored"] = {
         "at": utc_now(), "code": git_commit(), "metrics": to_score, "kept": kept,
         "seconds": time.perf_counter() - start, "timings": timings,
