@@ -322,13 +322,19 @@ def _first_artifact(method_runs: pd.DataFrame, column: str) -> str | None:
     return found.iloc[0] if len(found) else None
 
 
-def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdicts: dict[str, Verdict],
-              links: _Links) -> str:
-    """The section's compact table: rank, method, the key metrics, the verdicts; reference rows below."""
-    ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
-    metrics = headline_metrics(ok["metric"].unique())
-    if not metrics:
-        return ""
+@dataclass
+class _HeadlineOrder:
+    """Who appears in a headline table, in which order, with which rank, and who is best per column."""
+
+    primary: str | None
+    methods: list[str]  # ranked methods first, then unranked ones
+    references: list[str]
+    ranks: pd.Series
+    best: dict[str, set[str]]
+
+
+def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metrics: list[str]) -> _HeadlineOrder:
+    """Rank the methods by the primary metric (mean over seeds, comparable cards only); find each column's best."""
     primary = primary_metric(metrics)
     is_reference = runs.groupby("method")["is_reference"].first().astype(bool)
     methods = sorted(m for m in is_reference.index if not is_reference[m])
@@ -343,8 +349,7 @@ def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdic
     if primary is not None:
         ranked = comparable_means(primary)
         ranks = ranked.rank(ascending=not _direction(primary), method="min")
-        order = sorted(ranked.index, key=lambda m: (ranks[m], m))
-        methods = order + [m for m in methods if m not in ranked.index]
+        methods = sorted(ranked.index, key=lambda m: (ranks[m], m)) + [m for m in methods if m not in ranked.index]
     best: dict[str, set[str]] = {}
     for metric in metrics:
         direction, candidates = _direction(metric), comparable_means(metric)
@@ -352,45 +357,56 @@ def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdic
             continue
         target = candidates.max() if direction else candidates.min()
         best[metric] = set(candidates.index[candidates == target])
+    return _HeadlineOrder(primary, methods, references, ranks, best)
 
-    if primary is None:
-        intro = "Not ranked (no key metric has a better direction)"
-    else:
-        intro = f"Ranked by {_header_for(primary)}"
-    below = "; reference rows (*italics*) below, unranked" if references else ""
-    table = []
-    flags: dict[str, str] = {}
-    markers: list[str] = []
-    definitions: list[str] = []
-    for method in methods + references:
+
+def _headline_cells(method: str, ok: pd.DataFrame, metrics: list[str], order: _HeadlineOrder, notes: CardNotes,
+                    flags: dict[str, str], markers: list[str]) -> list[str]:
+    """One method's metric cells: mean over seeds, bold when best, with flag and card-footnote marks."""
+    cells = []
+    for metric in metrics:
+        rows = ok[(ok["method"] == method) & (ok["metric"] == metric)]
+        if not len(rows):
+            cells.append("n/a")
+        elif rows["card"].nunique() > 1:
+            cells.append("cards differ by seed")
+        else:
+            cell = format_headline_cell(rows["value"].to_numpy(dtype=float))
+            if method in order.best.get(metric, ()):
+                cell = f"**{cell}**"
+            cell += _flag_marks(rows, flags)
+            mark = notes.marker(method, metric)
+            markers.append(mark)
+            cells.append(cell + mark)
+    return cells
+
+
+def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdicts: dict[str, Verdict],
+              links: _Links) -> str:
+    """The section's compact table: rank, method, the key metrics, the verdicts; reference rows below."""
+    ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
+    metrics = headline_metrics(ok["metric"].unique())
+    if not metrics:
+        return ""
+    order = _headline_order(ok, runs, notes, metrics)
+    intro = "Not ranked (no key metric has a better direction)" if order.primary is None \
+        else f"Ranked by {_header_for(order.primary)}"
+    below = "; reference rows (*italics*) below, unranked" if order.references else ""
+    table, flags, markers, definitions = [], {}, [], []
+    for method in order.methods + order.references:
         method_runs = runs[runs["method"] == method]
         grid, loss = _first_artifact(method_runs, "grid"), _first_artifact(method_runs, "loss_curves")
         name = f"[{method}][{links.label(grid, definitions)}]" if grid else method
-        if method in references:
+        if method in order.references:
             name = f"*{name}*"
         if loss:
             name += f" · [loss][{links.label(loss, definitions)}]"
-        if method in references:
-            rank = "ref"
+        if method in order.references:
+            rank, verdict = "ref", ""
         else:
-            rank = f"{ranks[method]:g}" if method in ranks.index else "–"
-        cells = [rank, name]
-        for metric in metrics:
-            rows = ok[(ok["method"] == method) & (ok["metric"] == metric)]
-            if not len(rows):
-                cells.append("n/a")
-            elif rows["card"].nunique() > 1:
-                cells.append("cards differ by seed")
-            else:
-                cell = format_headline_cell(rows["value"].to_numpy(dtype=float))
-                if method in best.get(metric, ()):
-                    cell = f"**{cell}**"
-                cell += _flag_marks(rows, flags)
-                mark = notes.marker(method, metric)
-                markers.append(mark)
-                cells.append(cell + mark)
-        cells.append("" if method in references else verdicts[method].short() if method in verdicts else "not checked")
-        table.append(cells)
+            rank = f"{order.ranks[method]:g}" if method in order.ranks.index else "–"
+            verdict = verdicts[method].short() if method in verdicts else "not checked"
+        table.append([rank, name, *_headline_cells(method, ok, metrics, order, notes, flags, markers), verdict])
     lines = [f"\n{intro}; best method value of each column in bold{below}:\n",
              *markdown_table(["#", "method", *[_header_for(m) for m in metrics], "verdict"], table),
              *_footnote_block(flags, notes.footnotes(markers))]
