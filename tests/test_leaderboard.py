@@ -40,10 +40,11 @@ def headline(text):
     return section[:section.index("All metrics")]
 
 
-def headline_rows(text):
-    """{method: [rank, method cell, metric cells..., verdict]} of the first headline table."""
+def headline_rows(text, whole_page=True):
+    """{method: [rank, method cell, metric cells..., verdict]} of the first headline table (of `text` itself when it
+    is not a whole page)."""
     rows = {}
-    for line in headline(text).splitlines():
+    for line in (headline(text) if whole_page else text).splitlines():
         if line.startswith("| ") and not line.startswith("| # |"):
             cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
             rows[re.search(r"\[?([\w-]+)\]?", cells[1].strip("*")).group(1)] = cells
@@ -194,3 +195,24 @@ def test_no_floor_row_or_another_card_means_no_verdict(tmp_path):
         record("near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 1.0},
                cards={"recall": OTHER_CARD, "coverage": OTHER_CARD})])
     assert cell(measured_otherwise, "near-narrow", "verdict") == f"{COPIES.short} (diversity not checked)"
+
+
+def test_the_readme_example_is_the_headline_table_regenerated_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n<!-- example:start -->\nstale numbers\n<!-- example:end -->\n\n## After\n")
+    text = render(tmp_path, [record("vae", {"fid": 700.0}), record("dcgan", {"fid": 650.0}),
+                             record("support-copy", {"fid": 600.0}, is_reference=True)])
+    updated = readme.read_text()
+    assert "stale numbers" not in updated and updated.startswith("# Title\n\nintro\n") and updated.endswith("## After\n")
+    block = updated[updated.index("<!-- example:start -->"):updated.index("<!-- example:end -->")]
+    assert headline_rows(block, whole_page=False) == headline_rows(text)  # the same rows the leaderboard shows
+    assert list(headline_rows(block, whole_page=False)) == ["dcgan", "vae", "support-copy"]
+    render(tmp_path, [record("vae", {"fid": 700.0})])  # regenerating replaces the block, never appends
+    assert readme.read_text().count("<!-- example:start -->") == 1
+
+
+def test_a_readme_without_markers_is_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# My project\n")
+    render(tmp_path, [record("vae", {"fid": 700.0})])
+    assert readme.read_text() == "# My project\n"
