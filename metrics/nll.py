@@ -2,9 +2,10 @@
 
 Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
 shared in `bench.sdk.likelihood`). The images scored are the evaluation reference (the novel
-class's TEST images, never shown to the method), binarised at 0.5: the observation model of
-the benchmark's grey-scale data is Bernoulli on binarised images, so every method is scored
-on the same 0/1 data. The method computes log p(x) through its `log_likelihood` capability.
+class's TEST images, never shown to the method), binarised at 0.5 by `bench.sdk.likelihood.binarise`
+(the binarisation the methods use too): the observation model of the benchmark's grey-scale data
+is Bernoulli on binarised images, so every method is scored on the same 0/1 data. The method
+computes log p(x) through its `log_likelihood` capability.
 
 Settings (`EvalInputs.settings`, set per profile in `bench.harness.runner.EVAL_SETTINGS`):
 `nll_importance_samples` (K, default `DEFAULT_IMPORTANCE_SAMPLES`) and `nll_max_images`
@@ -20,14 +21,11 @@ import math
 
 import torch
 
+from bench.sdk.likelihood import binarise
 from metrics import EvalInputs, Metric, MetricResult, register
 
 DEFAULT_IMPORTANCE_SAMPLES = 100
 OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
-
-
-def binarise(x: torch.Tensor) -> torch.Tensor:
-    return (x > 0.5).to(torch.float32)
 
 
 def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
