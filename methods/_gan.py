@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from bench.sdk.augment import AugmentConfig, augment
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
-from bench.sdk.progress import NullReporter, Reporter
+from bench.sdk.progress import Reporter
 from bench.sdk.task import FewShotTask
-from bench.sdk.training import Curve, make_generator, minibatches, seeded_init
+from bench.sdk.training import minibatches, run_steps, seeded_init
 from methods._nets import ResidualBlock, norm_2d
 
 
@@ -196,39 +196,30 @@ class CollapseCheck:
 
 def alternate(players: list[Player], steps: int, *, phase: str, reporter: Reporter | None = None,
               collapse: CollapseCheck | None = None, curve_points: int = 200) -> dict:
-    """`steps` rounds of one optimiser step per player, in order (discriminator, then generator).
+    """`steps` rounds of one optimiser step per player, in order (discriminator, then generator), on `run_steps`.
 
     Stops with `TrainingDiverged` (phase, term, step) on a non-finite term or a collapse. Returns
     the mean of each logged term (prefixed with the player's name) over the last tenth of the
     steps, and `curve`: the terms averaged over blocks of steps (`Curve`), for the loss-curve plot.
     """
-    handle = (reporter or NullReporter()).task(phase, steps)
-    window = max(1, steps // 10)
-    final: dict[str, float] = {}
-    curve = Curve(steps, curve_points)
-    try:
-        for step in range(steps):
-            terms: dict[str, float] = {}
-            for player in players:
-                values = player.loss_fn(step)
-                for key, value in values.items():
-                    number = float(value.detach())
-                    if not math.isfinite(number):
-                        raise TrainingDiverged(f"{phase}: {player.name}_{key} became {number} at step {step}")
-                    terms[f"{player.name}_{key}"] = number
-                player.optimizer.zero_grad(set_to_none=True)
-                values["loss"].backward()
-                player.optimizer.step()
-            if collapse is not None and (reason := collapse(step, terms)):
-                raise TrainingDiverged(f"{phase}: {reason}")
-            for key, number in terms.items():
-                if step >= steps - window:
-                    final[key] = final.get(key, 0.0) + number / window
-            curve.add(step, terms)
-            handle.advance()
-    finally:
-        handle.close()
-    return {**final, "curve": curve.data}
+
+    def play_round(step: int) -> dict[str, float]:
+        terms: dict[str, float] = {}
+        for player in players:
+            values = player.loss_fn(step)
+            for key, value in values.items():
+                number = float(value.detach())
+                if not math.isfinite(number):
+                    raise TrainingDiverged(f"{phase}: {player.name}_{key} became {number} at step {step}")
+                terms[f"{player.name}_{key}"] = number
+            player.optimizer.zero_grad(set_to_none=True)
+            values["loss"].backward()
+            player.optimizer.step()
+        if collapse is not None and (reason := collapse(step, terms)):
+            raise TrainingDiverged(f"{phase}: {reason}")
+        return terms
+
+    return run_steps(play_round, steps, phase=phase, reporter=reporter, curve_points=curve_points)
 
 
 class LatentSampler(SamplesFromLatent):
@@ -298,9 +289,8 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
         """Latent codes of the prior the samples are drawn from (for the novel class, where conditional)."""
 
     # -- the protocol -------------------------------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
-        """Train both networks on the base classes (with their labels); keeps the noise stream for `adapt`."""
-        generator = make_generator(seed)
+    def pretrain_on_base(self, task: FewShotTask, budget: TransferBudget, seed: int, generator: torch.Generator) -> None:
+        """Train both networks on the base classes (with their labels)."""
         with seeded_init(seed):
             self.generator_net, self.discriminator_net = (m.to(self.device) for m in self.build(task))
         self.novel_label = task.novel_class
@@ -310,12 +300,9 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
                 self._train(task.base_images, task.base_labels, budget.pretrain_steps, "pretrain", generator)
         else:
             self.training_log["pretrain"] = "skipped: the task has no base images"
-        self._generator_state = generator.get_state()
 
-    def adapt(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: TransferBudget, generator: torch.Generator) -> None:
         """Fine-tune the pretrained networks on the support set augmented to `pool_size` images."""
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)
         self.novel_label = task.novel_class
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, self.config.augment, task.allows_hflip)

@@ -6,7 +6,7 @@ Schönfeld, Ebrahimi, Sinha, Darrell and Akata, Generalized Zero- and Few-Shot L
 Aligned Variational Autoencoders, CVPR 2019 (cross- and distribution-alignment losses); van den
 Oord, Vinyals and Kavukcuoglu, Neural Discrete Representation Learning, NeurIPS 2017 (the vector
 quantiser, its codebook and commitment losses, the straight-through estimator); Nichol, Achiam
-and Schulman, On First-Order Meta-Learning Algorithms, 2018 (Reptile, `methods/_reptile.py`);
+and Schulman, On First-Order Meta-Learning Algorithms, 2018 (Reptile, `bench.sdk.reptile`);
 Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017 (the contrastive term).
 
 SIDE INFORMATION: besides the k support images, this method receives the novel class's one-sentence
@@ -42,7 +42,7 @@ Loss per episode (images x with class labels y, class embeddings s_y), all in na
 Meta-learning (`pretrain`: the base images and the base classes' descriptions only): each episode
 draws n_way base classes and support_per_class + query_per_class images of each (seeded); inner
 loop: `inner_steps` Adam steps (fresh per episode) of the whole loss on a copy W of the
-meta-weights Phi; outer: Reptile step Phi <- Phi + eps (W - Phi) via `reptile_step` with SGD, eps =
+meta-weights Phi; outer: Reptile step Phi <- Phi + eps (W - Phi) (`bench.sdk.reptile`) with SGD, eps =
 meta_lr linearly annealed to 0 (Nichol et al.'s schedule). `meta_learning=False` is the ablation
 ("standard training" in the slides): the same episodes and steps, one persistent Adam on the
 weights themselves, no Reptile.
@@ -65,10 +65,11 @@ is 1.0 throughout. The semantic component's samples are the blurred grey boots o
 What the slides leave open, and what was chosen:
 - networks: CADA-VAE used MLPs on CNN features; here a DCGAN-sized conv VAE as `methods/vae.py`
   (layer norm instead of batch norm), MLPs on the semantic side;
-- quantiser: chunks of the semantic latent, VQ-VAE's codebook and commitment losses (beta 0.25)
-  scaled by vq_weight = 50, codebook initialised from N(0, I). With VQ-VAE's unscaled losses and
-  its small initial codes, the straight-through gradients of the nats-sized image terms drove the
-  encoder output z_e away from its codes (|z_e| 3 -> 39 in 120 episodes, codebook loss 1,800, measured);
+- quantiser: chunks of the semantic latent (`VectorQuantiser` of `methods/_nets.py`), VQ-VAE's
+  codebook and commitment losses (beta 0.25) scaled by vq_weight = 50, codebook initialised from
+  N(0, I). With VQ-VAE's unscaled losses and its small initial codes, the straight-through
+  gradients of the nats-sized image terms drove the encoder output z_e away from its codes
+  (|z_e| 3 -> 39 in 120 episodes, codebook loss 1,800, measured);
 - a Gaussian from a discrete code: a log-variance head around the quantised mean;
 - loss weights, the MMD kernel, the episode shape (5-way, 5 + 5 images): `CADAVQVAEConfig`;
   the slides' "KL divergence term (= 2.0)" is kl_weight;
@@ -101,14 +102,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.sdk.augment import AugmentConfig, augment
-from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
+from bench.sdk.reptile import MetaNetwork, reptile
 from bench.sdk.semantics import class_embeddings, embedding_card
 from bench.sdk.task import FewShotTask
-from bench.sdk.training import Curve, make_generator, minibatches, optimise, seeded_init
+from bench.sdk.training import make_generator, minibatches, optimise, run_steps, seeded_init
 from methods import register
-from methods._reptile import copy_weights, reptile_step
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._nets import Quantised, VectorQuantiser
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -197,36 +199,6 @@ class ImageDecoder(nn.Module):
         return self.body(self.project(z).view(-1, *self.feature_shape))
 
 
-class Quantised(NamedTuple):
-    z_q: torch.Tensor  # (n, latent_size): quantised values, straight-through gradient to z_e
-    codes: torch.Tensor  # (n, latent_size // embedding_dim) codebook indices
-    codebook_loss: torch.Tensor  # mean over rows of |sg(z_e) - e|^2 (moves the codes)
-    commitment_loss: torch.Tensor  # mean over rows of |z_e - sg(e)|^2 (moves the encoder)
-
-
-class VectorQuantiser(nn.Module):
-    """VQ-VAE's quantiser applied to chunks: (n, latent_size) is split into (n, latent_size / D, D),
-    each chunk replaced by its nearest (Euclidean) row of a (num_embeddings, D) codebook."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int):
-        super().__init__()
-        self.embedding_dim = embedding_dim
-        # Codes spread like the prior N(0, I) of the latent space they live in.
-        self.codebook = nn.Parameter(torch.randn(num_embeddings, embedding_dim))
-
-    def forward(self, z_e: torch.Tensor) -> Quantised:
-        n = z_e.shape[0]
-        chunks = z_e.view(n, -1, self.embedding_dim)
-        distances = (chunks[:, :, None, :] - self.codebook).pow(2).sum(-1)  # (n, chunks, num_embeddings)
-        codes = distances.argmin(-1)
-        quantised = self.codebook[codes]
-        codebook_loss = (quantised - chunks.detach()).pow(2).flatten(1).sum(1).mean()
-        commitment_loss = (chunks - quantised.detach()).pow(2).flatten(1).sum(1).mean()
-        # Straight-through estimator: the forward value is the code, the gradient goes to z_e unchanged.
-        z_q = chunks + (quantised - chunks).detach()
-        return Quantised(z_q.reshape(n, -1), codes, codebook_loss, commitment_loss)
-
-
 class SemanticPosterior(NamedTuple):
     mean: torch.Tensor  # (n, latent_size), the quantised code
     logvar: torch.Tensor
@@ -243,11 +215,16 @@ class SemanticEncoderVQVAE(nn.Module):
         self.body = nn.Sequential(nn.Linear(semantic_dim, hidden), nn.LeakyReLU(0.2))
         self.to_latent = nn.Linear(hidden, latent_size)
         self.to_logvar = nn.Linear(hidden, latent_size)
-        self.quantiser = VectorQuantiser(num_embeddings, embedding_dim)
+        # Codes spread like the prior N(0, I) of the latent space they live in (why: the module docstring).
+        self.quantiser = VectorQuantiser(num_embeddings, embedding_dim, update="loss", init="normal")
+        self.embedding_dim = embedding_dim
 
     def forward(self, s: torch.Tensor) -> SemanticPosterior:
+        """The latent (n, latent_size) is split into latent_size / embedding_dim chunks, each quantised."""
         h = self.body(s)
-        quantised = self.quantiser(self.to_latent(h))
+        z_e = self.to_latent(h)
+        quantised = self.quantiser(z_e.view(z_e.shape[0], -1, self.embedding_dim))
+        quantised = quantised._replace(z_q=quantised.z_q.reshape(z_e.shape[0], -1))
         return SemanticPosterior(quantised.z_q, self.to_logvar(h).clamp(-10, 10), quantised)
 
 
@@ -408,7 +385,7 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         return table
 
     # -- meta-training (base classes only) --------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int) -> None:
+    def pretrain_on_base(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int, generator: torch.Generator) -> None:
         cfg = self.config
         if not len(task.base_images):
             raise ValueError("cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
@@ -419,11 +396,10 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             raise ValueError("the novel class appears among the base labels")
         if len(base_classes) < cfg.n_way:
             raise ValueError(f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}")
-        generator = make_generator(seed)
         with seeded_init(seed):
             self.model = CADAVAE(task.image_shape, table.shape[1], cfg).to(self.device)
-        self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
-        self._generator_state = generator.get_state()
+        with self.phase("meta_train"):
+            self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
 
     def episode(self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -447,53 +423,44 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
     def _meta_train(self, task: FewShotTask, table: torch.Tensor, base_classes: torch.Tensor, episodes: int,
                     generator: torch.Generator) -> dict:
+        """Reptile over episodes (each: `inner_steps` Adam steps of the whole loss on the copy W), or, for the
+        `meta_learning=False` ablation, the same episodes and steps with one persistent Adam on the weights."""
         cfg = self.config
         members = {int(c): torch.nonzero(task.base_labels == c).flatten() for c in base_classes}
         meta = self.model
-        fast = copy.deepcopy(meta) if cfg.meta_learning else meta
-        meta_optimizer = torch.optim.SGD(meta.parameters(), lr=cfg.meta_lr)
-        plain_optimizer = None if cfg.meta_learning else torch.optim.Adam(meta.parameters(), lr=cfg.inner_lr)
-        curve, final, window = Curve(episodes), {}, max(1, episodes // 10)
-        handle = self.reporter.task("meta-train" if cfg.meta_learning else "train on episodes", episodes)
         meta.train()
-        try:
-            with self.phase("meta_train"):
-                for index in range(episodes):
-                    images, labels, support, chosen = self.episode(task, members, generator)
-                    images, labels, support = images.to(self.device), labels.to(self.device), support.to(self.device)
-                    embeddings = table[chosen].to(self.device)
-                    if cfg.meta_learning:
-                        copy_weights(meta, fast)
-                        optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.inner_lr)
-                    else:
-                        optimizer = plain_optimizer
-                    fast.train()
 
-                    def loss_fn(step: int) -> dict[str, torch.Tensor]:
-                        return cada_loss(fast, images, labels, embeddings, cfg, generator, support)
+        def train_on_episode(index: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+            images, labels, support, chosen = self.episode(task, members, generator)
+            images, labels, support = images.to(self.device), labels.to(self.device), support.to(self.device)
+            embeddings = table[chosen].to(self.device)
+            model.train()
+            return optimise(lambda step: cada_loss(model, images, labels, embeddings, cfg, generator, support),
+                            optimizer, cfg.inner_steps, phase="inner loop")
 
-                    try:
-                        terms = optimise(loss_fn, optimizer, cfg.inner_steps, phase="inner loop")
-                    except TrainingDiverged as exc:
-                        raise TrainingDiverged(f"episode {index}: {exc}") from None
-                    if cfg.meta_learning:
-                        for group in meta_optimizer.param_groups:  # eps annealed linearly from meta_lr to 0
-                            group["lr"] = cfg.meta_lr * (1 - index / episodes)
-                        terms["reptile_distance"] = reptile_step(meta, fast, meta_optimizer)
-                    curve.add(index, terms)
-                    if index >= episodes - window:  # the summary: means over the last tenth of the episodes
-                        for key, value in terms.items():
-                            final[key] = final.get(key, 0.0) + value / window
-                    handle.advance()
-        finally:
-            handle.close()
-        return {**final, "meta_learning": cfg.meta_learning, "curve": curve.data}
+        if cfg.meta_learning:
+            fast = copy.deepcopy(meta)
+
+            def reptile_episode(index: int) -> dict[str, float]:  # a fresh inner Adam per episode
+                return train_on_episode(index, fast, torch.optim.Adam(fast.parameters(), lr=cfg.inner_lr))
+
+            network = MetaNetwork(meta, fast, torch.optim.SGD(meta.parameters(), lr=cfg.meta_lr))
+            log = reptile([network], reptile_episode, episodes, anneal=True, reporter=self.reporter)
+        else:
+            plain_optimizer = torch.optim.Adam(meta.parameters(), lr=cfg.inner_lr)
+
+            def plain_episode(index: int) -> dict[str, float]:
+                try:
+                    return train_on_episode(index, meta, plain_optimizer)
+                except TrainingDiverged as exc:
+                    raise TrainingDiverged(f"episode {index}: {exc}") from None
+
+            log = run_steps(plain_episode, episodes, phase="train on episodes", reporter=self.reporter, curve_points=200)
+        return {**log, "meta_learning": cfg.meta_learning}
 
     # -- adaptation to the novel class -------------------------------------------------------------
-    def adapt(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: CADAVQVAEBudget, generator: torch.Generator) -> None:
         cfg = self.config
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         novel = self._semantics(task)[task.novel_class][None].to(self.device)
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, cfg.augment, task.allows_hflip)

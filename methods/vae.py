@@ -26,12 +26,12 @@ import torch
 import torch.nn as nn
 
 from bench.sdk.augment import AugmentConfig, augment
-from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 
 @dataclass
@@ -110,9 +110,8 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
-    def pretrain(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
-        """Train on the base classes; keeps the noise generator's state for `adapt`."""
-        generator = make_generator(seed)
+    def pretrain_on_base(self, task: FewShotTask, budget: VAEBudget, seed: int, generator: torch.Generator) -> None:
+        """Train on the base classes."""
         with seeded_init(seed):
             self.model = ConvVAE(task.image_shape, self.config.latent_dim, self.config.width).to(self.device)
         if len(task.base_images):
@@ -120,12 +119,9 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
                 self._train(task.base_images, budget.pretrain_steps, self.config.pretrain_lr, "pretrain", generator)
         else:  # the unconditional protocol has no base set: train from scratch on the support set
             self.training_log["pretrain"] = "skipped: the task has no base images"
-        self._generator_state = generator.get_state()
 
-    def adapt(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: VAEBudget, generator: torch.Generator) -> None:
         """Fine-tune the pretrained weights on the augmented support set."""
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, self.config.augment, task.allows_hflip)
         with self.phase("finetune"):

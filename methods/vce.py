@@ -24,7 +24,7 @@ two means and two log-variances.
 Training (section 4.3, Algorithms 1 and 2), in three phases:
 1. Reptile pre-training with the plain VAE loss (Algorithm 2): per meta-iteration, one base class,
    one condition q and a batch of other images x_k of that class; `reptile_inner_steps` Adam steps
-   on a copy, then phi <- phi + `reptile_step_size` * (phi~ - phi) (`methods/_reptile.py`).
+   on a copy, then phi <- phi + `reptile_step_size` * (phi~ - phi) (`bench.sdk.reptile`).
 2. The plain VAE loss until convergence: L = L_CON(x, y) + L_KL(z), y = Con(z, q), z ~ q(z|x, q).
 3. The LMVAE loss (equations 11-12, Algorithm 1): with z_r = Enc(y, q) the converted image re-encoded,
    L_E = KL(z) + lambda * max(0, m - KL(z_r)) + (1 - sigma) L_CON(x, y) + sigma L_REG(q, y)  (encoder step),
@@ -67,14 +67,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.reptile import MetaNetwork, reptile
 from bench.sdk.task import FewShotTask
-from bench.sdk.training import Curve, finite_loss, make_generator, run_steps, seeded_init
+from bench.sdk.training import finite_loss, make_generator, run_steps, seeded_init
 from methods import register
 from methods._nets import ResidualBlock
-from methods._reptile import copy_weights, reptile_step
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 LOSSES = ("lmvae", "vae")
 
@@ -193,14 +193,13 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
     likelihood_chunk_size: int = 2048
 
     # -- training -----------------------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+    def pretrain_on_base(self, task: FewShotTask, budget: VCEBudget, seed: int, generator: torch.Generator) -> None:
         """The three training phases, on pairs of base-class images."""
         cfg = self.config
         members = class_members(task.base_labels, 2)
         if not members:
             raise ValueError("vce trains on pairs of images of one class and the task has no base class with two "
                              "images (the unconditional protocol has no base set)")
-        generator = make_generator(seed)
         with seeded_init(seed):
             self.model = ConvertorEncoder(task.image_shape, budget.channels, budget.residual_blocks, cfg.norm).to(self.device)
         images = task.base_images
@@ -282,29 +281,18 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         """Algorithm 2: inner Adam steps on a copy with the VAE loss, then move the weights towards the copy."""
         cfg = self.config
         fast = copy.deepcopy(self.model)
-        meta_optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.reptile_step_size)
-        curve = Curve(budget.reptile_iterations)
-        handle = self.reporter.task("reptile", budget.reptile_iterations)
-        window = max(1, budget.reptile_iterations // 10)
-        final = {"loss": 0.0, "distance": 0.0}
-        try:
-            for iteration in range(budget.reptile_iterations):
-                copy_weights(self.model, fast)
-                inner = torch.optim.Adam(fast.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
-                x, condition = batch()  # one class and one condition per task (Algorithm 2)
-                for step in range(budget.reptile_inner_steps):
-                    terms = self._vae_step(fast, x, condition, inner, generator, "reptile", iteration)
-                distance = reptile_step(self.model, fast, meta_optimizer)
-                curve.add(iteration, {"loss": terms["loss"], "distance": distance})
-                if iteration >= budget.reptile_iterations - window:
-                    final["loss"] += terms["loss"] / window
-                    final["distance"] += distance / window
-                handle.advance()
-        finally:
-            handle.close()
-        return {**final, "curve": curve.data} if budget.reptile_iterations else {}
 
-    def adapt(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+        def inner_loop(iteration: int) -> dict[str, float]:
+            inner = torch.optim.Adam(fast.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
+            x, condition = batch()  # one class and one condition per task (Algorithm 2)
+            for step in range(budget.reptile_inner_steps):
+                terms = self._vae_step(fast, x, condition, inner, generator, "reptile", step)
+            return {"loss": terms["loss"]}
+
+        network = MetaNetwork(self.model, fast, torch.optim.SGD(self.model.parameters(), lr=cfg.reptile_step_size))
+        return reptile([network], inner_loop, budget.reptile_iterations, phase="reptile", reporter=self.reporter)
+
+    def adapt_to_support(self, task: FewShotTask, budget: VCEBudget, generator: torch.Generator) -> None:
         """No training on the new class (the paper's one-shot transfer): keep its support images as conditions."""
         self.conditions = task.support.clone()
         self.training_log["adapt"] = f"no training: {len(self.conditions)} support images kept as conditions"

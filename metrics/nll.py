@@ -2,9 +2,10 @@
 
 Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
 shared in `bench.sdk.likelihood`). The images scored are the evaluation reference (the novel
-class's TEST images, never shown to the method), binarised at 0.5: the observation model of
-the benchmark's grey-scale data is Bernoulli on binarised images, so every method is scored
-on the same 0/1 data. The method computes log p(x) through its `log_likelihood` capability.
+class's TEST images, never shown to the method), binarised at 0.5 by `bench.sdk.likelihood.binarise`
+(the binarisation the methods use too): the observation model of the benchmark's grey-scale data
+is Bernoulli on binarised images, so every method is scored on the same 0/1 data. The method
+computes log p(x) through its `log_likelihood` capability.
 
 Settings (`NllSettings`, set per profile): `nll_importance_samples` (K) and `nll_max_images`
 (score the first N reference images in the split's fixed order; None = all). The IWAE estimate
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.sdk.likelihood import binarise
 from metrics import EvalInputs, Metric, MetricResult, MetricSettings, profile_setting, register
 
 OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
@@ -32,10 +34,6 @@ class NllSettings(MetricSettings):
     nll_importance_samples: int = profile_setting(100, "IWAE importance samples K per image", smoke=8, paper=5000)
     nll_max_images: int | None = profile_setting(
         None, "score the first N evaluation-reference images (the split's fixed order); None: all of them", smoke=64)
-
-
-def binarise(x: torch.Tensor) -> torch.Tensor:
-    return (x > 0.5).to(torch.float32)
 
 
 def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:

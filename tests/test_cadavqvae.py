@@ -14,8 +14,8 @@ import torch
 from bench.data.datasets import DATASETS, ImageDataset
 from bench.sdk.semantics import class_embeddings, embedding_card
 from bench.sdk.task import FewShotTask, SplitInfo
-from methods.cadavqvae import (CADAVQVAE, CADAVQVAEBudget, CADAVQVAEConfig, VectorQuantiser, gaussian_w2, mixture_log_prob,
-                               mmd, prototypical_loss)
+from methods.cadavqvae import (CADAVQVAE, CADAVQVAEBudget, CADAVQVAEConfig, SemanticEncoderVQVAE, gaussian_w2,
+                               mixture_log_prob, mmd, prototypical_loss)
 
 DESCRIBED = ("fashion-mnist", "mnist", "cifar10")
 TINY = CADAVQVAEBudget(episodes=2, adapt_steps=2, pool_size=8)
@@ -64,11 +64,13 @@ def test_w2_of_diagonal_gaussians_equals_the_closed_form():
 # -- vector quantiser -----------------------------------------------------------------------------
 def test_quantiser_picks_the_nearest_code_per_chunk_and_passes_gradients_straight_through():
     torch.manual_seed(0)
-    quantiser = VectorQuantiser(num_embeddings=7, embedding_dim=3)
+    encoder = SemanticEncoderVQVAE(semantic_dim=5, latent_size=12, num_embeddings=7, embedding_dim=3)
+    quantiser = encoder.quantiser
     with torch.no_grad():
         quantiser.codebook.copy_(torch.randn(7, 3, generator=_gen(1)))
     z_e = torch.randn(4, 12, generator=_gen(2), requires_grad=True)
-    out = quantiser(z_e)
+    encoder.to_latent.forward = lambda h: z_e  # the semantic encoder's latent before quantisation
+    out = encoder(torch.zeros(4, 5)).quantised
     codebook = quantiser.codebook.detach()
     for row in range(4):
         for chunk in range(4):
@@ -81,11 +83,11 @@ def test_quantiser_picks_the_nearest_code_per_chunk_and_passes_gradients_straigh
     torch.testing.assert_close(z_e.grad, weights)  # straight through: dz_q/dz_e = identity
     # The codebook loss moves only the codes, the commitment loss only the encoder's output.
     z_e.grad = None
-    out = quantiser(z_e)
+    out = encoder(torch.zeros(4, 5)).quantised
     out.codebook_loss.backward()
     assert z_e.grad is None and quantiser.codebook.grad.abs().sum() > 0
     quantiser.codebook.grad = None
-    out = quantiser(z_e)
+    out = encoder(torch.zeros(4, 5)).quantised
     out.commitment_loss.backward()
     assert quantiser.codebook.grad is None and z_e.grad.abs().sum() > 0
 

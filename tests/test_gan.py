@@ -1,4 +1,4 @@
-"""The shared GAN and Reptile machinery, checked against independent computations and by meaning."""
+"""The shared GAN machinery, checked against independent computations and by meaning (Reptile: test_reptile.py)."""
 
 import pytest
 import torch
@@ -6,7 +6,6 @@ import torch.nn as nn
 
 from bench.sdk.method import TrainingDiverged
 from methods._gan import CollapseCheck, Player, alternate, critic_wgan_gp, gradient_penalty
-from methods._reptile import reptile_step
 from conftest import requires_data
 
 
@@ -27,20 +26,6 @@ def test_wgan_critic_loss_rewards_separating_real_from_fake():
     confused = critic_wgan_gp(lambda x: -x.flatten(1).mean(1), real, fake, torch.Generator().manual_seed(0))
     assert separating["wasserstein"] == pytest.approx(2.0) and confused["wasserstein"] == pytest.approx(-2.0)
     assert separating["loss"] < confused["loss"]
-
-
-def test_reptile_with_unit_sgd_lands_on_the_adapted_weights_and_interpolates_below():
-    meta, adapted = nn.Linear(3, 2), nn.Linear(3, 2)
-    start = [p.detach().clone() for p in meta.parameters()]
-    target = [p.detach().clone() for p in adapted.parameters()]
-    distance = reptile_step(meta, adapted, torch.optim.SGD(meta.parameters(), lr=1.0))
-    assert distance == pytest.approx(sum((a - b).pow(2).sum() for a, b in zip(start, target)).sqrt().item())
-    for p, t in zip(meta.parameters(), target):
-        torch.testing.assert_close(p.detach(), t)
-    meta.load_state_dict(dict(zip(("weight", "bias"), start)))
-    reptile_step(meta, adapted, torch.optim.SGD(meta.parameters(), lr=0.25))
-    for p, s, t in zip(meta.parameters(), start, target):
-        torch.testing.assert_close(p.detach(), s + 0.25 * (t - s))
 
 
 def _player(name, values):

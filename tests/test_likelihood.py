@@ -1,8 +1,10 @@
-"""The shared IWAE estimator, the VAE's log_likelihood capability and the nll metric.
+"""The shared importance-sampling estimators (continuous and discrete latents), the binarisation, the VAE's
+log_likelihood capability and the nll metric.
 
-Expected values come from independent computations: the closed-form marginal of a
-linear-Gaussian model (torch.distributions.MultivariateNormal), and an ELBO computed with
-torch.distributions (Bernoulli log-probabilities and the analytic Gaussian KL).
+Expected values come from independent computations: the closed-form marginals of a
+linear-Gaussian model (torch.distributions.MultivariateNormal) and of a factorised model over
+discrete code maps, and an ELBO computed with torch.distributions (Bernoulli log-probabilities
+and the analytic Gaussian KL).
 """
 
 import math
@@ -12,7 +14,7 @@ import torch
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
 from bench.harness.evaluation import evaluate
-from bench.sdk.likelihood import iwae_log_likelihood
+from bench.sdk.likelihood import binarise, discrete_importance_log_likelihood, iwae_log_likelihood
 from bench.sdk.method import PROFILES
 from bench.sdk.training import seeded_init
 from methods.vae import VAE, ConvVAE, VAEConfig, negative_elbo
@@ -51,43 +53,111 @@ def linear_gaussian():
     return {"x": x, "exact": marginal.log_prob(x), "lik": log_px_given_z, "posterior": exact_posterior, "mismatched": mismatched}
 
 
+# -- a factorised model over discrete code maps, with a closed-form marginal ---------------------
+# P positions with M codes each: p(c) = prod_p pi_p(c_p), p(x|c) = prod_p f_p(x, c_p). Then the
+# posterior is the product of the per-position posteriors and log p(x) = sum_p logsumexp_m.
+P, M = 5, 4
+
+
+@pytest.fixture(scope="module")
+def factorised():
+    g = torch.Generator().manual_seed(0)
+    log_pi = torch.log_softmax(torch.randn(P, M, generator=g, dtype=torch.float64) * 2, -1)
+    x = torch.randn(6, P, generator=g, dtype=torch.float64)
+    centres = torch.randn(P, M, generator=g, dtype=torch.float64)
+
+    def log_f(x_rows, codes):  # (m, P), (m, P) -> (m, P): a Gaussian around the code's centre
+        return -0.5 * (x_rows - centres.gather(1, codes.T).T).pow(2) - 0.5 * math.log(2 * math.pi)
+
+    def log_joint(x_rows, codes):
+        return (log_f(x_rows, codes) + log_pi.gather(1, codes.T).T).sum(1)
+
+    per_position = -0.5 * (x[:, :, None] - centres[None]).pow(2) - 0.5 * math.log(2 * math.pi) + log_pi[None]  # (n, P, M)
+    exact = torch.logsumexp(per_position, -1).sum(1)
+
+    def posterior(xb):
+        return torch.log_softmax(-0.5 * (xb[:, :, None] - centres[None]).pow(2) + log_pi[None], -1)
+
+    def mismatched(xb):  # too flat and biased towards code 0: valid but inefficient
+        logits = posterior(xb) * 0.3
+        logits[..., 0] += 1.0
+        return torch.log_softmax(logits, -1)
+
+    return {"x": x, "exact": exact, "lik": log_joint, "posterior": posterior, "mismatched": mismatched}
+
+
+# -- what both estimators must do, each on its model ----------------------------------------
+@pytest.fixture(params=["linear_gaussian", "factorised"])
+def toy(request):
+    """(estimator, model): the linear-Gaussian model for the IWAE estimator, the factorised one for the discrete estimator."""
+    estimator = {"linear_gaussian": iwae_log_likelihood, "factorised": discrete_importance_log_likelihood}[request.param]
+    return estimator, request.getfixturevalue(request.param)
+
+
 @pytest.mark.parametrize("k", [1, 7])
-def test_exact_posterior_gives_the_exact_marginal_with_zero_variance(linear_gaussian, k):
-    m = linear_gaussian
-    estimate, ess = iwae_log_likelihood(
-        m["x"], m["posterior"], m["lik"], k, torch.Generator().manual_seed(1), return_ess=True
-    )
-    assert estimate.dtype == torch.float64 and estimate.shape == (5,)
+def test_exact_posterior_gives_the_exact_marginal_with_zero_variance(toy, k):
+    estimate_log_px, m = toy
+    n = len(m["x"])
+    estimate, ess = estimate_log_px(m["x"], m["posterior"], m["lik"], k, torch.Generator().manual_seed(1), return_ess=True)
+    assert estimate.dtype == torch.float64 and estimate.shape == (n,)
     torch.testing.assert_close(estimate, m["exact"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(ess, torch.full((5,), float(k), dtype=torch.float64), rtol=1e-9, atol=0)
+    torch.testing.assert_close(ess, torch.full((n,), float(k), dtype=torch.float64), rtol=1e-9, atol=0)
 
 
-def test_mismatched_proposal_converges_to_the_exact_marginal(linear_gaussian):
-    m = linear_gaussian
-    repeats = 8
+def test_mismatched_proposal_converges_to_the_exact_marginal(toy):
+    estimate_log_px, m = toy
+    n, repeats = len(m["x"]), 8
     x = m["x"].repeat_interleave(repeats, 0)  # every row gets its own noise: 8 independent estimates per image
-    estimates = iwae_log_likelihood(x, m["mismatched"], m["lik"], 2000, torch.Generator().manual_seed(2)).view(5, repeats)
+    estimates = estimate_log_px(x, m["mismatched"], m["lik"], 3000, torch.Generator().manual_seed(2)).view(n, repeats)
     error = estimates.mean(1) - m["exact"]
     standard_error = estimates.std(1) / math.sqrt(repeats)
     assert (error.abs() <= 5 * standard_error + 1e-3).all(), (error, standard_error)
     # The test has power: with K = 1 the same proposal is clearly below log p(x) (the ELBO gap).
-    single = iwae_log_likelihood(x, m["mismatched"], m["lik"], 1, torch.Generator().manual_seed(3)).view(5, repeats)
+    single = estimate_log_px(x, m["mismatched"], m["lik"], 1, torch.Generator().manual_seed(3)).view(n, repeats)
     assert (single.mean(1) < m["exact"] - 0.1).all()
 
 
-def test_chunking_and_batching_do_not_change_the_noise(linear_gaussian):
-    m = linear_gaussian
-    run = lambda **kw: iwae_log_likelihood(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(4), **kw)
+def test_chunking_and_batching_do_not_change_the_noise(toy):
+    estimate_log_px, m = toy
+    run = lambda **kw: estimate_log_px(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(4), **kw)  # noqa: E731
     reference = run(batch_size=64, chunk_size=10_000)
-    for batch_size, chunk_size in [(1, 1), (2, 5), (3, 16), (5, 37), (4, 1000)]:
+    for batch_size, chunk_size in [(1, 1), (2, 5), (3, 16), (5, 37), (6, 37), (4, 1000)]:
         torch.testing.assert_close(run(batch_size=batch_size, chunk_size=chunk_size), reference, rtol=0, atol=1e-12)
-    assert not torch.equal(iwae_log_likelihood(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(5)), reference)
+    assert not torch.equal(estimate_log_px(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(5)), reference)
 
 
-def test_bad_arguments_are_refused(linear_gaussian):
-    m = linear_gaussian
+def test_bad_arguments_are_refused(toy):
+    estimate_log_px, m = toy
     with pytest.raises(ValueError, match="num_samples"):
-        iwae_log_likelihood(m["x"], m["posterior"], m["lik"], 0, torch.Generator())
+        estimate_log_px(m["x"], m["posterior"], m["lik"], 0, torch.Generator())
+    with pytest.raises(ValueError, match="batch_size and chunk_size"):
+        estimate_log_px(m["x"], m["posterior"], m["lik"], 3, torch.Generator(), chunk_size=0)
+
+
+def test_codes_without_proposal_mass_are_never_drawn(factorised):
+    f = factorised
+    drawn = []
+
+    def joint(x_rows, codes):
+        drawn.append(codes)
+        return f["lik"](x_rows, codes)
+
+    def two_codes(xb):  # all mass on codes 1 and 2
+        log_q = torch.full((xb.shape[0], P, M), -math.inf, dtype=torch.float64)
+        log_q[..., 1:3] = math.log(0.5)
+        return log_q
+
+    estimate = discrete_importance_log_likelihood(f["x"], two_codes, joint, 200, torch.Generator().manual_seed(6))
+    codes = torch.cat(drawn)
+    assert torch.isfinite(estimate).all() and set(codes.unique().tolist()) == {1, 2}
+
+
+def test_binarise_thresholds_at_one_half_and_keeps_the_floating_dtype():
+    x = torch.tensor([0.0, 0.25, 0.5, 0.5001, 1.0], dtype=torch.float64)
+    assert binarise(x).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0] and binarise(x).dtype == torch.float64
+    assert binarise(x.float()).dtype == torch.float32
+    with pytest.raises(TypeError, match="floating-point"):
+        binarise(torch.tensor([0, 255], dtype=torch.uint8))
 
 
 # -- the VAE capability on a small synthetic model (no data needed) ---------------------------

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from bench.sdk.likelihood import binarise
 from bench.sdk.training import make_generator, seeded_init
 from methods import METHODS
-from methods._vae import binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import gaussian_kl, reconstruction_loss, reparameterise
 from methods.vce import VCE, ConvertorEncoder, VCEBudget, VCEConfig, columns_reached
 
 

@@ -18,8 +18,9 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   estimated with `num_samples` importance samples (latent-variable methods reuse
   `bench.sdk.likelihood.iwae_log_likelihood`), noise drawn only from the CPU `generator` (None: a
   generator seeded with 0). For grey-scale data the observation is the binarised image
-  (x > 0.5): the `nll` metric passes binarised images, and a Bernoulli method binarises its
-  input itself too (a no-op on 0/1 images), so any [0, 1] input is scored as its binarisation.
+  (x > 0.5, `bench.sdk.likelihood.binarise`): the `nll` metric passes binarised images, and a
+  Bernoulli method binarises its input itself too (a no-op on 0/1 images), so any [0, 1] input
+  is scored as its binarisation.
   It runs without gradients in eval mode (e.g. BatchNorm running statistics) and restores the
   model's mode;
 - `"reconstruct"`: `reconstruct(x)`;
@@ -28,7 +29,8 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   exactly `pretrain` then `adapt`. `pretrain` may use only the base images (and the task's
   shape, class count and flags), never its support set, so that a run over several tasks
   sharing one base set (Omniglot's novel characters) pretrains once and adapts a copy per task
-  with the same result as fitting each task from scratch.
+  with the same result as fitting each task from scratch. `PretrainThenAdapt` implements both
+  and hands the noise generator from one to the other; a method writes what each phase trains.
 
 A metric that needs a capability the method lacks is recorded as not applicable.
 """
@@ -141,12 +143,42 @@ class Method(abc.ABC):
                     raise TypeError(f"method '{name}' declares '{capability}' but has no '{attr}'")
 
 
-class PretrainThenAdapt:
-    """Mixin for methods with the `transfer` capability: `fit` is exactly `pretrain` then `adapt`."""
+class PretrainThenAdapt(abc.ABC):
+    """Mixin for methods with the `transfer` capability: `fit` is exactly `pretrain` then `adapt`, and
+    the noise stream is handed from one to the other.
+
+    A method implements `pretrain_on_base(task, budget, seed, generator)` (the base images only;
+    `seed` is for `seeded_init`, every other random draw comes from `generator`) and
+    `adapt_to_support(task, budget, generator)`. `pretrain` seeds a CPU generator with the run's
+    seed and keeps its state at the end; `adapt` continues from that state. So adapting a copy of
+    one pretrained method per task (the runner does this for a task set sharing one base set)
+    draws the same numbers as one `fit` per task.
+    """
+
+    @abc.abstractmethod
+    def pretrain_on_base(self, task: FewShotTask, budget: Any, seed: int, generator: torch.Generator) -> None:
+        """Train on the base classes of `task` (never its support set), drawing noise from `generator`."""
+
+    @abc.abstractmethod
+    def adapt_to_support(self, task: FewShotTask, budget: Any, generator: torch.Generator) -> None:
+        """Adapt the pretrained model to the support set of `task`, drawing noise from `generator`."""
 
     def fit(self, task: FewShotTask, budget: Any, seed: int) -> None:
         self.pretrain(task, budget, seed)
         self.adapt(task, budget, seed)
+
+    def pretrain(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.pretrain_on_base(task, budget, seed, generator)
+        self._noise_after_pretraining = generator.get_state()
+
+    def adapt(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        """Adapt with the noise stream where `pretrain` left it (`seed` acted through `pretrain`)."""
+        if not hasattr(self, "_noise_after_pretraining"):
+            raise RuntimeError(f"{type(self).__name__}.adapt needs a pretrained model: call pretrain first (or fit)")
+        generator = torch.Generator()
+        generator.set_state(self._noise_after_pretraining)
+        self.adapt_to_support(task, budget, generator)
 
 
 class SamplesFromLatent:

@@ -5,7 +5,8 @@ does the zero-grad / backward / step, stops with `TrainingDiverged` on a non-fin
 advances the progress bar and returns the mean of each logged value over the last tenth of
 the steps (what goes into the run record's training log) and, if asked, the loss curve. A
 method whose step updates several networks with their own losses (VCE's encoder and
-convertor) writes the whole step and hands it to `run_steps`, the same loop underneath.
+convertor) writes the whole step and hands it to `run_steps`, the same loop underneath; so do
+the GANs' alternating loop and Reptile's meta-iterations (`bench.sdk.reptile`).
 """
 
 from __future__ import annotations
