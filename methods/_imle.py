@@ -121,7 +121,9 @@ class IMLEMethod(LatentSampler, Method):
         cfg = self.config
         generator = make_generator(seed)
         with seeded_init(seed):
-            self.generator_net = DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer").to(self.device)
+            self.generator_net = DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer").to(
+                self.device
+            )
         optimizer = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr)
         if cfg.pretrained:
             with self.phase("pretrain"):
@@ -148,7 +150,7 @@ class IMLEMethod(LatentSampler, Method):
                 with self.phase("update"):
                     batches = minibatches(torch.arange(n), cfg.batch_size, generator)
 
-                    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+                    def loss_fn(step: int, batches=batches) -> dict[str, torch.Tensor]:
                         index_batch = next(batches)
                         z = selected[index_batch].to(self.device)
                         generated = to_unit(self.generator_net(z))
@@ -163,14 +165,18 @@ class IMLEMethod(LatentSampler, Method):
         self.training_log["imle"] = {
             "final_nearest_distance": log["nearest_distance"][-1] if log["nearest_distance"] else None,
             "mean_reselected_per_round": sum(log["reselected"]) / max(1, len(log["reselected"])),
-            "curve": {"step": list(range(1, len(log["loss"]) + 1)), "loss": log["loss"],
-                      "nearest_distance": log["nearest_distance"],
-                      "reselected_fraction": [r / n for r in log["reselected"]]},
+            "curve": {
+                "step": list(range(1, len(log["loss"]) + 1)),
+                "loss": log["loss"],
+                "nearest_distance": log["nearest_distance"],
+                "reselected_fraction": [r / n for r in log["reselected"]],
+            },
             **self.selection_log(),
         }
 
-    def _pretrain(self, task: FewShotTask, budget: IMLEBudget, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator) -> None:
+    def _pretrain(
+        self, task: FewShotTask, budget: IMLEBudget, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    ) -> None:
         """IMLE on the base classes: each round, a random subset of base images is matched to a fresh pool
         (nearest sample each, the vanilla rule) and pulled towards. Thresholds or rejections of the variant
         apply to the support phase only."""
@@ -187,12 +193,14 @@ class IMLEMethod(LatentSampler, Method):
             selected = pool_z[pairwise_squared_distances(targets, pool).argmin(1)]
             batches = minibatches(torch.arange(len(images)), cfg.batch_size, generator)
 
-            def loss_fn(step: int) -> dict[str, torch.Tensor]:
+            def loss_fn(step: int, batches=batches, selected=selected, targets=targets) -> dict[str, torch.Tensor]:
                 index = next(batches)
                 generated = to_unit(self.generator_net(selected[index].to(self.device)))
                 return {"loss": (self._embed(generated) - targets[index].to(self.device)).pow(2).mean()}
 
-            losses.append(optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"pretrain round {round_index}")["loss"])
+            losses.append(
+                optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"pretrain round {round_index}")["loss"]
+            )
         self.training_log["pretrain"] = {"curve": {"step": list(range(1, len(losses) + 1)), "loss": losses}}
 
     @torch.no_grad()
@@ -207,4 +215,3 @@ class IMLEMethod(LatentSampler, Method):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator_net(z)
-

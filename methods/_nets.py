@@ -42,13 +42,23 @@ class ResidualBlock(nn.Module):
     x + conv1x1(ReLU(conv3x3(ReLU(x)))) (van den Oord et al. 2017, section 4.1).
     """
 
-    def __init__(self, c_in: int, c_out: int, resample: str | None = None, norm: str = "layer",
-                 activation: str = "prelu", second_kernel: int = 3):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        resample: str | None = None,
+        norm: str = "layer",
+        activation: str = "prelu",
+        second_kernel: int = 3,
+    ):
         super().__init__()
         self.resample = resample
         self.body = nn.Sequential(
-            norm_2d(norm, c_in), activation_layer(activation, c_in), nn.Conv2d(c_in, c_out, 3, 1, 1),
-            norm_2d(norm, c_out), activation_layer(activation, c_out),
+            norm_2d(norm, c_in),
+            activation_layer(activation, c_in),
+            nn.Conv2d(c_in, c_out, 3, 1, 1),
+            norm_2d(norm, c_out),
+            activation_layer(activation, c_out),
             nn.Conv2d(c_out, c_out, second_kernel, 1, second_kernel // 2),
         )
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -91,8 +101,15 @@ class VectorQuantiser(nn.Module):
     thousand steps (decay^t below the smoothing constant) drifts to the origin.
     """
 
-    def __init__(self, size: int, dim: int, update: str = "ema", decay: float = 0.99, epsilon: float = 1e-5,
-                 init: str = "uniform"):
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        update: str = "ema",
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        init: str = "uniform",
+    ):
         super().__init__()
         if update not in CODEBOOK_UPDATES:
             raise ValueError(f"unknown codebook_update '{update}' (valid: {', '.join(CODEBOOK_UPDATES)})")
@@ -121,8 +138,9 @@ class VectorQuantiser(nn.Module):
         quantised = self.lookup(codes)
         if self.training and self.update == "ema":
             self._ema_update(z_e.detach(), codes)  # this step's z_q uses the codebook before the update
-        codebook_loss = ((quantised - z_e.detach()).pow(2).flatten(1).sum(1).mean() if self.update == "loss"
-                         else z_e.new_zeros(()))
+        codebook_loss = (
+            (quantised - z_e.detach()).pow(2).flatten(1).sum(1).mean() if self.update == "loss" else z_e.new_zeros(())
+        )
         commitment_loss = (z_e - quantised.detach()).pow(2).flatten(1).sum(1).mean()
         # Straight-through estimator: the forward value is the code, the gradient goes to z_e unchanged.
         z_q = z_e + (quantised - z_e).detach()

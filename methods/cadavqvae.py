@@ -169,9 +169,14 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"cadavqvae needs image sides divisible by 4, got {height}x{width_px}")
         features = 2 * width * (height // 4) * (width_px // 4)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.GroupNorm(1, 2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(features, hidden), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.GroupNorm(1, 2 * width),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(features, hidden),
+            nn.LeakyReLU(0.2),
         )
         self.to_mean = nn.Linear(hidden, latent_size)
         self.to_logvar = nn.Linear(hidden, latent_size)
@@ -188,10 +193,13 @@ class ImageDecoder(nn.Module):
         super().__init__()
         channels, height, width_px = image_shape
         self.feature_shape = (2 * width, height // 4, width_px // 4)
-        self.project = nn.Sequential(nn.Linear(latent_size, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.feature_shape)),
-                                     nn.ReLU())
+        self.project = nn.Sequential(
+            nn.Linear(latent_size, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.feature_shape)), nn.ReLU()
+        )
         self.body = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.GroupNorm(1, width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.GroupNorm(1, width),
+            nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
         )
 
@@ -246,8 +254,9 @@ class CADAVAE(nn.Module):
         super().__init__()
         self.image_encoder = ImageEncoder(image_shape, cfg.latent_size, cfg.width, cfg.hidden)
         self.image_decoder = ImageDecoder(image_shape, cfg.latent_size, cfg.width, cfg.hidden)
-        self.semantic_encoder = SemanticEncoderVQVAE(semantic_dim, cfg.latent_size, cfg.num_embeddings, cfg.embedding_dim,
-                                                     cfg.hidden)
+        self.semantic_encoder = SemanticEncoderVQVAE(
+            semantic_dim, cfg.latent_size, cfg.num_embeddings, cfg.embedding_dim, cfg.hidden
+        )
         self.semantic_decoder = SemanticDecoder(cfg.latent_size, semantic_dim, cfg.hidden)
 
 
@@ -289,8 +298,15 @@ def semantic_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (predicted - target).pow(2).sum(1).mean()
 
 
-def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor,
-              cfg: CADAVQVAEConfig, generator: torch.Generator, support: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def cada_loss(
+    model: CADAVAE,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    embeddings: torch.Tensor,
+    cfg: CADAVQVAEConfig,
+    generator: torch.Generator,
+    support: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """The five loss terms (module docstring) for images of the classes whose embeddings are the rows of `embeddings`.
 
     `labels` index those rows; `support` (bool per image) marks the images whose latents build the
@@ -308,24 +324,31 @@ def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embedd
     reconstruction = reconstruction_loss(model.image_decoder(z_x), images)
     image_vae = reconstruction + cfg.kl_weight * gaussian_kl(mean_x, logvar_x).mean()
     quantised = semantic.quantised
-    semantic_vae = (cfg.semantic_weight * semantic_error(model.semantic_decoder(z_s_class), embeddings)
-                    + cfg.vq_weight * (quantised.codebook_loss + cfg.commitment * quantised.commitment_loss)
-                    + cfg.kl_weight * gaussian_kl(semantic.mean, semantic.logvar).mean())
-    cross_alignment = (reconstruction_loss(model.image_decoder(z_s), images)
-                       + cfg.semantic_weight * semantic_error(model.semantic_decoder(z_x), embeddings[labels]))
+    semantic_vae = (
+        cfg.semantic_weight * semantic_error(model.semantic_decoder(z_s_class), embeddings)
+        + cfg.vq_weight * (quantised.codebook_loss + cfg.commitment * quantised.commitment_loss)
+        + cfg.kl_weight * gaussian_kl(semantic.mean, semantic.logvar).mean()
+    )
+    cross_alignment = reconstruction_loss(model.image_decoder(z_s), images) + cfg.semantic_weight * semantic_error(
+        model.semantic_decoder(z_x), embeddings[labels]
+    )
     classes = labels.unique()
     if cfg.distribution_alignment == "mmd":
-        distribution_alignment = torch.stack([mmd(z_x[labels == c], z_s[labels == c], cfg.mmd_bandwidths)
-                                              for c in classes]).mean()
+        distribution_alignment = torch.stack(
+            [mmd(z_x[labels == c], z_s[labels == c], cfg.mmd_bandwidths) for c in classes]
+        ).mean()
     elif cfg.distribution_alignment == "w2":
         distribution_alignment = gaussian_w2(mean_x, logvar_x, mean_s, logvar_s).mean()
     else:
         raise ValueError(f"unknown distribution_alignment '{cfg.distribution_alignment}' (valid: mmd, w2)")
     contrastive = torch.zeros((), device=images.device)
     if support is not None and len(classes) >= 2:
-        prototypes = torch.stack([
-            torch.cat([mean_x[support & (labels == c)], semantic.mean[c][None]]).mean(0) for c in range(len(embeddings))
-        ])
+        prototypes = torch.stack(
+            [
+                torch.cat([mean_x[support & (labels == c)], semantic.mean[c][None]]).mean(0)
+                for c in range(len(embeddings))
+            ]
+        )
         contrastive = prototypical_loss(mean_x[~support], labels[~support], prototypes)
 
     terms = {
@@ -338,7 +361,9 @@ def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embedd
     return {"loss": sum(terms.values()), **terms, "reconstruction": reconstruction}
 
 
-def mixture_log_prob(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+def mixture_log_prob(
+    z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor
+) -> torch.Tensor:
     """log sum_c w_c N(z; mean_c, diag(exp(logvar_c))) for z (m, d): (m,), in z's dtype."""
     means, logvars, log_w = means.to(z), logvars.to(z), weights.to(z).log()
     per_component = -0.5 * ((z[:, None, :] - means).pow(2) / logvars.exp() + logvars + _LOG_2PI).sum(-1)
@@ -349,8 +374,10 @@ def mixture_log_prob(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor
 @register
 class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "CADA-VQ-VAE: cross-aligned image VAE and VQ semantic VAE, meta-learned with Reptile (uses the class description)"
-    reference = ("Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
-                 "Schönfeld et al., CADA-VAE, CVPR 2019")
+    reference = (
+        "Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
+        "Schönfeld et al., CADA-VAE, CVPR 2019"
+    )
     version = "1"
     Config = CADAVQVAEConfig
     Budget = CADAVQVAEBudget
@@ -369,8 +396,10 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "paper": CADAVQVAEBudget(episodes=108_000, adapt_steps=900, pool_size=300),
     }
     capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
-    likelihood_description = ("p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
-                              "novel class description's semantic posterior (conditional on both), Bernoulli decoder")
+    likelihood_description = (
+        "p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
+        "novel class description's semantic posterior (conditional on both), Bernoulli decoder"
+    )
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
@@ -378,31 +407,40 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     def _semantics(self, task: FewShotTask) -> torch.Tensor:
         """The class-embedding table of the task's descriptions; the card goes into the training log."""
         if not task.class_descriptions:
-            raise ValueError(f"cadavqvae conditions on class descriptions and {task.info.dataset} has no class descriptions "
-                             f"(`bench list datasets` shows which datasets have them)")
+            raise ValueError(
+                f"cadavqvae conditions on class descriptions and {task.info.dataset} has no class descriptions "
+                f"(`bench list datasets` shows which datasets have them)"
+            )
         table = class_embeddings(task.class_descriptions)
         self.training_log["semantics"] = embedding_card(task.class_descriptions)
         return table
 
     # -- meta-training (base classes only) --------------------------------------------------------
-    def pretrain_on_base(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int, generator: torch.Generator) -> None:
+    def pretrain_on_base(
+        self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int, generator: torch.Generator
+    ) -> None:
         cfg = self.config
         if not len(task.base_images):
-            raise ValueError("cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
-                             "base images (the unconditional protocol)")
+            raise ValueError(
+                "cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
+                "base images (the unconditional protocol)"
+            )
         table = self._semantics(task)
         base_classes = task.base_labels.unique()
         if task.novel_class in base_classes.tolist():
             raise ValueError("the novel class appears among the base labels")
         if len(base_classes) < cfg.n_way:
-            raise ValueError(f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}")
+            raise ValueError(
+                f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}"
+            )
         with seeded_init(seed):
             self.model = CADAVAE(task.image_shape, table.shape[1], cfg).to(self.device)
         with self.phase("meta_train"):
             self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
 
-    def episode(self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def episode(
+        self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One episode: n_way base classes, support_per_class + query_per_class images of each.
 
         Returns images (class-major), episode labels 0..n_way-1, the support mask and the dataset
@@ -421,8 +459,14 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         support = (torch.arange(per_class) < cfg.support_per_class).repeat(cfg.n_way)
         return images, labels, support, chosen
 
-    def _meta_train(self, task: FewShotTask, table: torch.Tensor, base_classes: torch.Tensor, episodes: int,
-                    generator: torch.Generator) -> dict:
+    def _meta_train(
+        self,
+        task: FewShotTask,
+        table: torch.Tensor,
+        base_classes: torch.Tensor,
+        episodes: int,
+        generator: torch.Generator,
+    ) -> dict:
         """Reptile over episodes (each: `inner_steps` Adam steps of the whole loss on the copy W), or, for the
         `meta_learning=False` ablation, the same episodes and steps with one persistent Adam on the weights."""
         cfg = self.config
@@ -435,8 +479,12 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             images, labels, support = images.to(self.device), labels.to(self.device), support.to(self.device)
             embeddings = table[chosen].to(self.device)
             model.train()
-            return optimise(lambda step: cada_loss(model, images, labels, embeddings, cfg, generator, support),
-                            optimizer, cfg.inner_steps, phase="inner loop")
+            return optimise(
+                lambda step: cada_loss(model, images, labels, embeddings, cfg, generator, support),
+                optimizer,
+                cfg.inner_steps,
+                phase="inner loop",
+            )
 
         if cfg.meta_learning:
             fast = copy.deepcopy(meta)
@@ -455,7 +503,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
                 except TrainingDiverged as exc:
                     raise TrainingDiverged(f"episode {index}: {exc}") from None
 
-            log = run_steps(plain_episode, episodes, phase="train on episodes", reporter=self.reporter, curve_points=200)
+            log = run_steps(
+                plain_episode, episodes, phase="train on episodes", reporter=self.reporter, curve_points=200
+            )
         return {**log, "meta_learning": cfg.meta_learning}
 
     # -- adaptation to the novel class -------------------------------------------------------------
@@ -475,8 +525,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             return cada_loss(model, images, labels, novel, cfg, generator)
 
         with self.phase("adapt"):
-            self.training_log["adapt"] = optimise(loss_fn, optimizer, budget.adapt_steps, phase="adapt",
-                                                  reporter=self.reporter, curve_points=200)
+            self.training_log["adapt"] = optimise(
+                loss_fn, optimizer, budget.adapt_steps, phase="adapt", reporter=self.reporter, curve_points=200
+            )
         model.eval()
         self._fix_sampling_distribution(task.support, novel)
 
@@ -533,8 +584,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         return self.model.image_encoder(x.to(self.device))[0].cpu()
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
-                       ) -> torch.Tensor:
+    def log_likelihood(
+        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """IWAE estimate of log p(x) in nats per image, (n,) float64 on the CPU, under the sampling model.
 
         `x` (n, C, H, W) in [0, 1] is binarised at 0.5; proposal: the image encoder; prior: the

@@ -33,8 +33,17 @@ from bench.sdk.reptile import MetaNetwork, copy_weights, reptile
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import seeded_init
 from methods import register
-from methods._gan import (DCGANDiscriminator, DCGANGenerator, LatentSampler, Player, ResNetDiscriminator,
-                          ResNetGenerator, alternate, critic_wgan_gp, to_signed)
+from methods._gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    LatentSampler,
+    Player,
+    ResNetDiscriminator,
+    ResNetGenerator,
+    alternate,
+    critic_wgan_gp,
+    to_signed,
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,14 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
         if cfg.architecture == "dcgan":
-            return (DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer"),
-                    DCGANDiscriminator(task.image_shape, cfg.width, norm="layer"))
+            return (
+                DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer"),
+                DCGANDiscriminator(task.image_shape, cfg.width, norm="layer"),
+            )
         if cfg.architecture == "resnet":
-            return ResNetGenerator(cfg.latent_dim, task.image_shape, cfg.width), ResNetDiscriminator(task.image_shape, cfg.width)
+            return ResNetGenerator(cfg.latent_dim, task.image_shape, cfg.width), ResNetDiscriminator(
+                task.image_shape, cfg.width
+            )
         raise ValueError(f"unknown FIGR architecture '{cfg.architecture}' (valid: dcgan, resnet)")
 
     @property
@@ -107,16 +120,24 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
             character = int(classes[torch.randint(len(classes), (1,), generator=generator)])
             pool = members[character]
             chosen = pool[torch.randperm(len(pool), generator=generator)[: cfg.task_images]]
-            terms = self._train_copies(to_signed(task.base_images[chosen].to(self.device)), budget.inner_steps, generator)
+            terms = self._train_copies(
+                to_signed(task.base_images[chosen].to(self.device)), budget.inner_steps, generator
+            )
             del terms["curve"]
             return terms
 
-        networks = [MetaNetwork(meta, fast, torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr), name)
-                    for meta, fast, name in ((self.meta_g, self.generator_net, "g"), (self.meta_d, self.critic_net, "d"))]
+        networks = [
+            MetaNetwork(meta, fast, torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr), name)
+            for meta, fast, name in ((self.meta_g, self.generator_net, "g"), (self.meta_d, self.critic_net, "d"))
+        ]
         with self.phase("meta_train"):
-            self.training_log["meta_train"] = reptile(networks, inner_loop, budget.meta_iterations, reporter=self.reporter)
+            self.training_log["meta_train"] = reptile(
+                networks, inner_loop, budget.meta_iterations, reporter=self.reporter
+            )
 
-    def _train_copies(self, images: torch.Tensor, steps: int, generator: torch.Generator, curve_points: int = 1) -> dict:
+    def _train_copies(
+        self, images: torch.Tensor, steps: int, generator: torch.Generator, curve_points: int = 1
+    ) -> dict:
         """K rounds of WGAN-GP on the copies W_g, W_d, each with a fresh Adam (the inner loop of Algorithms 1 and 2)."""
         cfg = self.config
         self.generator_net.train()
@@ -136,8 +157,12 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         def g_loss(step: int) -> dict[str, torch.Tensor]:
             return {"loss": -critic(self.generator_net(self.sample_latent(n, generator).to(self.device))).mean()}
 
-        return alternate([Player("d", d_loss, d_opt), Player("g", g_loss, g_opt)], steps, phase="inner loop",
-                         curve_points=curve_points)
+        return alternate(
+            [Player("d", d_loss, d_opt), Player("g", g_loss, g_opt)],
+            steps,
+            phase="inner loop",
+            curve_points=curve_points,
+        )
 
     # -- Algorithm 2 --------------------------------------------------------------------------
     def adapt_to_support(self, task: FewShotTask, budget: FIGRBudget, generator: torch.Generator) -> None:

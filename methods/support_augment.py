@@ -24,7 +24,9 @@ class SupportAugmentConfig:
 
 @register
 class SupportAugment(ReferenceRow):
-    title = "Augmented support: seeded shifts, rotations, zoom, brightness/contrast (flips where allowed) of the k images"
+    title = (
+        "Augmented support: seeded shifts, rotations, zoom, brightness/contrast (flips where allowed) of the k images"
+    )
     reference = "this benchmark (reference row); augmentation as in the transfer-learning methods"
     version = "1"
     Config = SupportAugmentConfig

@@ -63,15 +63,22 @@ class ConvVAE(nn.Module):
         self.feature_shape = (2 * width, height // 4, width_px // 4)
         features = 2 * width * (height // 4) * (width_px // 4)
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(features, 256), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(features, 256),
+            nn.LeakyReLU(0.2),
         )
         self.to_mean = nn.Linear(256, latent_dim)
         self.to_logvar = nn.Linear(256, latent_dim)
         self.decoder_input = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, features), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
         )
 
@@ -83,7 +90,9 @@ class ConvVAE(nn.Module):
         return self.decoder(self.decoder_input(z).view(-1, *self.feature_shape))
 
 
-def negative_elbo(model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def negative_elbo(
+    model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
     reconstruction = reconstruction_loss(model.decode_logits(reparameterise(mean, logvar, generator)), x)
@@ -137,8 +146,9 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
         def loss_fn(step: int) -> dict[str, torch.Tensor]:
             return negative_elbo(self.model, next(batches).to(self.device), cfg.kl_weight, generator)
 
-        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter,
-                                            curve_points=200)
+        self.training_log[phase] = optimise(
+            loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200
+        )
 
     # -- sampling and capabilities -----------------------------------------------------
     @property

@@ -126,16 +126,20 @@ class ConvVQVAE(nn.Module):
         self.map_shape = (height // 4, width_px // 4)
         w, d = config.width, config.embedding_dim
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(channels, w, 4, 2, 1),
+            nn.ReLU(),
             nn.Conv2d(w, 2 * w, 4, 2, 1),
             *[paper_residual_block(2 * w) for _ in range(config.residual_blocks)],
-            nn.ReLU(), nn.Conv2d(2 * w, d, 1),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, d, 1),
         )
         self.quantiser = VectorQuantiser(config.codebook_size, d, config.codebook_update, config.ema_decay)
         self.decoder = nn.Sequential(
             nn.Conv2d(d, 2 * w, 3, 1, 1),
             *[paper_residual_block(2 * w) for _ in range(config.residual_blocks)],
-            nn.ReLU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+            nn.ReLU(),
             nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
 
@@ -247,7 +251,9 @@ class PixelCNNPrior(nn.Module):
         self.layers = nn.ModuleList(
             [GatedLayer(channels, first_kernel, "A")] + [GatedLayer(channels, 3, "B") for _ in range(layers - 1)]
         )
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, codebook_size, 1))
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, codebook_size, 1)
+        )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (n, h, w) int64 -> logits (n, K, h, w); logits at (i, j) depend only on codes before (i, j)."""
@@ -290,8 +296,12 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     Config = VQVAEConfig
     Budget = VQVAEBudget
     profiles = {
-        "smoke": VQVAEBudget(pretrain_steps=20, prior_pretrain_steps=20, finetune_steps=10, prior_finetune_steps=10, pool_size=32),
-        "quick": VQVAEBudget(pretrain_steps=800, prior_pretrain_steps=500, finetune_steps=100, prior_finetune_steps=100, pool_size=300),
+        "smoke": VQVAEBudget(
+            pretrain_steps=20, prior_pretrain_steps=20, finetune_steps=10, prior_finetune_steps=10, pool_size=32
+        ),
+        "quick": VQVAEBudget(
+            pretrain_steps=800, prior_pretrain_steps=500, finetune_steps=100, prior_finetune_steps=100, pool_size=300
+        ),
         # Pretraining: the transfer protocol of the FIGR report, as `vae`: 20 epochs of the 54,000
         # base images at batch 64 (16,880 steps), for the VQ-VAE and again for the prior (the VQ-VAE
         # paper's 250k steps at batch 128 are for ImageNet-scale data, not 54,000 28x28 images).
@@ -299,7 +309,13 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         # at quick scale, 50 / 100 / 200 prior steps (lr 1e-3) give class consistency 0.88 / 0.94 /
         # 0.99 but held-out NLL 163 / 179 / 248 nats (the prior memorises the support code maps).
         # These fine-tuning lengths are the quick measurements, not re-measured at paper scale.
-        "paper": VQVAEBudget(pretrain_steps=16880, prior_pretrain_steps=16880, finetune_steps=300, prior_finetune_steps=100, pool_size=300),
+        "paper": VQVAEBudget(
+            pretrain_steps=16880,
+            prior_pretrain_steps=16880,
+            finetune_steps=300,
+            prior_finetune_steps=100,
+            pool_size=300,
+        ),
     }
     capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
     likelihood_description = (
@@ -322,7 +338,9 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             with self.phase("pretrain"):
                 self._train_vqvae(task.base_images, budget.pretrain_steps, cfg.pretrain_lr, "pretrain", generator)
             with self.phase("pretrain_prior"):
-                self._train_prior(task.base_images, budget.prior_pretrain_steps, cfg.prior_pretrain_lr, "pretrain_prior", generator)
+                self._train_prior(
+                    task.base_images, budget.prior_pretrain_steps, cfg.prior_pretrain_lr, "pretrain_prior", generator
+                )
         else:  # the unconditional protocol has no base set: train from scratch on the support set
             self.training_log["pretrain"] = "skipped: the task has no base images"
 
@@ -345,7 +363,11 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.training_log[phase] = optimise(
             lambda step: vqvae_loss(self.model, next(batches).to(self.device), cfg.commitment),
-            optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200,
+            optimizer,
+            steps,
+            phase=phase,
+            reporter=self.reporter,
+            curve_points=200,
         )
         self.model.eval()
 
@@ -366,7 +388,9 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             seen[codes.unique().cpu()] = True
             return self.prior.loss(codes)
 
-        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200)
+        self.training_log[phase] = optimise(
+            loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200
+        )
         # How many codes the VQ-VAE used on the images this phase drew (dead codes are the known failure).
         self.training_log[phase]["codes_used_on_data"] = int(seen.sum())
         self.prior.eval()
@@ -390,7 +414,9 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     def sample_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n code maps (n, h, w) from the prior, in chunks of `sample_batch_size`."""
         chunks = [self.prior.sample(m, generator, self.device) for m in _chunk_sizes(n, self.sample_batch_size)]
-        return torch.cat(chunks) if chunks else torch.zeros(0, *self.model.map_shape, dtype=torch.long, device=self.device)
+        return (
+            torch.cat(chunks) if chunks else torch.zeros(0, *self.model.map_shape, dtype=torch.long, device=self.device)
+        )
 
     @torch.no_grad()
     def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -413,7 +439,12 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None, *, return_ess: bool = False
+        self,
+        x: torch.Tensor,
+        num_samples: int = 1000,
+        generator: torch.Generator | None = None,
+        *,
+        return_ess: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampled estimate of log p(x) in nats per image, (n,) float64 on the CPU.
 

@@ -25,8 +25,9 @@ regression. Any other exception is an `error`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -67,8 +68,11 @@ class MetricSettings:
     @classmethod
     def for_profile(cls, profile: str) -> dict:
         """The profile settings' values in `profile`: what the runner hands the metrics and records."""
-        return {f.name: f.metadata[_BY_PROFILE].get(profile, f.default)
-                for f in dataclasses.fields(cls) if _BY_PROFILE in f.metadata}
+        return {
+            f.name: f.metadata[_BY_PROFILE].get(profile, f.default)
+            for f in dataclasses.fields(cls)
+            if _BY_PROFILE in f.metadata
+        }
 
     @classmethod
     def from_values(cls: type[S], values: dict) -> S:
@@ -79,9 +83,15 @@ class MetricSettings:
     @classmethod
     def described(cls) -> list[tuple[str, str, Any, dict | None]]:
         """(name, what it is, default, {profile: value} or None for a fixed setting) of every field."""
-        return [(f.name, f.metadata.get(_ABOUT, ""), f.default,
-                 dict(f.metadata[_BY_PROFILE]) if _BY_PROFILE in f.metadata else None)
-                for f in dataclasses.fields(cls)]
+        return [
+            (
+                f.name,
+                f.metadata.get(_ABOUT, ""),
+                f.default,
+                dict(f.metadata[_BY_PROFILE]) if _BY_PROFILE in f.metadata else None,
+            )
+            for f in dataclasses.fields(cls)
+        ]
 
 
 @dataclass(frozen=True)
@@ -101,10 +111,10 @@ class Tolerance:
 ROLES = {
     "headline": "a key metric: a column of each section's headline table",
     "ranking": "ranks the methods: the headline's order and the class rotation's per-class rank table "
-               "(the first ranking metric in display order; it needs a direction)",
+    "(the first ranking metric in display order; it needs a direction)",
     "copying": "read by the copying verdict: a method at or below the copy reference rows copies the support set",
     "diversity": "read by the diversity verdict: a method at or below `support-augment` is no more diverse than "
-                 "its augmentation",
+    "its augmentation",
 }
 
 
@@ -199,7 +209,9 @@ class Metric:
         if "ranking" in self.roles and self.higher_is_better is None:
             raise ValueError(f"metric {self.name or '?'}: a diagnostic (no direction) cannot rank methods")
         if self.settings is not None and not issubclass(self.settings, MetricSettings):
-            raise TypeError(f"metric {self.name or '?'}: settings must be a MetricSettings subclass, got {self.settings!r}")
+            raise TypeError(
+                f"metric {self.name or '?'}: settings must be a MetricSettings subclass, got {self.settings!r}"
+            )
 
     @property
     def model_capabilities(self) -> frozenset[str]:
@@ -234,7 +246,12 @@ class Metric:
 
     def card(self, **measured) -> dict:
         """How this metric was measured: stored next to every value."""
-        return {"version": self.version, "higher_is_better": self.higher_is_better, "reference": self.reference, **measured}
+        return {
+            "version": self.version,
+            "higher_is_better": self.higher_is_better,
+            "reference": self.reference,
+            **measured,
+        }
 
 
 METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_")
@@ -265,8 +282,10 @@ def profile_settings(profile: str) -> dict:
         declared = METRICS.get(name).settings
         for key, value in (declared.for_profile(profile) if declared else {}).items():
             if key in merged and merged[key] != value:
-                raise ValueError(f"setting '{key}' is {merged[key]!r} for {declared_by[key]} but {value!r} for {name} "
-                                 f"in profile '{profile}'")
+                raise ValueError(
+                    f"setting '{key}' is {merged[key]!r} for {declared_by[key]} but {value!r} for {name} "
+                    f"in profile '{profile}'"
+                )
             merged[key] = value
             declared_by.setdefault(key, name)
     return merged

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +45,14 @@ class BacktrackSettings(MetricSettings):
     backtrack_restarts: int = profile_setting(3, "restarts R from the latent prior; the best is kept", smoke=1, paper=5)
     backtrack_lr: float = profile_setting(0.05, "Adam learning rate")
     perceptual_distance: str = fixed_setting(
-        "auto", "D: `lpips`, `domain`, or `auto` (LPIPS when AlexNet's weights are in torch's hub cache, else domain)")
+        "auto", "D: `lpips`, `domain`, or `auto` (LPIPS when AlexNet's weights are in torch's hub cache, else domain)"
+    )
 
     def __post_init__(self):
         if self.perceptual_distance not in PERCEPTUAL_DISTANCES:
-            raise ValueError(f"unknown perceptual_distance '{self.perceptual_distance}' (valid: {', '.join(PERCEPTUAL_DISTANCES)})")
+            raise ValueError(
+                f"unknown perceptual_distance '{self.perceptual_distance}' (valid: {', '.join(PERCEPTUAL_DISTANCES)})"
+            )
 
 
 LPIPS_MIN_SIDE = 64  # AlexNet's pooling fails below about 32 px; LPIPS is computed at 64 px or more
@@ -85,8 +88,11 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     if not weights.is_file():
         import torchvision
 
-        download_weights(weights, "LPIPS's AlexNet backbone weights",
-                         lambda: torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1))
+        download_weights(
+            weights,
+            "LPIPS's AlexNet backbone weights",
+            lambda: torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
+        )
     import lpips
 
     net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
@@ -103,9 +109,11 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
         return net(prepare(x), prepare(y)).flatten()
 
-    card = {"distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
-                        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
-            "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    card = {
+        "distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
+        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
+        "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
     return distance, card
 
 
@@ -115,7 +123,8 @@ def choose_distance(inputs: EvalInputs, choice: str):
     if inputs.evaluator is None:
         raise MissingOptionalPart(
             f"the dataset has no domain evaluator and LPIPS's AlexNet weights are not at {alexnet_weights_path()}: "
-            "no perceptual distance to backtrack with")
+            "no perceptual distance to backtrack with"
+        )
     return domain_distance(inputs)
 
 
@@ -144,14 +153,16 @@ def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[to
     with torch.no_grad():
         final = distance(model.decode(z), repeated).view(restarts, n)
     best = final.min(0).values
-    card.update({
-        "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
-        "targets": f"first {n} {label} images",
-        "n_targets": n,
-        "steps": settings.backtrack_steps,
-        "restarts": restarts,
-        "lr": settings.backtrack_lr,
-    })
+    card.update(
+        {
+            "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
+            "targets": f"first {n} {label} images",
+            "n_targets": n,
+            "steps": settings.backtrack_steps,
+            "restarts": restarts,
+            "lr": settings.backtrack_lr,
+        }
+    )
     inputs.cache[cache_key] = (best, card)
     return best, card
 

@@ -53,8 +53,10 @@ class FidelitySettings(MetricSettings):
     """Read by fid, kid, precision and recall (one torch-fidelity pass for the four)."""
 
     feature_extractor: str | None = fixed_setting(
-        None, f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
-              "domain evaluator)")
+        None,
+        f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
+        "domain evaluator)",
+    )
     device: str = fixed_setting("cpu", "torch-fidelity runs on CUDA when this starts with `cuda` and CUDA is available")
 
 
@@ -74,22 +76,34 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     # k-NN radii need more than k images in each set; without them precision/recall are not computed.
     with_prc = min(n_samples, n_reference) > PRC_NEIGHBOURHOOD
     kwargs = dict(
-        fid=True, kid=True, prc=with_prc,
-        kid_subsets=KID_SUBSETS, kid_subset_size=subset, prc_neighborhood=PRC_NEIGHBOURHOOD,
+        fid=True,
+        kid=True,
+        prc=with_prc,
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=subset,
+        prc_neighborhood=PRC_NEIGHBOURHOOD,
         cuda=torch.cuda.is_available() and settings.device.startswith("cuda"),
-        save_cpu_ram=True, verbose=False, rng_seed=inputs.seed % (2**31), batch_size=500,
+        save_cpu_ram=True,
+        verbose=False,
+        rng_seed=inputs.seed % (2**31),
+        batch_size=500,
     )
     space = settings.feature_extractor or inputs.feature_space
     if space == "domain":
         evaluator = inputs.evaluator
         channels = 0
-        kwargs.update(feature_extractor=evaluator.fidelity_extractor, feature_extractor_weights_path=str(evaluator.path))
+        kwargs.update(
+            feature_extractor=evaluator.fidelity_extractor, feature_extractor_weights_path=str(evaluator.path)
+        )
         card = {**feature_card(inputs), "resize": "none (native resolution)"}
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()
         if not weights.is_file():
-            download_weights(weights, "InceptionV3 weights for FID",
-                             lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]))
+            download_weights(
+                weights,
+                "InceptionV3 weights for FID",
+                lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]),
+            )
         channels = 3
         kwargs.update(feature_extractor=INCEPTION_EXTRACTOR, feature_extractor_weights_path=str(weights))
         card = {
@@ -103,17 +117,18 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     scores = torch_fidelity.calculate_metrics(
         input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
     )
-    card.update({
-        "implementation": f"torch-fidelity {torch_fidelity.__version__}",
-        "kid_subsets": KID_SUBSETS,
-        "kid_subset_size": subset,
-        "kid_subset_rule": f"min({KID_MAX_SUBSET}, min(n_samples, n_reference) // 2), sampled without replacement",
-        "prc_neighbourhood": PRC_NEIGHBOURHOOD,
-        "input": "uint8 (samples rounded to 0..255)",
-    })
+    card.update(
+        {
+            "implementation": f"torch-fidelity {torch_fidelity.__version__}",
+            "kid_subsets": KID_SUBSETS,
+            "kid_subset_size": subset,
+            "kid_subset_rule": f"min({KID_MAX_SUBSET}, min(n_samples, n_reference) // 2), sampled without replacement",
+            "prc_neighbourhood": PRC_NEIGHBOURHOOD,
+            "input": "uint8 (samples rounded to 0..255)",
+        }
+    )
     inputs.cache["fidelity"] = (scores, card)
     return scores, card
-
 
 
 def precision_recall_score(inputs: EvalInputs, name: str) -> tuple[float, dict]:

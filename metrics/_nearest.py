@@ -43,8 +43,10 @@ DEFAULT_SHIFT_PIXELS = 2  # the shared augmentation's largest shift
 class ShiftSettings(MetricSettings):
     """Read by support_nn_shift_mse and support_nn_feat (one shifted support set for both)."""
 
-    shift_pixels: int = fixed_setting(DEFAULT_SHIFT_PIXELS, "largest shift s in pixels, each direction (the "
-                                                            "augmentation's largest); card: `max_shift_pixels`")
+    shift_pixels: int = fixed_setting(
+        DEFAULT_SHIFT_PIXELS,
+        "largest shift s in pixels, each direction (the augmentation's largest); card: `max_shift_pixels`",
+    )
 
     def __post_init__(self):
         value = self.shift_pixels

@@ -76,7 +76,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(model_dir: Path):
     """OpenCV, the SVM, the feature ranges and the card facts; loaded once per folder."""
     try:

@@ -16,7 +16,9 @@ def frechet_distance(inputs: EvalInputs) -> MetricResult:
     n = min(len(inputs.samples), len(inputs.reference))
     details = {}
     if n <= card["feature_dim"]:  # a covariance of n images has rank at most n - 1
-        details["flag"] = f"{n} images <= {card['feature_dim']} feature dimensions: covariance is rank-deficient, FID is biased"
+        details["flag"] = (
+            f"{n} images <= {card['feature_dim']} feature dimensions: covariance is rank-deficient, FID is biased"
+        )
     return MetricResult(float(scores["frechet_inception_distance"]), details, card)
 
 

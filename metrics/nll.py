@@ -33,7 +33,8 @@ class NllSettings(MetricSettings):
     # load; paper ~12 min idle. N = None scores all reference images (1,000 Fashion-MNIST, 1,009 MNIST).
     nll_importance_samples: int = profile_setting(100, "IWAE importance samples K per image", smoke=8, paper=5000)
     nll_max_images: int | None = profile_setting(
-        None, "score the first N evaluation-reference images (the split's fixed order); None: all of them", smoke=64)
+        None, "score the first N evaluation-reference images (the split's fixed order); None: all of them", smoke=64
+    )
 
 
 def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
@@ -42,7 +43,9 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
     max_images = settings.nll_max_images
     reference = inputs.reference if max_images is None else inputs.reference[: int(max_images)]
     if reference.shape[1] != 1:
-        raise ValueError(f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels")
+        raise ValueError(
+            f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels"
+        )
     if reference.shape[0] == 0:
         raise ValueError("no reference images to score")
     x = binarise(reference)
@@ -72,8 +75,11 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
             "image_selection": "all" if n == inputs.reference.shape[0] else f"first {n} of the evaluation reference",
             "units": "nats per image",
             "noise_seed": inputs.seed,
-            **({"model_likelihood": description}
-               if (description := getattr(inputs.model, "likelihood_description", "")) else {}),
+            **(
+                {"model_likelihood": description}
+                if (description := getattr(inputs.model, "likelihood_description", ""))
+                else {}
+            ),
         },
     )
 

@@ -23,7 +23,9 @@ def mean_nearest_ssim(inputs: EvalInputs) -> MetricResult:
     value = structural_similarity(
         samples.reshape(n * c, h, w), partners.reshape(n * c, h, w), data_range=1.0, channel_axis=0
     )
-    return MetricResult(float(value), card={"implementation": f"scikit-image {skimage.__version__} structural_similarity"})
+    return MetricResult(
+        float(value), card={"implementation": f"scikit-image {skimage.__version__} structural_similarity"}
+    )
 
 
 METRIC = register(

@@ -28,8 +28,12 @@ def support_nearest_feature_distance(inputs: EvalInputs) -> MetricResult:
     return MetricResult(
         float(nearest.mean()),
         {"std": float(nearest.std()) if len(nearest) > 1 else 0.0},
-        {**feature_card(inputs), "distance": "euclidean in feature space", "max_shift_pixels": max_shift,
-         "padding": "replicate"},
+        {
+            **feature_card(inputs),
+            "distance": "euclidean in feature space",
+            "max_shift_pixels": max_shift,
+            "padding": "replicate",
+        },
     )
 
 

@@ -17,7 +17,11 @@ def support_nearest_shifted_mse(inputs: EvalInputs) -> MetricResult:
     return MetricResult(
         float(mse.mean()),
         {"fraction_below_1e-3": float((mse < 1e-3).double().mean())},
-        {"max_shift_pixels": max_shift, "padding": "replicate", "shifts": f"all integer (dy, dx) with |dy|, |dx| <= {max_shift}"},
+        {
+            "max_shift_pixels": max_shift,
+            "padding": "replicate",
+            "shifts": f"all integer (dy, dx) with |dy|, |dx| <= {max_shift}",
+        },
     )
 
 

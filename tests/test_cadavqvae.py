@@ -14,8 +14,16 @@ import torch
 from bench.data.datasets import DATASETS, ImageDataset
 from bench.sdk.semantics import class_embeddings, embedding_card
 from bench.sdk.task import FewShotTask, SplitInfo
-from methods.cadavqvae import (CADAVQVAE, CADAVQVAEBudget, CADAVQVAEConfig, SemanticEncoderVQVAE, gaussian_w2,
-                               mixture_log_prob, mmd, prototypical_loss)
+from methods.cadavqvae import (
+    CADAVQVAE,
+    CADAVQVAEBudget,
+    CADAVQVAEConfig,
+    SemanticEncoderVQVAE,
+    gaussian_w2,
+    mixture_log_prob,
+    mmd,
+    prototypical_loss,
+)
 
 DESCRIBED = ("fashion-mnist", "mnist", "cifar10")
 TINY = CADAVQVAEBudget(episodes=2, adapt_steps=2, pool_size=8)
@@ -50,7 +58,9 @@ def test_mmd_is_near_zero_for_one_distribution_and_grows_with_a_mean_shift():
 
 def test_w2_of_diagonal_gaussians_equals_the_closed_form():
     # Hand example: N((0, 0), diag(1, 1)) and N((3, 4), diag(4, 1)): |mu|^2 = 25, |sigma1 - sigma2|^2 = 1.
-    w2 = gaussian_w2(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[math.log(4.0), 0.0]]))
+    w2 = gaussian_w2(
+        torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[math.log(4.0), 0.0]])
+    )
     assert w2.item() == pytest.approx(math.sqrt(26), rel=1e-6)
     # Against the general Gaussian formula |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S2^1/2 S1 S2^1/2)^1/2).
     g = _gen(3)
@@ -119,7 +129,10 @@ def test_contrastive_loss_is_lower_for_separated_classes_than_for_mixed_ones():
 def test_mixture_density_matches_torch_distributions():
     g = _gen(5)
     weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
-    means, logvars = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    means, logvars = (
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+    )
     z = torch.randn(10, 4, generator=g, dtype=torch.float64)
     reference = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=weights),
@@ -131,8 +144,11 @@ def test_mixture_density_matches_torch_distributions():
 def test_samples_are_drawn_from_the_distribution_whose_density_is_the_likelihood_prior():
     method = CADAVQVAE(CADAVQVAEConfig(latent_size=2))
     weights = torch.tensor([0.1, 0.3, 0.6])
-    method.mixture = {"weights": weights, "means": torch.tensor([[-20.0, 0.0], [0.0, 20.0], [20.0, 0.0]]),
-                      "logvars": torch.zeros(3, 2)}
+    method.mixture = {
+        "weights": weights,
+        "means": torch.tensor([[-20.0, 0.0], [0.0, 20.0], [20.0, 0.0]]),
+        "logvars": torch.zeros(3, 2),
+    }
     z = method.sample_latent(20_000, _gen(6))
     nearest = torch.cdist(z, method.mixture["means"]).argmin(1)
     torch.testing.assert_close(nearest.bincount(minlength=3) / 20_000, weights, atol=0.015, rtol=0)
@@ -154,7 +170,9 @@ def test_every_class_has_a_description_and_distinct_unit_embeddings(name):
     assert cosine.max() < 0.9  # no two classes embed (nearly) alike
     card = embedding_card(dataset.class_descriptions)
     assert card["dim"] == 256 and card["package"] == "wordllama 0.4.0.post1"
-    assert card["descriptions_sha256"] == hashlib.sha256(json.dumps(list(dataset.class_descriptions)).encode()).hexdigest()
+    assert (
+        card["descriptions_sha256"] == hashlib.sha256(json.dumps(list(dataset.class_descriptions)).encode()).hexdigest()
+    )
 
 
 def test_embeddings_carry_meaning_the_ankle_boot_is_nearest_to_the_other_shoes():
@@ -172,7 +190,9 @@ def test_no_descriptions_give_a_clear_error():
 
 def test_descriptions_must_be_one_per_class():
     with pytest.raises(ValueError, match="1 class descriptions for 2 classes"):
-        ImageDataset("toy", "Toy", ("a", "b"), (1, 4, 4), (), "none", "none", 1, False, class_descriptions=("only one",))
+        ImageDataset(
+            "toy", "Toy", ("a", "b"), (1, 4, 4), (), "none", "none", 1, False, class_descriptions=("only one",)
+        )
 
 
 # -- episodes and the transfer protocol on a synthetic task -----------------------------------------
@@ -181,12 +201,31 @@ def _task(dataset: str = "fashion-mnist", base: bool = True, novel: int = 9, sha
     classes = [c for c in range(10) if c != novel] if base else []
     labels = torch.tensor(classes, dtype=torch.int64).repeat_interleave(12)
     images = (labels.float() / 10).view(-1, 1, 1, 1).expand(-1, *shape).clone()
-    info = SplitInfo(dataset=dataset, protocol="novel-class", version=1, split_id="synthetic", novel_class=novel,
-                     novel_class_name=str(novel), shots=3, seed=0, support_indices=(0, 1, 2), n_base=len(labels),
-                     n_reference=0, sha256="")
-    return FewShotTask(base_images=images, base_labels=labels, support=torch.full((3, *shape), novel / 10),
-                       image_shape=shape, num_classes=10, novel_class=novel, allows_hflip=False, info=info,
-                       class_descriptions=tuple(DATASETS.get(dataset).class_descriptions or ()))
+    info = SplitInfo(
+        dataset=dataset,
+        protocol="novel-class",
+        version=1,
+        split_id="synthetic",
+        novel_class=novel,
+        novel_class_name=str(novel),
+        shots=3,
+        seed=0,
+        support_indices=(0, 1, 2),
+        n_base=len(labels),
+        n_reference=0,
+        sha256="",
+    )
+    return FewShotTask(
+        base_images=images,
+        base_labels=labels,
+        support=torch.full((3, *shape), novel / 10),
+        image_shape=shape,
+        num_classes=10,
+        novel_class=novel,
+        allows_hflip=False,
+        info=info,
+        class_descriptions=tuple(DATASETS.get(dataset).class_descriptions or ()),
+    )
 
 
 def test_episodes_contain_only_base_classes_with_support_then_query_images():
@@ -214,6 +253,7 @@ def test_pretraining_never_sees_the_novel_class_description(monkeypatch):
     task = _task()
     trained = []
     for novel_row in (torch.zeros(256), torch.ones(256) / 16):
+
         def table(descriptions, row=novel_row):
             vectors = class_embeddings(descriptions).clone()
             vectors[9] = row

@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import requires_data
+from test_layers import ALLOWED, project_imports
 
 from bench.harness.leaderboard import write_leaderboard
 from bench.harness.plan import RunSpec
 from bench.harness.runner import run_benchmark
 from bench.harness.store import ResultStore
-from conftest import requires_data
 from methods import METHODS
 from metrics import METRICS
-from test_layers import ALLOWED, project_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,15 @@ def test_the_examples_import_only_what_their_layer_may():
 def test_the_example_method_and_metric_run_through_the_harness(contributed, tmp_path):
     assert "pixel-bernoulli" in METHODS.names() and "pixel_spread" in METRICS.names()
     store = ResultStore(tmp_path / "results")
-    spec = RunSpec(["pixel-bernoulli"], dataset="fashion-mnist", shots=4, seeds=[0], profile="smoke", n_samples=40,
-                   metrics=["pixel_spread", "mse", "nll"])
+    spec = RunSpec(
+        ["pixel-bernoulli"],
+        dataset="fashion-mnist",
+        shots=4,
+        seeds=[0],
+        profile="smoke",
+        n_samples=40,
+        metrics=["pixel_spread", "mse", "nll"],
+    )
     (outcome,) = run_benchmark(spec, store)
     assert outcome.status == "ok", outcome.record.get("failure")
     metrics = outcome.record["metrics"]

@@ -148,12 +148,15 @@ def test_a_truncated_record_is_reported_and_skipped(store):
     _check_rows(pd.read_csv(io.StringIO(result.stdout), dtype=AS_TEXT))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--format", "xlsx"], "Valid formats: csv, jsonl, parquet"),
-    (["--format", "parquet"], "--out"),
-    (["--methods", "dcgn"], "Did you mean 'dcgan'?"),
-    (["--metrics", "kdi"], "Did you mean 'kid'?"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--format", "xlsx"], "Valid formats: csv, jsonl, parquet"),
+        (["--format", "parquet"], "--out"),
+        (["--methods", "dcgn"], "Did you mean 'dcgan'?"),
+        (["--metrics", "kdi"], "Did you mean 'kid'?"),
+    ],
+)
 def test_usage_errors_exit_2(store, args, expected):
     result = invoke("export", "--results-dir", store.root, *args)
     assert result.exit_code == 2, result.output

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn as nn
+from conftest import requires_data
 
 from bench.sdk.method import TrainingDiverged
 from methods._gan import CollapseCheck, Player, alternate, critic_wgan_gp, gradient_penalty
-from conftest import requires_data
 
 
 def test_gradient_penalty_of_a_linear_critic_is_its_slope_norm_off_one():
@@ -17,7 +17,9 @@ def test_gradient_penalty_of_a_linear_critic_is_its_slope_norm_off_one():
     penalty = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1))
     assert penalty.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
     unit = w / w.norm()
-    assert gradient_penalty(lambda x: (x * unit).flatten(1).sum(1), real, fake, torch.Generator()).item() == pytest.approx(0, abs=1e-10)
+    assert gradient_penalty(
+        lambda x: (x * unit).flatten(1).sum(1), real, fake, torch.Generator()
+    ).item() == pytest.approx(0, abs=1e-10)
 
 
 def test_wgan_critic_loss_rewards_separating_real_from_fake():
@@ -42,8 +44,11 @@ def test_a_non_finite_loss_stops_training_with_the_step():
 def test_a_collapsed_discriminator_is_detected_and_a_balanced_one_is_not():
     def discriminator(p_real, p_fake):
         parameter = nn.Parameter(torch.zeros(()))
-        return Player("d", lambda step: {"loss": parameter * 0 + 1.0, "p_real": torch.tensor(p_real),
-                                         "p_fake": torch.tensor(p_fake)}, torch.optim.SGD([parameter], lr=0.1))
+        return Player(
+            "d",
+            lambda step: {"loss": parameter * 0 + 1.0, "p_real": torch.tensor(p_real), "p_fake": torch.tensor(p_fake)},
+            torch.optim.SGD([parameter], lr=0.1),
+        )
 
     generator = _player("g", lambda step: torch.tensor(1.0))
     with pytest.raises(TrainingDiverged, match="discriminator collapse"):

@@ -33,7 +33,11 @@ def module_name(path: Path) -> str:
 
 
 def layer_of(module: str) -> str:
-    return next(prefix for prefix in sorted(ALLOWED, key=len, reverse=True) if module == prefix or module.startswith(prefix + "."))
+    return next(
+        prefix
+        for prefix in sorted(ALLOWED, key=len, reverse=True)
+        if module == prefix or module.startswith(prefix + ".")
+    )
 
 
 def project_imports(tree: ast.AST) -> list[tuple[ast.AST, str]]:
@@ -59,8 +63,11 @@ def test_imports_go_only_downward(path):
         pytest.skip("the package's own __init__ re-exports the public API")
     allowed = ALLOWED[layer_of(module)]
     tree = ast.parse(path.read_text())
-    wrong = [f"line {node.lineno}: {name}" for node, name in project_imports(tree)
-             if not any(name == prefix or name.startswith(prefix + ".") for prefix in allowed)]
+    wrong = [
+        f"line {node.lineno}: {name}"
+        for node, name in project_imports(tree)
+        if not any(name == prefix or name.startswith(prefix + ".") for prefix in allowed)
+    ]
     assert not wrong, f"{module} ({layer_of(module)}) may import only {allowed}; it imports " + ", ".join(wrong)
 
 

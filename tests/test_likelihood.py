@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import requires_data
 from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
 
 from bench.harness.evaluation import evaluate
@@ -19,7 +20,6 @@ from bench.sdk.method import PROFILES
 from bench.sdk.training import seeded_init
 from methods.vae import VAE, ConvVAE, VAEConfig, negative_elbo
 from metrics import profile_settings
-from conftest import requires_data
 
 # -- a linear-Gaussian latent model with a closed-form marginal ------------------------------
 # z ~ N(0, I_d), x | z ~ N(W z + b, sigma^2 I_D)  =>  x ~ N(b, W W^T + sigma^2 I_D).
@@ -50,7 +50,13 @@ def linear_gaussian():
         mean, logvar = exact_posterior(xb)
         return mean + 0.3, logvar + 0.8
 
-    return {"x": x, "exact": marginal.log_prob(x), "lik": log_px_given_z, "posterior": exact_posterior, "mismatched": mismatched}
+    return {
+        "x": x,
+        "exact": marginal.log_prob(x),
+        "lik": log_px_given_z,
+        "posterior": exact_posterior,
+        "mismatched": mismatched,
+    }
 
 
 # -- a factorised model over discrete code maps, with a closed-form marginal ---------------------
@@ -72,7 +78,9 @@ def factorised():
     def log_joint(x_rows, codes):
         return (log_f(x_rows, codes) + log_pi.gather(1, codes.T).T).sum(1)
 
-    per_position = -0.5 * (x[:, :, None] - centres[None]).pow(2) - 0.5 * math.log(2 * math.pi) + log_pi[None]  # (n, P, M)
+    per_position = (
+        -0.5 * (x[:, :, None] - centres[None]).pow(2) - 0.5 * math.log(2 * math.pi) + log_pi[None]
+    )  # (n, P, M)
     exact = torch.logsumexp(per_position, -1).sum(1)
 
     def posterior(xb):
@@ -90,7 +98,9 @@ def factorised():
 @pytest.fixture(params=["linear_gaussian", "factorised"])
 def toy(request):
     """(estimator, model): the linear-Gaussian model for the IWAE estimator, the factorised one for the discrete estimator."""
-    estimator = {"linear_gaussian": iwae_log_likelihood, "factorised": discrete_importance_log_likelihood}[request.param]
+    estimator = {"linear_gaussian": iwae_log_likelihood, "factorised": discrete_importance_log_likelihood}[
+        request.param
+    ]
     return estimator, request.getfixturevalue(request.param)
 
 
@@ -98,7 +108,9 @@ def toy(request):
 def test_exact_posterior_gives_the_exact_marginal_with_zero_variance(toy, k):
     estimate_log_px, m = toy
     n = len(m["x"])
-    estimate, ess = estimate_log_px(m["x"], m["posterior"], m["lik"], k, torch.Generator().manual_seed(1), return_ess=True)
+    estimate, ess = estimate_log_px(
+        m["x"], m["posterior"], m["lik"], k, torch.Generator().manual_seed(1), return_ess=True
+    )
     assert estimate.dtype == torch.float64 and estimate.shape == (n,)
     torch.testing.assert_close(estimate, m["exact"], rtol=0, atol=1e-10)
     torch.testing.assert_close(ess, torch.full((n,), float(k), dtype=torch.float64), rtol=1e-9, atol=0)
@@ -123,7 +135,9 @@ def test_chunking_and_batching_do_not_change_the_noise(toy):
     reference = run(batch_size=64, chunk_size=10_000)
     for batch_size, chunk_size in [(1, 1), (2, 5), (3, 16), (5, 37), (6, 37), (4, 1000)]:
         torch.testing.assert_close(run(batch_size=batch_size, chunk_size=chunk_size), reference, rtol=0, atol=1e-12)
-    assert not torch.equal(estimate_log_px(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(5)), reference)
+    assert not torch.equal(
+        estimate_log_px(m["x"], m["mismatched"], m["lik"], 37, torch.Generator().manual_seed(5)), reference
+    )
 
 
 def test_bad_arguments_are_refused(toy):
@@ -188,7 +202,13 @@ def _independent_elbo(model, x_bin, draws=4000, seed=7):
             mean, logvar = model.encode(image[None])
             q = Normal(mean[0], torch.exp(0.5 * logvar[0]))
             z = q.loc + q.scale * torch.randn(draws, q.loc.shape[0], generator=g)
-            reconstruction = Bernoulli(logits=model.decode_logits(z)).log_prob(image.expand(draws, *image.shape)).flatten(1).sum(1).double()
+            reconstruction = (
+                Bernoulli(logits=model.decode_logits(z))
+                .log_prob(image.expand(draws, *image.shape))
+                .flatten(1)
+                .sum(1)
+                .double()
+            )
             kl = kl_divergence(q, Normal(0.0, 1.0)).sum().double()
             elbos.append(reconstruction.mean() - kl)
             errors.append(reconstruction.std() / math.sqrt(draws))
@@ -199,14 +219,18 @@ def test_single_sample_estimate_averages_to_the_elbo(tiny_vae):
     method, images = tiny_vae
     x_bin = (images > 0.5).float()
     repeats = 4000
-    single = method.log_likelihood(images.repeat_interleave(repeats, 0), 1, torch.Generator().manual_seed(8)).view(4, repeats)
+    single = method.log_likelihood(images.repeat_interleave(repeats, 0), 1, torch.Generator().manual_seed(8)).view(
+        4, repeats
+    )
     elbo, elbo_error = _independent_elbo(method.model, x_bin)
     tolerance = 4 * torch.sqrt(single.var(1) / repeats + elbo_error**2)
     assert ((single.mean(1) - elbo).abs() <= tolerance).all(), (single.mean(1), elbo, tolerance)
     # The training loss (negative ELBO, kl_weight 1) is the same quantity.
     for i, image in enumerate(x_bin):
         with torch.no_grad():
-            loss = negative_elbo(method.model, image.expand(4000, *image.shape), 1.0, torch.Generator().manual_seed(9))["loss"]
+            loss = negative_elbo(method.model, image.expand(4000, *image.shape), 1.0, torch.Generator().manual_seed(9))[
+                "loss"
+            ]
         assert abs(-float(loss) - float(elbo[i])) <= tolerance[i] + 4 * float(elbo_error[i])
 
 
@@ -243,7 +267,10 @@ def test_vae_likelihood_binarises_runs_in_eval_mode_and_is_batch_independent(tin
     try:
         torch.testing.assert_close(method.log_likelihood(images, 16, g()), full, rtol=1e-6, atol=1e-4)
     finally:
-        method.likelihood_batch_size, method.likelihood_chunk_size = VAE.likelihood_batch_size, VAE.likelihood_chunk_size
+        method.likelihood_batch_size, method.likelihood_chunk_size = (
+            VAE.likelihood_batch_size,
+            VAE.likelihood_chunk_size,
+        )
 
 
 # -- the nll metric --------------------------------------------------------------------------
@@ -262,7 +289,9 @@ def test_nll_scores_the_binarised_reference_with_the_configured_settings(tiny_va
     method, images = tiny_vae
     reference = torch.rand(7, 1, 8, 8, generator=torch.Generator().manual_seed(12))
     settings = {"nll_importance_samples": 5, "nll_max_images": 6}
-    outcomes, _ = evaluate(reference[:2], reference=reference, model=method, metric_names=["nll"], seed=13, settings=settings)
+    outcomes, _ = evaluate(
+        reference[:2], reference=reference, model=method, metric_names=["nll"], seed=13, settings=settings
+    )
     nll = outcomes["nll"]
     assert nll["status"] == "ok", nll
     direct = -method.log_likelihood((reference[:6] > 0.5).float(), 5, torch.Generator().manual_seed(13))
@@ -295,7 +324,12 @@ def test_smoke_vae_gives_finite_likelihoods_better_than_coin_flips(smoke_vae, fa
     # Independent yardstick: every pixel a fair coin gives log p(x) = 784 log(1/2) for any image.
     assert float(log_px.mean()) > 784 * math.log(0.5)
     outcomes, _ = evaluate(
-        x[:4], reference=fashion_split.reference, model=smoke_vae, metric_names=["nll"], seed=1, settings=profile_settings("smoke")
+        x[:4],
+        reference=fashion_split.reference,
+        model=smoke_vae,
+        metric_names=["nll"],
+        seed=1,
+        settings=profile_settings("smoke"),
     )
     assert outcomes["nll"]["status"] == "ok" and math.isfinite(outcomes["nll"]["value"])
     assert outcomes["nll"]["card"]["n_images"] == profile_settings("smoke")["nll_max_images"]

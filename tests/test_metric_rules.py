@@ -18,8 +18,17 @@ from bench.harness.markdown import markdown_table
 from bench.harness.metric_docs import REGENERATE, metric_reference
 from bench.harness.store import ResultStore
 from bench.sdk.method import PROFILES
-from metrics import (METRICS, Metric, MetricResult, MetricSettings, Tolerance, fixed_setting, in_display_order,
-                     profile_setting, profile_settings)
+from metrics import (
+    METRICS,
+    Metric,
+    MetricResult,
+    MetricSettings,
+    Tolerance,
+    fixed_setting,
+    in_display_order,
+    profile_setting,
+    profile_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "fashion-mnist/novel9-4shot.v1"
@@ -28,12 +37,30 @@ SPLIT = "fashion-mnist/novel9-4shot.v1"
 # `EVAL_SETTINGS`, copied): `is_current` compares a stored run's settings with the profile's, so any other
 # dict would make every stored run stale.
 RECORDED_SETTINGS = {
-    "smoke": {"nll_importance_samples": 8, "nll_max_images": 64,
-              "backtrack_images": 16, "backtrack_steps": 30, "backtrack_restarts": 1, "backtrack_lr": 0.05},
-    "quick": {"nll_importance_samples": 100, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05},
-    "paper": {"nll_importance_samples": 5000, "nll_max_images": None,
-              "backtrack_images": 100, "backtrack_steps": 1000, "backtrack_restarts": 5, "backtrack_lr": 0.05},
+    "smoke": {
+        "nll_importance_samples": 8,
+        "nll_max_images": 64,
+        "backtrack_images": 16,
+        "backtrack_steps": 30,
+        "backtrack_restarts": 1,
+        "backtrack_lr": 0.05,
+    },
+    "quick": {
+        "nll_importance_samples": 100,
+        "nll_max_images": None,
+        "backtrack_images": 100,
+        "backtrack_steps": 200,
+        "backtrack_restarts": 3,
+        "backtrack_lr": 0.05,
+    },
+    "paper": {
+        "nll_importance_samples": 5000,
+        "nll_max_images": None,
+        "backtrack_images": 100,
+        "backtrack_steps": 1000,
+        "backtrack_restarts": 5,
+        "backtrack_lr": 0.05,
+    },
 }
 
 
@@ -59,15 +86,24 @@ class SpreadSettings(MetricSettings):
 
 def pixel_spread(inputs):
     settings = inputs.settings_as(SpreadSettings)
-    return MetricResult(float(inputs.samples[:, settings.spread_channel].std()),
-                        card={"blur": settings.spread_blur, "channel": settings.spread_channel})
+    return MetricResult(
+        float(inputs.samples[:, settings.spread_channel].std()),
+        card={"blur": settings.spread_blur, "channel": settings.spread_channel},
+    )
 
 
 SPREAD = Metric(
-    compute=pixel_spread, higher_is_better=True, needs=frozenset(), version="1", reference="a test",
-    definition="Standard deviation of the samples' pixels.", name="pixel_spread",
+    compute=pixel_spread,
+    higher_is_better=True,
+    needs=frozenset(),
+    version="1",
+    reference="a test",
+    definition="Standard deviation of the samples' pixels.",
+    name="pixel_spread",
     display_order=135,  # between precision (130) and recall (140)
-    settings=SpreadSettings, tolerance=Tolerance(absolute=0.2), roles=frozenset({"headline", "diversity"}),
+    settings=SpreadSettings,
+    tolerance=Tolerance(absolute=0.2),
+    roles=frozenset({"headline", "diversity"}),
 )
 
 
@@ -90,11 +126,15 @@ def test_a_new_metric_s_profile_settings_reach_the_runner_and_its_compute(spread
 
 def record(method, seed, values, is_reference=False):
     return {
-        "schema": 1, "status": "ok",
+        "schema": 1,
+        "status": "ok",
         "key": {"method": method, "split_id": SPLIT, "profile": "quick", "seed": seed},
         "method": {"name": method, "is_reference": is_reference},
-        "evaluation": {"n_samples": 1000}, "timings": {"fit": 1.0},
-        "metrics": {name: {"status": "ok", "value": value, "card": {"n_samples": 1000}} for name, value in values.items()},
+        "evaluation": {"n_samples": 1000},
+        "timings": {"fit": 1.0},
+        "metrics": {
+            name: {"status": "ok", "value": value, "card": {"n_samples": 1000}} for name, value in values.items()
+        },
     }
 
 
@@ -108,7 +148,7 @@ def store_of(path, records):
 def table_lines(text, first_header_cell):
     start = next(i for i, line in enumerate(text.splitlines()) if line.startswith(f"| {first_header_cell} |"))
     lines = text.splitlines()[start:]
-    return lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    return lines[: next(i for i, line in enumerate(lines) if not line.startswith("|"))]
 
 
 def cells(line):
@@ -116,12 +156,20 @@ def cells(line):
 
 
 def test_a_new_metric_takes_its_place_in_the_leaderboard_and_its_verdict(tmp_path, spread_registered):
-    store = store_of(tmp_path / "results", [
-        record("support-augment", 0, {"fid": 50.0, "precision": 0.5, "recall": 0.02, "pixel_spread": 0.4}, is_reference=True),
-        # recall far above augmentation's, but a pixel spread below it: the diversity verdict, from pixel_spread alone
-        record("narrow", 0, {"fid": 40.0, "precision": 0.6, "recall": 0.5, "pixel_spread": 0.3}),
-        record("wide", 0, {"fid": 60.0, "precision": 0.4, "recall": 0.5, "pixel_spread": 0.6}),
-    ])
+    store = store_of(
+        tmp_path / "results",
+        [
+            record(
+                "support-augment",
+                0,
+                {"fid": 50.0, "precision": 0.5, "recall": 0.02, "pixel_spread": 0.4},
+                is_reference=True,
+            ),
+            # recall far above augmentation's, but a pixel spread below it: the diversity verdict, from pixel_spread alone
+            record("narrow", 0, {"fid": 40.0, "precision": 0.6, "recall": 0.5, "pixel_spread": 0.3}),
+            record("wide", 0, {"fid": 60.0, "precision": 0.4, "recall": 0.5, "pixel_spread": 0.6}),
+        ],
+    )
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     headline = table_lines(text, "#")
     assert cells(headline[0]) == ["#", "method", "fid ↓", "precision ↑", "pixel_spread ↑", "recall ↑", "verdict"]
@@ -143,8 +191,10 @@ def test_a_new_metric_s_tolerance_and_direction_reach_bench_check(tmp_path, spre
     write_baseline(source, baseline, relative=0.1, absolute=0.0)
 
     def verdict(shift):
-        current = store_of(tmp_path / f"moved{shift}", [record("vae", seed, {"pixel_spread": value + shift})
-                                                        for seed, value in values.items()])
+        current = store_of(
+            tmp_path / f"moved{shift}",
+            [record("vae", seed, {"pixel_spread": value + shift}) for seed, value in values.items()],
+        )
         (row,) = check(current, baseline)
         return row.status
 
@@ -156,8 +206,11 @@ def test_a_new_metric_s_tolerance_and_direction_reach_bench_check(tmp_path, spre
 def test_a_new_metric_appears_in_the_generated_reference(spread_registered):
     reference = metric_reference()
     assert "## pixel_spread\n\nStandard deviation of the samples' pixels." in reference
-    section = reference[reference.index("## pixel_spread"):reference.index("## recall")]
-    assert "| `spread_blur` | profile | 3 | 1 | 3 | 3 |" in section and "| `spread_channel` | fixed | 0 | 0 | 0 | 0 |" in section
+    section = reference[reference.index("## pixel_spread") : reference.index("## recall")]
+    assert (
+        "| `spread_blur` | profile | 3 | 1 | 3 | 3 |" in section
+        and "| `spread_channel` | fixed | 0 | 0 | 0 | 0 |" in section
+    )
     assert "- tolerance: absolute 0.2" in section and "- roles: `diversity`, `headline`" in section
 
 
@@ -176,7 +229,12 @@ def test_markdown_is_listed_for_metrics_only():
 # -- declarations are checked -------------------------------------------------------------------
 def test_display_order_places_declared_metrics_first_and_the_rest_by_name(spread_registered):
     assert in_display_order(["zeta", "recall", "pixel_spread", "precision", "alpha"]) == [
-        "precision", "pixel_spread", "recall", "alpha", "zeta"]
+        "precision",
+        "pixel_spread",
+        "recall",
+        "alpha",
+        "zeta",
+    ]
 
 
 def test_an_unknown_role_or_a_ranking_diagnostic_is_refused():
@@ -192,7 +250,9 @@ def test_two_metrics_that_disagree_on_a_shared_setting_are_refused(monkeypatch, 
     class OtherBlur(MetricSettings):
         spread_blur: int = profile_setting(5, "another blur")
 
-    monkeypatch.setitem(METRICS._entries, "other", Metric(**{**SPREAD.__dict__, "name": "other", "settings": OtherBlur}))
+    monkeypatch.setitem(
+        METRICS._entries, "other", Metric(**{**SPREAD.__dict__, "name": "other", "settings": OtherBlur})
+    )
     with pytest.raises(ValueError, match="spread_blur"):
         profile_settings("quick")
 

@@ -7,14 +7,13 @@ import sys
 import textwrap
 
 import pytest
-import torch
+from conftest import requires_data
 
 import methods
 from bench.harness.runner import RunSpec, run_benchmark
 from bench.harness.samples import load_samples
 from bench.harness.store import ResultStore
 from methods import METHODS
-from conftest import requires_data
 
 THROWAWAY = textwrap.dedent('''
     """Throw-away method: the per-pixel mean of the support images, learnt by gradient descent."""

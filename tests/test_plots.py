@@ -2,9 +2,9 @@
 
 import numpy as np
 import torch
+from conftest import requires_data
 
 from bench.harness.plots import LATENT_PLOT_BASE_PER_CLASS, project_2d
-from conftest import requires_data
 
 
 def test_projection_is_the_top_two_principal_components():

@@ -66,7 +66,12 @@ def test_each_task_starts_from_phi_and_phi_moves_eps_of_the_way_to_the_trained_c
 
 
 def test_networks_meta_trained_together_log_their_own_distances():
-    a_meta, a_fast, b_meta, b_fast = scalar_network(0.0), scalar_network(0.0), scalar_network(10.0), scalar_network(10.0)
+    a_meta, a_fast, b_meta, b_fast = (
+        scalar_network(0.0),
+        scalar_network(0.0),
+        scalar_network(10.0),
+        scalar_network(10.0),
+    )
 
     def inner_loop(iteration: int) -> dict[str, float]:
         with torch.no_grad():
@@ -74,8 +79,10 @@ def test_networks_meta_trained_together_log_their_own_distances():
             b_fast.weight.sub_(3.0)
         return {}
 
-    networks = [MetaNetwork(a_meta, a_fast, torch.optim.SGD(a_meta.parameters(), lr=1.0), "a"),
-                MetaNetwork(b_meta, b_fast, torch.optim.SGD(b_meta.parameters(), lr=0.5), "b")]
+    networks = [
+        MetaNetwork(a_meta, a_fast, torch.optim.SGD(a_meta.parameters(), lr=1.0), "a"),
+        MetaNetwork(b_meta, b_fast, torch.optim.SGD(b_meta.parameters(), lr=0.5), "b"),
+    ]
     log = reptile(networks, inner_loop, 2, curve_points=2)
     assert log["curve"]["reptile_distance_a"] == pytest.approx([1.0, 1.0])
     assert log["curve"]["reptile_distance_b"] == pytest.approx([3.0, 3.0])

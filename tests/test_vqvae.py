@@ -13,12 +13,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import requires_data
 from torch.distributions import Bernoulli
 
 from bench.sdk.training import seeded_init
 from methods._nets import ResidualBlock, VectorQuantiser
 from methods.vqvae import VQVAE, ConvVQVAE, PixelCNNPrior, VQVAEConfig, paper_residual_block
-from conftest import requires_data
 
 
 # -- the vector quantiser ------------------------------------------------------------------------
@@ -43,7 +43,9 @@ def test_quantiser_returns_the_nearest_code_with_straight_through_gradients(upda
     (grad,) = torch.autograd.grad(out.commitment_loss, z_e, retain_graph=True)
     torch.testing.assert_close(grad, 2 * (z_e - out.z_q).detach() / z_e.shape[0])
     if update == "loss":  # the codebook learns from the codebook term only, towards its assigned outputs
-        (grad,) = torch.autograd.grad((out.z_q * weights).sum(), quantiser.codebook, allow_unused=True, retain_graph=True)
+        (grad,) = torch.autograd.grad(
+            (out.z_q * weights).sum(), quantiser.codebook, allow_unused=True, retain_graph=True
+        )
         assert grad is None or not grad.any()
         (grad,) = torch.autograd.grad(out.codebook_loss, quantiser.codebook)
         counts = torch.bincount(nearest, minlength=10).float()
@@ -81,7 +83,7 @@ def test_codebook_initialisations_spread_as_named():
     torch.manual_seed(0)
     uniform = VectorQuantiser(64, 32, init="uniform").codebook
     normal = VectorQuantiser(64, 32, update="loss", init="normal").codebook.detach()
-    assert uniform.abs().max() <= 1 / 64 and uniform.std() > 0.5 / (64 * 3 ** 0.5)  # U(-a, a) has std a / sqrt(3)
+    assert uniform.abs().max() <= 1 / 64 and uniform.std() > 0.5 / (64 * 3**0.5)  # U(-a, a) has std a / sqrt(3)
     assert abs(float(normal.mean())) < 0.05 and abs(float(normal.std()) - 1) < 0.05
     with pytest.raises(ValueError, match="unknown codebook init"):
         VectorQuantiser(4, 2, init="zeros")
@@ -94,7 +96,9 @@ def test_the_papers_residual_block_is_x_plus_conv1x1_relu_conv3x3_relu():
     convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(3, 3), (1, 1)]
     first, second = convs
-    expected = x + F.conv2d(F.relu(F.conv2d(F.relu(x), first.weight, first.bias, padding=1)), second.weight, second.bias)
+    expected = x + F.conv2d(
+        F.relu(F.conv2d(F.relu(x), first.weight, first.bias, padding=1)), second.weight, second.bias
+    )
     with torch.no_grad():
         torch.testing.assert_close(block(x), expected)
     # Nothing but the two convolutions is learned: no normalisation, no PReLU slopes.
@@ -175,8 +179,15 @@ def test_prior_is_normalised_and_ancestral_sampling_draws_from_it(tiny_prior):
 
 # -- the method's log_likelihood on a tiny model whose code maps can be enumerated ---------------------
 # A wide proposal (tau = 4 against codes ~2 apart): every code map gets drawn, so the estimate can converge.
-TINY = VQVAEConfig(codebook_size=3, embedding_dim=2, width=4, prior_channels=8, prior_layers=2, prior_first_kernel=3,
-                   proposal_temperature=4.0)
+TINY = VQVAEConfig(
+    codebook_size=3,
+    embedding_dim=2,
+    width=4,
+    prior_channels=8,
+    prior_layers=2,
+    prior_first_kernel=3,
+    proposal_temperature=4.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +210,9 @@ def _exact_log_px(method, x_bin):
     with torch.no_grad():
         logits = method.model.decode_logits(method.model.code_map(maps))
         log_prior = method.prior.log_prob(maps).double()
-        log_lik = torch.stack([Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(1).sum(1).double() for x in x_bin])
+        log_lik = torch.stack(
+            [Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(1).sum(1).double() for x in x_bin]
+        )
     return torch.logsumexp(log_lik + log_prior, dim=1), log_lik + log_prior
 
 
@@ -208,7 +221,9 @@ def test_likelihood_estimate_matches_exhaustive_enumeration(tiny_method):
     x_bin = (images > 0.5).float()
     exact, _ = _exact_log_px(method, x_bin)
     repeats = 6
-    estimates = method.log_likelihood(images.repeat_interleave(repeats, 0), 2000, torch.Generator().manual_seed(7)).view(4, repeats)
+    estimates = method.log_likelihood(
+        images.repeat_interleave(repeats, 0), 2000, torch.Generator().manual_seed(7)
+    ).view(4, repeats)
     error = estimates.mean(1) - exact
     assert (error.abs() <= 5 * estimates.std(1) / math.sqrt(repeats) + 2e-3).all(), (estimates.mean(1), exact)
     # The estimate is a lower bound that tightens with K: in expectation below log p(x), increasing in K.
@@ -254,7 +269,10 @@ def test_likelihood_binarises_restores_the_mode_and_is_deterministic(tiny_method
     try:
         torch.testing.assert_close(method.log_likelihood(images, 16, g()), full, rtol=1e-6, atol=1e-4)
     finally:
-        method.likelihood_batch_size, method.likelihood_chunk_size = VQVAE.likelihood_batch_size, VQVAE.likelihood_chunk_size
+        method.likelihood_batch_size, method.likelihood_chunk_size = (
+            VQVAE.likelihood_batch_size,
+            VQVAE.likelihood_chunk_size,
+        )
 
 
 # -- shapes, latents and the protocol ------------------------------------------------------------
@@ -264,7 +282,9 @@ def test_other_image_shapes_and_latents_on_the_codebook(shape):
     method = VQVAE(config)
     with seeded_init(0):
         method.model = ConvVQVAE(shape, config).eval()
-        method.prior = PixelCNNPrior(8, method.model.map_shape, 8, config.prior_layers, config.prior_first_kernel).eval()
+        method.prior = PixelCNNPrior(
+            8, method.model.map_shape, 8, config.prior_layers, config.prior_first_kernel
+        ).eval()
     h, w = shape[1] // 4, shape[2] // 4
     assert method.latent_dim == 4 * h * w
     z = method.sample_latent(5, torch.Generator().manual_seed(0))
@@ -284,7 +304,9 @@ def test_other_image_shapes_and_latents_on_the_codebook(shape):
 @requires_data("fashion-mnist")
 def test_without_base_images_pretraining_is_skipped(fashion_split):
     task = dataclasses.replace(
-        fashion_split.task, base_images=fashion_split.task.base_images[:0], base_labels=fashion_split.task.base_labels[:0]
+        fashion_split.task,
+        base_images=fashion_split.task.base_images[:0],
+        base_labels=fashion_split.task.base_labels[:0],
     )
     method = VQVAE()
     method.fit(task, VQVAE.profiles["smoke"], 0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,8 +82,10 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
     """Build the novel-class split of `dataset_name` for `shots` support images and support draw `seed`."""
     validate_shots(shots)
     if PROTOCOL not in DATASETS.get(dataset_name).protocols:
-        raise ValueError(f"{dataset_name} does not use the {PROTOCOL} protocol (its protocols: "
-                         f"{', '.join(DATASETS.get(dataset_name).protocols)}); `bench run` evaluates it")
+        raise ValueError(
+            f"{dataset_name} does not use the {PROTOCOL} protocol (its protocols: "
+            f"{', '.join(DATASETS.get(dataset_name).protocols)}); `bench run` evaluates it"
+        )
     dataset, data = load_dataset(DATASETS.get(dataset_name).name)
     novel = dataset.default_novel_class if novel_class is None else dataset.class_index(novel_class)
 
@@ -166,7 +168,9 @@ def character_set_id(dataset: str, characters: int, shots: int) -> str:
     return f"{dataset}/characters{characters}-{shots}shot.v{CHARACTER_PROTOCOL_VERSION}"
 
 
-def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, characters: int = DEFAULT_CHARACTERS) -> TaskSet:
+def make_character_tasks(
+    dataset_name: str, shots: int = 1, seed: int = 0, characters: int = DEFAULT_CHARACTERS
+) -> TaskSet:
     """The `omniglot-characters` protocol, version 1 (`<dataset>/characters<N>-<k>shot.v1`).
 
     - base set: every drawing of every background character (964 x 20, labels 0..963);
@@ -181,7 +185,9 @@ def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, chara
     if not isinstance(characters, int) or not 1 <= characters <= n_evaluation:
         raise ValueError(f"--characters must be an integer between 1 and {n_evaluation}, got {characters!r}")
     if not isinstance(shots, int) or not 1 <= shots < DRAWERS:
-        raise ValueError(f"--shots must be between 1 and {DRAWERS - 1} for {dataset.name} ({DRAWERS} drawers per character)")
+        raise ValueError(
+            f"--shots must be between 1 and {DRAWERS - 1} for {dataset.name} ({DRAWERS} drawers per character)"
+        )
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(n_evaluation, size=characters, replace=False))
     n_base_classes = dataset.evaluator_num_classes
@@ -202,24 +208,50 @@ def make_character_tasks(dataset_name: str, shots: int = 1, seed: int = 0, chara
         task_digest.update(drawers.astype(np.int64).tobytes() + support.tobytes() + reference.tobytes())
         digest.update(task_digest.digest())
         info = SplitInfo(
-            dataset=dataset.name, protocol=CHARACTER_PROTOCOL, version=CHARACTER_PROTOCOL_VERSION,
-            split_id=f"{set_id}#{novel}", novel_class=novel, novel_class_name=dataset.class_names[novel],
-            shots=shots, seed=seed, support_indices=tuple(int(d) for d in drawers),
-            n_base=len(base_images), n_reference=len(others), sha256=task_digest.hexdigest(),
+            dataset=dataset.name,
+            protocol=CHARACTER_PROTOCOL,
+            version=CHARACTER_PROTOCOL_VERSION,
+            split_id=f"{set_id}#{novel}",
+            novel_class=novel,
+            novel_class_name=dataset.class_names[novel],
+            shots=shots,
+            seed=seed,
+            support_indices=tuple(int(d) for d in drawers),
+            n_base=len(base_images),
+            n_reference=len(others),
+            sha256=task_digest.hexdigest(),
         )
         task = FewShotTask(
-            base_images=shared_base, base_labels=shared_labels, support=to_float(support),
-            image_shape=dataset.image_shape, num_classes=dataset.num_classes, novel_class=novel,
-            allows_hflip=dataset.allows_hflip, info=info, class_descriptions=tuple(dataset.class_descriptions or ()),
+            base_images=shared_base,
+            base_labels=shared_labels,
+            support=to_float(support),
+            image_shape=dataset.image_shape,
+            num_classes=dataset.num_classes,
+            novel_class=novel,
+            allows_hflip=dataset.allows_hflip,
+            info=info,
+            class_descriptions=tuple(dataset.class_descriptions or ()),
         )
         splits.append(Split(task=task, reference=to_float(reference)))
-        entries.append({"novel_class": novel, "name": info.novel_class_name, "support_drawers": list(info.support_indices)})
+        entries.append(
+            {"novel_class": novel, "name": info.novel_class_name, "support_drawers": list(info.support_indices)}
+        )
 
     info = SplitInfo(
-        dataset=dataset.name, protocol=CHARACTER_PROTOCOL, version=CHARACTER_PROTOCOL_VERSION, split_id=set_id,
-        novel_class=None, novel_class_name=f"{characters} evaluation characters", shots=shots, seed=seed,
-        support_indices=(), n_base=len(base_images), n_reference=sum(int(s.reference.shape[0]) for s in splits),
-        sha256=digest.hexdigest(), data_provenance=data.provenance, tasks=tuple(entries),
+        dataset=dataset.name,
+        protocol=CHARACTER_PROTOCOL,
+        version=CHARACTER_PROTOCOL_VERSION,
+        split_id=set_id,
+        novel_class=None,
+        novel_class_name=f"{characters} evaluation characters",
+        shots=shots,
+        seed=seed,
+        support_indices=(),
+        n_base=len(base_images),
+        n_reference=sum(int(s.reference.shape[0]) for s in splits),
+        sha256=digest.hexdigest(),
+        data_provenance=data.provenance,
+        tasks=tuple(entries),
     )
     return TaskSet(info=info, splits=tuple(splits))
 
@@ -252,21 +284,37 @@ def make_unconditional_split(dataset_name: str, shots: int, seed: int = 0) -> Sp
     for array in (data.train_images[support_indices], reference, data.test_images):
         digest.update(np.ascontiguousarray(array).tobytes())
     info = SplitInfo(
-        dataset=dataset.name, protocol=UNCONDITIONAL_PROTOCOL, version=UNCONDITIONAL_PROTOCOL_VERSION, split_id=split_name,
-        novel_class=0, novel_class_name=dataset.class_names[0], shots=shots, seed=seed,
-        support_indices=tuple(int(i) for i in support_indices), n_base=0, n_reference=len(reference),
-        sha256=digest.hexdigest(), data_provenance=data.provenance,
+        dataset=dataset.name,
+        protocol=UNCONDITIONAL_PROTOCOL,
+        version=UNCONDITIONAL_PROTOCOL_VERSION,
+        split_id=split_name,
+        novel_class=0,
+        novel_class_name=dataset.class_names[0],
+        shots=shots,
+        seed=seed,
+        support_indices=tuple(int(i) for i in support_indices),
+        n_base=0,
+        n_reference=len(reference),
+        sha256=digest.hexdigest(),
+        data_provenance=data.provenance,
     )
     empty = torch.zeros((0, *dataset.image_shape))
     task = FewShotTask(
-        base_images=empty, base_labels=torch.zeros(0, dtype=torch.int64), support=to_float(data.train_images[support_indices]),
-        image_shape=dataset.image_shape, num_classes=1, novel_class=0, allows_hflip=dataset.allows_hflip, info=info,
+        base_images=empty,
+        base_labels=torch.zeros(0, dtype=torch.int64),
+        support=to_float(data.train_images[support_indices]),
+        image_shape=dataset.image_shape,
+        num_classes=1,
+        novel_class=0,
+        allows_hflip=dataset.allows_hflip,
+        info=info,
     )
     return Split(task=task, reference=to_float(reference), held_out=to_float(data.test_images))
 
 
-def make_run_split(dataset_name: str, shots: int, seed: int, novel_class: int | str | None = None,
-                   characters: int = DEFAULT_CHARACTERS) -> Split | TaskSet:
+def make_run_split(
+    dataset_name: str, shots: int, seed: int, novel_class: int | str | None = None, characters: int = DEFAULT_CHARACTERS
+) -> Split | TaskSet:
     """What one run is evaluated on, by the dataset's protocol: a `Split` or a `TaskSet`."""
     dataset = DATASETS.get(dataset_name)
     if CHARACTER_PROTOCOL in dataset.protocols:

@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from bench.data.datasets import DATASETS
 from bench.data.splits import load_dataset
 from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.files import atomic_write_bytes
 from bench.sdk.paths import EVALUATOR_DIR_ENV, cache_dir
 from bench.sdk.progress import NullReporter, Reporter
 from bench.sdk.training import make_generator, seeded_init
-from bench.sdk.files import atomic_write_bytes
 
 ARCHITECTURE = "convnet2-v2"  # the default structure (2 blocks of 1 conv); others are named by `architecture_name`
 # Bumped when training changes in a way the config does not capture (2: dropout drawn from the seed).
@@ -80,7 +80,7 @@ class EvaluatorConfig:
     seed: int = 0
 
 
-def architecture_name(config: "EvaluatorConfig") -> str:
+def architecture_name(config: EvaluatorConfig) -> str:
     if (config.blocks, config.convs_per_block) == (2, 1):
         return ARCHITECTURE
     return f"convnet{config.blocks}x{config.convs_per_block}-v1"
@@ -116,14 +116,18 @@ SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # Changing a dataset's recipe (its config, the architecture or RECIPE_VERSION) requires a new file and
 # a new entry here: the loader refuses a file whose card does not match the current recipe.
 PINNED_WEIGHTS: dict[str, PinnedWeights] = {
-    "fashion-mnist": PinnedWeights("fashion-mnist-convnet2-v2-r2.pt",
-                                   "e170c9758023e885994d35f3e26cf2014da1151d5525353d4ae345c06eff26eb", 0.9182),
-    "mnist": PinnedWeights("mnist-convnet2-v2-r2.pt",
-                           "d4c09a59f4a726e8d0efcddf8a34b9a6fdee37fad029c7ac0d7d37ff2ac5812e", 0.9938),
-    "omniglot": PinnedWeights("omniglot-convnet3x1-v1-r2.pt",
-                              "a93ef7cf1df76389e105b18294bf9b09d1251211e70b1110569fcccae61243ac", 0.858143),
-    "cifar10": PinnedWeights("cifar10-convnet3x2-v1-r2.pt",
-                             "5568ff7a10f9d918eb255fbebfc302d856fafecb9f27f390560e1abdfc5ee426", 0.8277),
+    "fashion-mnist": PinnedWeights(
+        "fashion-mnist-convnet2-v2-r2.pt", "e170c9758023e885994d35f3e26cf2014da1151d5525353d4ae345c06eff26eb", 0.9182
+    ),
+    "mnist": PinnedWeights(
+        "mnist-convnet2-v2-r2.pt", "d4c09a59f4a726e8d0efcddf8a34b9a6fdee37fad029c7ac0d7d37ff2ac5812e", 0.9938
+    ),
+    "omniglot": PinnedWeights(
+        "omniglot-convnet3x1-v1-r2.pt", "a93ef7cf1df76389e105b18294bf9b09d1251211e70b1110569fcccae61243ac", 0.858143
+    ),
+    "cifar10": PinnedWeights(
+        "cifar10-convnet3x2-v1-r2.pt", "5568ff7a10f9d918eb255fbebfc302d856fafecb9f27f390560e1abdfc5ee426", 0.8277
+    ),
 }
 
 
@@ -170,8 +174,14 @@ class DomainCNN(nn.Module):
     digest: keep them.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, width: int = 32, blocks: int = 2,
-                 convs_per_block: int = 1):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        width: int = 32,
+        blocks: int = 2,
+        convs_per_block: int = 1,
+    ):
         super().__init__()
         channels, height, width_px = image_shape
 
@@ -192,9 +202,11 @@ class DomainCNN(nn.Module):
         self.classifier = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, num_classes))
 
     @classmethod
-    def from_config(cls, image_shape, num_classes: int, config: "EvaluatorConfig | dict") -> "DomainCNN":
+    def from_config(cls, image_shape, num_classes: int, config: EvaluatorConfig | dict) -> DomainCNN:
         config = config if isinstance(config, dict) else dataclasses.asdict(config)
-        return cls(tuple(image_shape), num_classes, config["width"], config.get("blocks", 2), config.get("convs_per_block", 1))
+        return cls(
+            tuple(image_shape), num_classes, config["width"], config.get("blocks", 2), config.get("convs_per_block", 1)
+        )
 
     def conv_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations of every conv block (before pooling): the layers of the perceptual distance."""
@@ -230,7 +242,7 @@ class DomainEvaluator:
     def features_and_logits(self, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
         outputs = [self.model(chunk.to(device)) for chunk in images.split(batch_size)]
-        return torch.cat([f for f, _ in outputs]).cpu(), torch.cat([l for _, l in outputs]).cpu()
+        return torch.cat([f for f, _ in outputs]).cpu(), torch.cat([logits for _, logits in outputs]).cpu()
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -245,8 +257,13 @@ def weights_digest(model: nn.Module) -> str:
 
 def _cache_key(dataset_name: str, content: dict, config: EvaluatorConfig) -> str:
     payload = json.dumps(
-        {"dataset": dataset_name, "content": content, "architecture": architecture_name(config), "recipe": RECIPE_VERSION,
-         "config": dataclasses.asdict(config)},
+        {
+            "dataset": dataset_name,
+            "content": content,
+            "architecture": architecture_name(config),
+            "recipe": RECIPE_VERSION,
+            "config": dataclasses.asdict(config),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -256,8 +273,9 @@ def _cache_key(dataset_name: str, content: dict, config: EvaluatorConfig) -> str
 TRAINING_AUGMENTATION = AugmentConfig(max_shift=4.0, max_rotation=0.0, max_scale=0.0, brightness=0.0, contrast=0.0)
 
 
-def _train(data, image_shape, num_classes: int, config: EvaluatorConfig, reporter: Reporter,
-           allow_hflip: bool = False) -> tuple[DomainCNN, dict]:
+def _train(
+    data, image_shape, num_classes: int, config: EvaluatorConfig, reporter: Reporter, allow_hflip: bool = False
+) -> tuple[DomainCNN, dict]:
     generator = make_generator(config.seed)
     # The whole of training runs under the seed: dropout masks come from the global generator.
     with seeded_init(config.seed):
@@ -315,14 +333,21 @@ def require_classes(dataset_name: str) -> None:
         )
 
 
-def train_evaluator(dataset_name: str, config: EvaluatorConfig | None = None,
-                    reporter: Reporter | None = None) -> tuple[DomainCNN, dict]:
+def train_evaluator(
+    dataset_name: str, config: EvaluatorConfig | None = None, reporter: Reporter | None = None
+) -> tuple[DomainCNN, dict]:
     """Train `dataset_name`'s evaluator with its recipe (`config_for`, unless given); return the model and its card."""
     require_classes(dataset_name)
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
-    model, measured = _train(data, dataset.image_shape, dataset.evaluator_num_classes, config, reporter or NullReporter(),
-                             dataset.allows_hflip)
+    model, measured = _train(
+        data,
+        dataset.image_shape,
+        dataset.evaluator_num_classes,
+        config,
+        reporter or NullReporter(),
+        dataset.allows_hflip,
+    )
     card = {
         "architecture": architecture_name(config),
         "recipe_version": RECIPE_VERSION,
@@ -357,21 +382,34 @@ def read_evaluator(path: Path) -> tuple[DomainCNN, dict]:
         model = DomainCNN.from_config(card["image_shape"], card["num_classes"], card["config"])
         model.load_state_dict(checkpoint["state_dict"])
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise EvaluatorWeightsError(f"{path} is not a readable domain evaluator file ({type(exc).__name__}: {exc})") from exc
+        raise EvaluatorWeightsError(
+            f"{path} is not a readable domain evaluator file ({type(exc).__name__}: {exc})"
+        ) from exc
     return model.eval(), card
 
 
-def _trained_here(dataset_name: str, config: EvaluatorConfig | None, reporter: Reporter | None) -> tuple[DomainCNN, dict, Path]:
+def _trained_here(
+    dataset_name: str, config: EvaluatorConfig | None, reporter: Reporter | None
+) -> tuple[DomainCNN, dict, Path]:
     """An evaluator with no shipped file: trained on first use on this machine, then cached."""
     dataset, data = load_dataset(dataset_name)
     config = config or config_for(dataset.name)
     content = {slot: source["content_sha256"] for slot, source in sorted(data.provenance.items())}
-    path = cache_dir() / "evaluators" / dataset.name / f"{architecture_name(config)}-{_cache_key(dataset.name, content, config)}.pt"
+    path = (
+        cache_dir()
+        / "evaluators"
+        / dataset.name
+        / f"{architecture_name(config)}-{_cache_key(dataset.name, content, config)}.pt"
+    )
     if not path.is_file():
         model, card = train_evaluator(dataset.name, config, reporter)
         save_evaluator(path, model, card)
     model, card = read_evaluator(path)
-    return model, {**card, "origin": "trained on first use on this machine and cached (no shipped weights: not pinned)"}, path
+    return (
+        model,
+        {**card, "origin": "trained on first use on this machine and cached (no shipped weights: not pinned)"},
+        path,
+    )
 
 
 def load_domain_evaluator(
@@ -387,14 +425,17 @@ def load_domain_evaluator(
     if config is None and dataset.name in PINNED_WEIGHTS:
         path = find_pinned_weights(dataset.name)
         model, card = read_evaluator(path)
-        expected = {"architecture": architecture_name(config_for(dataset.name)), "recipe_version": RECIPE_VERSION,
-                    "config": dataclasses.asdict(config_for(dataset.name))}
+        expected = {
+            "architecture": architecture_name(config_for(dataset.name)),
+            "recipe_version": RECIPE_VERSION,
+            "config": dataclasses.asdict(config_for(dataset.name)),
+        }
         if {k: card.get(k) for k in expected} != expected:
             raise EvaluatorWeightsError(
                 f"{path} was trained with another recipe than {dataset.name}'s current one ({expected}); train and pin a "
                 f"new file with `bench evaluator train --dataset {dataset.name} --out FILE`"
             )
-        card = {**card, "origin": f"shipped weights, pinned by sha256 in bench/features/evaluator.py"}
+        card = {**card, "origin": "shipped weights, pinned by sha256 in bench/features/evaluator.py"}
     else:
         model, card, path = _trained_here(dataset.name, config, reporter)
     model.requires_grad_(False).to(device)

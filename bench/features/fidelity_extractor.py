@@ -19,7 +19,9 @@ class DomainFeatureExtractor(FeatureExtractorBase):
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
-            raise ValueError(f"{FIDELITY_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator weights file)")
+            raise ValueError(
+                f"{FIDELITY_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator weights file)"
+            )
         self.model, _ = read_evaluator(feature_extractor_weights_path)
 
     @staticmethod

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +22,12 @@ from bench.data.datasets import DATASETS
 from bench.data.splits import Split
 from bench.harness.checkpoints import save_checkpoint
 from bench.harness.grids import save_grid, save_task_grid
-from bench.harness.plots import LATENT_PLOT_BASE_PER_CLASS, LATENT_PLOT_QUERIES, save_latent_projection, save_loss_curves
+from bench.harness.plots import (
+    LATENT_PLOT_BASE_PER_CLASS,
+    LATENT_PLOT_QUERIES,
+    save_latent_projection,
+    save_loss_curves,
+)
 from bench.harness.store import ResultStore, RunKey
 from bench.sdk.files import atomic_write_bytes
 from bench.sdk.method import Method
@@ -67,8 +72,12 @@ def write_checkpoints(run: FittedRun) -> dict:
     if not needs_checkpoint(type(run.models[0])):
         return {}
     paths = [run.store.checkpoint_path(run.key, index if run.is_task_set else None) for index in range(len(run.models))]
-    return {"checkpoints": [{"path": run.relative(path), "sha256": save_checkpoint(path, model)}
-                            for path, model in zip(paths, run.models)]}
+    return {
+        "checkpoints": [
+            {"path": run.relative(path), "sha256": save_checkpoint(path, model)}
+            for path, model in zip(paths, run.models)
+        ]
+    }
 
 
 def write_grid(run: FittedRun) -> dict:
@@ -102,7 +111,9 @@ def latent_groups(method: Method, split: Split) -> list[tuple[str, str, torch.Te
     novel = split.info.novel_class_name
     groups.append((f"{novel} (support)", "support", method.embed(task.support).float().flatten(1)))
     if len(split.reference):
-        groups.append((f"{novel} (query)", "query", method.embed(split.reference[:LATENT_PLOT_QUERIES]).float().flatten(1)))
+        groups.append(
+            (f"{novel} (query)", "query", method.embed(split.reference[:LATENT_PLOT_QUERIES]).float().flatten(1))
+        )
     return groups
 
 
@@ -111,14 +122,22 @@ def write_latent_plot(run: FittedRun) -> dict:
     if run.is_task_set or not run.models[0].has("embed"):
         return {}
     path = run.store.latent_plot_path(run.key)
-    save_latent_projection(path, latent_groups(run.models[0], run.tasks[0]),
-                           f"{run.key.method} latent space (PCA) · {run.key.split_id} · seed {run.key.seed}")
+    save_latent_projection(
+        path,
+        latent_groups(run.models[0], run.tasks[0]),
+        f"{run.key.method} latent space (PCA) · {run.key.split_id} · seed {run.key.seed}",
+    )
     return {"latent_plot": run.relative(path)}
 
 
 ArtifactWriter = Callable[[FittedRun], dict]
-ARTIFACT_WRITERS: tuple[ArtifactWriter, ...] = (write_samples, write_checkpoints, write_grid, write_loss_curves,
-                                                write_latent_plot)
+ARTIFACT_WRITERS: tuple[ArtifactWriter, ...] = (
+    write_samples,
+    write_checkpoints,
+    write_grid,
+    write_loss_curves,
+    write_latent_plot,
+)
 
 
 def write_artifacts(run: FittedRun, writers: tuple[ArtifactWriter, ...], timings: dict[str, float]) -> dict:

@@ -101,7 +101,10 @@ def _observations(store: ResultStore) -> tuple[dict[Key, _Observed], dict[tuple[
             if status == "ok" and outcome.get("value") is not None:
                 obs.values[seed] = (card_fingerprint(outcome.get("card", {})), float(outcome["value"]))
             else:
-                obs.other[seed] = (status, str(outcome.get("error") if status == "error" else outcome.get("reason", "")))
+                obs.other[seed] = (
+                    status,
+                    str(outcome.get("error") if status == "error" else outcome.get("reason", "")),
+                )
     return observed, failed
 
 
@@ -157,18 +160,28 @@ def _judge(entry: dict, obs: _Observed, failed: dict[int, str], tolerance: float
     groups = obs.groups()
     if not groups:
         not_applicable = [reason for status, reason in obs.other.values() if status == "not_applicable"]
-        return REGRESSION, None, f"missing: not applicable now ({not_applicable[0]})" if not_applicable else "missing: no current result"
+        return (
+            REGRESSION,
+            None,
+            f"missing: not applicable now ({not_applicable[0]})" if not_applicable else "missing: no current result",
+        )
 
     if entry["card"] in groups:
         current_seeds, value = groups[entry["card"]]
         if current_seeds != seeds:
             missing, extra = sorted(set(seeds) - set(current_seeds)), sorted(set(current_seeds) - set(seeds))
-            parts = ([f"seeds {_seeds(missing)} missing"] if missing else []) + ([f"seeds {_seeds(extra)} extra"] if extra else [])
+            parts = ([f"seeds {_seeds(missing)} missing"] if missing else []) + (
+                [f"seeds {_seeds(extra)} extra"] if extra else []
+            )
             return NOT_COMPARABLE, value, f"baseline seeds {_seeds(seeds)}: {', '.join(parts)}"
     else:
         current = "; ".join(f"{card} (seeds {_seeds(s)})" for card, (s, _) in sorted(groups.items()))
         value = next(iter(groups.values()))[1] if len(groups) == 1 else None
-        return NOT_COMPARABLE, value, f"card differs: baseline {entry['card']} (seeds {_seeds(seeds)}), current {current}"
+        return (
+            NOT_COMPARABLE,
+            value,
+            f"card differs: baseline {entry['card']} (seeds {_seeds(seeds)}), current {current}",
+        )
 
     expected = float(entry["mean"])
     try:
@@ -207,8 +220,10 @@ def failing(rows: list[CheckRow], strict: bool = False) -> list[CheckRow]:
 def summary(rows: list[CheckRow]) -> str:
     """`N checked, R regressions, K not comparable, S skipped` (N counts every baseline entry)."""
     count = {status: sum(r.status == status for r in rows) for status in (REGRESSION, NOT_COMPARABLE, SKIPPED)}
-    return (f"{len(rows)} checked, {count[REGRESSION]} regressions, {count[NOT_COMPARABLE]} not comparable, "
-            f"{count[SKIPPED]} skipped")
+    return (
+        f"{len(rows)} checked, {count[REGRESSION]} regressions, {count[NOT_COMPARABLE]} not comparable, "
+        f"{count[SKIPPED]} skipped"
+    )
 
 
 def metric_tolerance(metric: str) -> dict[str, float]:
@@ -231,7 +246,9 @@ def _environments(store: ResultStore, profile: str | None) -> list[str]:
     for record in store.records():
         if profile is None or record["key"]["profile"] == profile:
             env = record.get("environment", {})
-            seen.add(f"{env.get('platform', '?')}, torch {env.get('torch', '?')}, {env.get('torch_threads', '?')} threads")
+            seen.add(
+                f"{env.get('platform', '?')}, torch {env.get('torch', '?')}, {env.get('torch_threads', '?')} threads"
+            )
     return sorted(seen)
 
 
@@ -243,7 +260,9 @@ def measure_spread(entries: list[dict], other: list[dict], absolute_floor=lambda
     (the metric's default absolute tolerance): a difference the absolute band already covers says nothing
     about relative scale, and near 0 (a precision of 0.010 against 0.005, a copy's feature distance of 3e-6
     against 2e-6) it would make the relative band meaninglessly wide."""
-    index = {(e["split_id"], e["profile"], e["method"], e["metric"], e["card"], tuple(e["seeds"])): e["mean"] for e in other}
+    index = {
+        (e["split_id"], e["profile"], e["method"], e["metric"], e["card"], tuple(e["seeds"])): e["mean"] for e in other
+    }
     spread: dict[str, dict] = {}
     for e in entries:
         s = spread.setdefault(e["metric"], {"absolute": 0.0, "relative": 0.0, "n_entries": 0})
@@ -258,8 +277,14 @@ def measure_spread(entries: list[dict], other: list[dict], absolute_floor=lambda
     return spread
 
 
-def make_baseline(store: ResultStore, relative: float, absolute: float, profile: str | None = None,
-                  spread_from: ResultStore | None = None, spread_note: str | None = None) -> dict:
+def make_baseline(
+    store: ResultStore,
+    relative: float,
+    absolute: float,
+    profile: str | None = None,
+    spread_from: ResultStore | None = None,
+    spread_note: str | None = None,
+) -> dict:
     """The current means as a baseline (optionally one profile only).
 
     Without `spread_from`, entries of the metrics that declare a tolerance (`Metric.tolerance`) carry it
@@ -274,8 +299,11 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
             if tolerance := metric_tolerance(e["metric"]):
                 e["tolerance"] = tolerance
     elif entries:
-        spread = measure_spread(entries, current_entries(spread_from, profile),
-                                lambda metric: _metric_default(metric, relative, absolute)["absolute"])
+        spread = measure_spread(
+            entries,
+            current_entries(spread_from, profile),
+            lambda metric: _metric_default(metric, relative, absolute)["absolute"],
+        )
         if not any(s["n_entries"] for s in spread.values()):
             raise BaselineError(
                 f"{spread_from.root} holds no entry with the same split, profile, method, metric, card and seeds as "
@@ -286,8 +314,11 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
             default = _metric_default(metric, relative, absolute)
             if s["n_entries"]:
                 tolerance = {kind: max(default[kind], SPREAD_SAFETY * s[kind]) for kind in ("absolute", "relative")}
-                metrics[metric] = {"spread": {"absolute": s["absolute"], "relative": s["relative"]},
-                                   "n_entries": s["n_entries"], "tolerance": tolerance}
+                metrics[metric] = {
+                    "spread": {"absolute": s["absolute"], "relative": s["relative"]},
+                    "n_entries": s["n_entries"],
+                    "tolerance": tolerance,
+                }
             else:
                 tolerance = {kind: default[kind] for kind in ("absolute", "relative")}
                 metrics[metric] = {"spread": None, "n_entries": 0, "tolerance": tolerance}
@@ -295,8 +326,13 @@ def make_baseline(store: ResultStore, relative: float, absolute: float, profile:
             e["tolerance"] = metrics[e["metric"]]["tolerance"]
         baseline["spread"] = {
             "safety": SPREAD_SAFETY,
-            "results_dir": str(store.root), "spread_from": str(spread_from.root), "note": spread_note,
-            "environments": {"results_dir": _environments(store, profile), "spread_from": _environments(spread_from, profile)},
+            "results_dir": str(store.root),
+            "spread_from": str(spread_from.root),
+            "note": spread_note,
+            "environments": {
+                "results_dir": _environments(store, profile),
+                "spread_from": _environments(spread_from, profile),
+            },
             "metrics": metrics,
         }
     baseline["entries"] = entries
@@ -307,8 +343,15 @@ def save_baseline(baseline: dict, path: Path) -> None:
     atomic_write_bytes(Path(path), (json.dumps(baseline, indent=2) + "\n").encode())
 
 
-def write_baseline(store: ResultStore, path: Path, relative: float, absolute: float, profile: str | None = None,
-                   spread_from: ResultStore | None = None, spread_note: str | None = None) -> int:
+def write_baseline(
+    store: ResultStore,
+    path: Path,
+    relative: float,
+    absolute: float,
+    profile: str | None = None,
+    spread_from: ResultStore | None = None,
+    spread_note: str | None = None,
+) -> int:
     """Write `make_baseline(...)` to `path`; return the entry count."""
     baseline = make_baseline(store, relative, absolute, profile, spread_from, spread_note)
     save_baseline(baseline, path)

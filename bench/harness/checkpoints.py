@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from bench.sdk.progress import NullReporter
 from bench.sdk.files import atomic_write_bytes
+from bench.sdk.progress import NullReporter
 
 
 class CheckpointError(RuntimeError):
@@ -39,8 +39,10 @@ def load_checkpoint(path: Path, sha256: str, device: str = "cpu"):
     blob = path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != sha256:
-        raise CheckpointError(f"checkpoint {path} has sha256 {digest[:12]}…, not the {sha256[:12]}… its record names; "
-                              "it was not written by this run and is not loaded")
+        raise CheckpointError(
+            f"checkpoint {path} has sha256 {digest[:12]}…, not the {sha256[:12]}… its record names; "
+            "it was not written by this run and is not loaded"
+        )
     # weights_only=False is safe here only because the digest above ties the file to the harness's own write.
     method = torch.load(io.BytesIO(blob), map_location=device, weights_only=False)
     method.device = torch.device(device)

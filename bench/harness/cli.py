@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -67,8 +66,9 @@ def progress_bars() -> Progress:
 @app.command("list")
 def list_entries(
     what: str = typer.Argument(..., help="methods, metrics or datasets"),
-    markdown: bool = typer.Option(False, "--markdown", help="metrics only: print the Markdown reference "
-                                                            "(docs/metric-reference.md is this output)"),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="metrics only: print the Markdown reference (docs/metric-reference.md is this output)"
+    ),
 ) -> None:
     """List registered methods, metrics or datasets."""
     choices = ["methods", "metrics", "datasets"]
@@ -88,7 +88,9 @@ def list_entries(
         table.columns[0].no_wrap = True
         for name, cls in METHODS.items():
             kind = "reference row" if cls.is_reference else "method"
-            table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
+            table.add_row(
+                name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference
+            )
     elif what == "metrics":
         from metrics import METRICS, in_display_order
 
@@ -118,35 +120,43 @@ def list_entries(
             names = [f"{i} {c}" for i, c in enumerate(dataset.class_names)]
             if len(names) > 12:  # Omniglot has 1,623: show the two ends
                 names = names[:5] + [f"... ({len(names)} classes) ..."] + names[-3:]
-            details = "\n".join([
-                f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
-                + protocol_note,
-                "classes: " + ", ".join(names),
-                f"files: {files}",
-                f"source: {dataset.citation}; licence: {dataset.license}",
-            ])
+            details = "\n".join(
+                [
+                    f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
+                    + protocol_note,
+                    "classes: " + ", ".join(names),
+                    f"files: {files}",
+                    f"source: {dataset.citation}; licence: {dataset.license}",
+                ]
+            )
             table.add_row(name, details)
     out.print(table)
 
 
 @app.command()
 def run(
-    methods: str = typer.Option(..., "--methods", help="comma-separated method names, or 'all' (every method, then the reference rows)"),
+    methods: str = typer.Option(
+        ..., "--methods", help="comma-separated method names, or 'all' (every method, then the reference rows)"
+    ),
     dataset: str = typer.Option(..., "--dataset"),
     shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated support draws, e.g. 0,1,2"),
     profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper"),
-    novel_class: Optional[str] = typer.Option(
-        None, "--novel-class", help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)"
+    novel_class: str | None = typer.Option(
+        None,
+        "--novel-class",
+        help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)",
     ),
-    characters: Optional[int] = typer.Option(
+    characters: int | None = typer.Option(
         None, "--characters", help="omniglot: novel characters per run, drawn by the seed, one task each (default 20)"
     ),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
-    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="default: leaderboard.md beside the results dir"),
+    leaderboard: Path | None = typer.Option(
+        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+    ),
     device: str = typer.Option("cpu", "--device"),
-    n_samples: Optional[int] = typer.Option(None, "--samples", help="samples to evaluate (default per profile)"),
-    metric_names: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
+    n_samples: int | None = typer.Option(None, "--samples", help="samples to evaluate (default per profile)"),
+    metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="rerun runs that are already stored"),
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
 ) -> None:
@@ -154,8 +164,9 @@ def run(
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
-    spec = _run_spec(methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names,
-                     overwrite)
+    spec = _run_spec(
+        methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
+    )
     store = ResultStore(results_dir)
     summary = _run_with_progress(spec, store)
     written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
@@ -170,8 +181,9 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_spec(methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names,
-              overwrite):
+def _run_spec(
+    methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
+):
     """The `RunSpec` of `bench run`'s options, every name and number checked before anything is built."""
     from bench.data.datasets import DATASETS, DataNotFoundError
     from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
@@ -197,9 +209,19 @@ def _run_spec(methods, dataset, shots, seeds, profile, novel_class, characters, 
         fail("--samples must be at least 2")
     if characters is not None and characters < 1:
         fail("--characters must be at least 1")
-    return RunSpec(method_list, dataset_name, shots, seed_list, profile, novel_class=novel_class,
-                   characters=characters or DEFAULT_CHARACTERS, device=device, n_samples=n_samples, metrics=metric_list,
-                   overwrite=overwrite)
+    return RunSpec(
+        method_list,
+        dataset_name,
+        shots,
+        seed_list,
+        profile,
+        novel_class=novel_class,
+        characters=characters or DEFAULT_CHARACTERS,
+        device=device,
+        n_samples=n_samples,
+        metrics=metric_list,
+        overwrite=overwrite,
+    )
 
 
 def _run_with_progress(spec, store) -> list:
@@ -218,8 +240,10 @@ def _run_with_progress(spec, store) -> list:
                 progress.advance(overall)
                 summary.append(outcome)
                 if outcome.status == "failed":
-                    err.print(f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
-                              f"{outcome.record['failure']['reason']}")
+                    err.print(
+                        f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
+                        f"{outcome.record['failure']['reason']}"
+                    )
 
             run_benchmark(spec, store, RichReporter(progress), on_outcome)
     except DataNotFoundError as exc:
@@ -237,8 +261,11 @@ def _print_run_summary(summary, metric_list) -> None:
     by_method: dict[str, list] = {}
     for outcome in summary:
         by_method.setdefault(outcome.key.method, []).append(outcome)
-    table = Table("metric", *[f"{method}\n({len(runs)} run{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
-                  title="Runs (mean over each method's runs: seeds and held-out classes)")
+    table = Table(
+        "metric",
+        *[f"{method}\n({len(runs)} run{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
+        title="Runs (mean over each method's runs: seeds and held-out classes)",
+    )
     table.columns[0].no_wrap = True
 
     def status(runs) -> str:
@@ -271,21 +298,24 @@ def _print_run_summary(summary, metric_list) -> None:
 def evaluate_samples(
     samples: Path = typer.Option(..., "--samples", help=".npz (or .npy) of uint8 or [0,1] float images"),
     dataset: str = typer.Option(..., "--dataset"),
-    novel_class: Optional[str] = typer.Option(None, "--class", help="class the samples should depict (default: the dataset's novel class)"),
+    novel_class: str | None = typer.Option(
+        None, "--class", help="class the samples should depict (default: the dataset's novel class)"
+    ),
     shots: int = typer.Option(4, "--shots", help="the split whose support set memorisation is measured against"),
     seed: int = typer.Option(0, "--seed", help="the support draw of that split"),
-    characters: Optional[int] = typer.Option(
-        None, "--characters", help="omniglot: novel characters drawn by --seed (default 20); samples in task order"),
-    key: Optional[str] = typer.Option(None, "--key", help="array name inside the .npz"),
-    metric_names: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
+    characters: int | None = typer.Option(
+        None, "--characters", help="omniglot: novel characters drawn by --seed (default 20); samples in task order"
+    ),
+    key: str | None = typer.Option(None, "--key", help="array name inside the .npz"),
+    metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.sdk.progress import NullReporter
-    from bench.harness.scoring import score
-    from bench.harness.samples import SampleFileError, load_samples
     from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
+    from bench.harness.samples import SampleFileError, load_samples
+    from bench.harness.scoring import score
+    from bench.sdk.progress import NullReporter
     from metrics import METRICS, profile_settings
 
     try:
@@ -299,13 +329,16 @@ def evaluate_samples(
         fail(str(exc), code=1)
     n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
     if len(images) % n_tasks or len(images) // n_tasks < 2:
-        fail(f"{samples}: {len(images)} images cannot be divided among the {n_tasks} tasks of {split.info.split_id}: "
-             f"give the same number (at least 2) per novel character, in task order (as `bench run` stores them)")
+        fail(
+            f"{samples}: {len(images)} images cannot be divided among the {n_tasks} tasks of {split.info.split_id}: "
+            f"give the same number (at least 2) per novel character, in task order (as `bench run` stores them)"
+        )
     # Scored as `bench run` scores (the same function, the evaluation seed derived from --seed), so rescoring a stored
     # sample file reproduces the run's values; metrics that need a fitted model are not applicable.
     timings: dict[str, float] = {}
-    outcomes, task_outcomes = score(split, images, [None] * n_tasks, profile_settings("quick"), metric_list, NullReporter(),
-                                    timings)
+    outcomes, task_outcomes = score(
+        split, images, [None] * n_tasks, profile_settings("quick"), metric_list, NullReporter(), timings
+    )
     result = {
         "samples": str(samples),
         "n_samples": int(images.shape[0]),
@@ -331,13 +364,15 @@ def evaluate_samples(
 @app.command("leaderboard")
 def leaderboard_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
-    output: Optional[Path] = typer.Option(None, "--out", help="default: leaderboard.md beside the results dir"),
+    output: Path | None = typer.Option(None, "--out", help="default: leaderboard.md beside the results dir"),
 ) -> None:
     """Render leaderboard.md from the stored run records."""
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
-    path, errors = write_leaderboard(ResultStore(results_dir), output or results_dir.resolve().parent / "leaderboard.md")
+    path, errors = write_leaderboard(
+        ResultStore(results_dir), output or results_dir.resolve().parent / "leaderboard.md"
+    )
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
     out.print(f"leaderboard written to {path}")
@@ -346,18 +381,22 @@ def leaderboard_command(
 @app.command("rescore")
 def rescore_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods (default: every stored run)"),
-    metric_names: Optional[str] = typer.Option(None, "--metrics", help="comma-separated metrics (default: those each run holds)"),
-    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="default: leaderboard.md beside the results dir"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated methods (default: every stored run)"),
+    metric_names: str | None = typer.Option(
+        None, "--metrics", help="comma-separated metrics (default: those each run holds)"
+    ),
+    leaderboard: Path | None = typer.Option(
+        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+    ),
     device: str = typer.Option("cpu", "--device", help="where checkpoints are loaded for the model metrics"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score stored runs again (their samples and checkpoints) with the current evaluator and metrics; no training."""
     from bench.data.datasets import DataNotFoundError
     from bench.harness.leaderboard import write_leaderboard
-    from bench.sdk.progress import RichReporter
     from bench.harness.rescore import rescore
     from bench.harness.store import ResultStore
+    from bench.sdk.progress import RichReporter
     from methods import METHODS
     from metrics import METRICS
 
@@ -380,14 +419,34 @@ def rescore_command(
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
     written, _ = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
     if as_json:
-        print(json.dumps([{"key": o.key.to_dict(), "status": o.status, "reason": o.reason, "kept": o.kept,
-                           "changed": o.changed} for o in outcomes], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "key": o.key.to_dict(),
+                        "status": o.status,
+                        "reason": o.reason,
+                        "kept": o.kept,
+                        "changed": o.changed,
+                    }
+                    for o in outcomes
+                ],
+                indent=2,
+            )
+        )
     else:
         table = Table("split", "method", "profile", "seed", "result", "changed metrics", "notes", title="Rescore")
         for o in outcomes:
             notes = o.reason or "; ".join(f"{name}: {why}" for name, why in o.kept.items())
-            table.add_row(o.key.split_id, o.key.method, o.key.profile, str(o.key.seed), o.status,
-                          ", ".join(o.changed) or "none", notes)
+            table.add_row(
+                o.key.split_id,
+                o.key.method,
+                o.key.profile,
+                str(o.key.seed),
+                o.status,
+                ", ".join(o.changed) or "none",
+                notes,
+            )
         out.print(table)
         out.print(f"{sum(o.status == 'rescored' for o in outcomes)} runs rescored; leaderboard written to {written}")
     if any(o.status == "failed" for o in outcomes):
@@ -411,16 +470,30 @@ def check_command(
     except BaselineError as exc:
         fail(str(exc))
     colour = {OK: "green", REGRESSION: "red", NOT_COMPARABLE: "red" if strict else "yellow"}
-    table = Table("split", "profile", "method", "metric", "baseline", "current", "tolerance", "result", title="Regression check")
+    table = Table(
+        "split", "profile", "method", "metric", "baseline", "current", "tolerance", "result", title="Regression check"
+    )
     for row in rows:
         current = "missing" if row.current is None else f"{row.current:.5g}"
         verdict = "ok" if row.status == OK else f"{row.status.upper()}: {row.reason}"
-        table.add_row(row.split_id, row.profile, row.method, row.metric, f"{row.baseline:.5g}", current, f"{row.tolerance:.3g}",
-                      f"[{colour.get(row.status, 'dim')}]{escape(verdict)}[/]")
+        table.add_row(
+            row.split_id,
+            row.profile,
+            row.method,
+            row.metric,
+            f"{row.baseline:.5g}",
+            current,
+            f"{row.tolerance:.3g}",
+            f"[{colour.get(row.status, 'dim')}]{escape(verdict)}[/]",
+        )
     out.print(table)
     failed = failing(rows, strict)
     for r in failed:
-        err.print(f"{r.status}: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}", highlight=False, markup=False)
+        err.print(
+            f"{r.status}: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}",
+            highlight=False,
+            markup=False,
+        )
     out.print(summary(rows), highlight=False)
     if failed:
         raise typer.Exit(1)
@@ -432,10 +505,15 @@ def baseline_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     relative: float = typer.Option(0.1, "--relative", help="default relative tolerance"),
     absolute: float = typer.Option(0.0, "--absolute", help="default absolute tolerance"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="only this profile's results"),
-    spread_from: Optional[Path] = typer.Option(
-        None, "--spread-from", help="results of the same sweep on another machine: per-metric tolerances from the measured spread"),
-    spread_note: Optional[str] = typer.Option(None, "--spread-note", help="where --spread-from came from, recorded in the baseline"),
+    profile: str | None = typer.Option(None, "--profile", help="only this profile's results"),
+    spread_from: Path | None = typer.Option(
+        None,
+        "--spread-from",
+        help="results of the same sweep on another machine: per-metric tolerances from the measured spread",
+    ),
+    spread_note: str | None = typer.Option(
+        None, "--spread-note", help="where --spread-from came from, recorded in the baseline"
+    ),
 ) -> None:
     """Write the current results' means as a baseline for `bench check`."""
     from bench.harness.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
@@ -446,8 +524,14 @@ def baseline_command(
     if spread_from is not None and not (spread_from / "runs").is_dir():
         fail(f"--spread-from {spread_from}: no runs/ folder there (a results directory of the same sweep)")
     try:
-        made = make_baseline(ResultStore(results_dir), relative, absolute, profile,
-                             ResultStore(spread_from) if spread_from is not None else None, spread_note)
+        made = make_baseline(
+            ResultStore(results_dir),
+            relative,
+            absolute,
+            profile,
+            ResultStore(spread_from) if spread_from is not None else None,
+            spread_note,
+        )
     except BaselineError as exc:
         fail(str(exc))
     if not made["entries"]:
@@ -460,22 +544,33 @@ def baseline_command(
             table.add_column(header)
         for metric, m in made["spread"]["metrics"].items():
             spread = m["spread"] or {"absolute": float("nan"), "relative": float("nan")}
-            table.add_row(metric, str(m["n_entries"]), f"{spread['absolute']:.3g}", f"{spread['relative']:.3g}",
-                          f"{m['tolerance']['absolute']:.3g}", f"{m['tolerance']['relative']:.3g}")
+            table.add_row(
+                metric,
+                str(m["n_entries"]),
+                f"{spread['absolute']:.3g}",
+                f"{spread['relative']:.3g}",
+                f"{m['tolerance']['absolute']:.3g}",
+                f"{m['tolerance']['relative']:.3g}",
+            )
         out.print(table)
-        if all(not m["spread"] or not (m["spread"]["absolute"] or m["spread"]["relative"]) for m in made["spread"]["metrics"].values()):
-            err.print(f"[yellow]warning:[/] {results_dir} and {spread_from} agree exactly: the tolerances are the defaults. Was "
-                      "the second sweep run with other float arithmetic (another machine, or another ATEN_CPU_CAPABILITY)?")
+        if all(
+            not m["spread"] or not (m["spread"]["absolute"] or m["spread"]["relative"])
+            for m in made["spread"]["metrics"].values()
+        ):
+            err.print(
+                f"[yellow]warning:[/] {results_dir} and {spread_from} agree exactly: the tolerances are the defaults. Was "
+                "the second sweep run with other float arithmetic (another machine, or another ATEN_CPU_CAPABILITY)?"
+            )
     out.print(f"{len(made['entries'])} entries written to {output}")
 
 
 @app.command("export")
 def export_command(
     fmt: str = typer.Option("csv", "--format", help="csv | jsonl | parquet"),
-    output: Optional[Path] = typer.Option(None, "--out", help="file to write (default: stdout; parquet needs a file)"),
+    output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout; parquet needs a file)"),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="comma-separated methods to keep (default: all)"),
-    metric_names: Optional[str] = typer.Option(
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated methods to keep (default: all)"),
+    metric_names: str | None = typer.Option(
         None, "--metrics", help="comma-separated metrics to keep (default: all; failed runs' rows are kept)"
     ),
 ) -> None:
@@ -501,7 +596,9 @@ def export_command(
         out.print(f"{len(frame)} rows written to {output}", highlight=False)
 
 
-evaluator_app = typer.Typer(no_args_is_help=True, help="The domain evaluators (the ruler): list the pinned weights, train a recipe.")
+evaluator_app = typer.Typer(
+    no_args_is_help=True, help="The domain evaluators (the ruler): list the pinned weights, train a recipe."
+)
 app.add_typer(evaluator_app, name="evaluator")
 
 
@@ -509,8 +606,13 @@ app.add_typer(evaluator_app, name="evaluator")
 def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Each dataset's evaluator: recipe, pinned sha256 and test accuracy, and where the weights file was found."""
     from bench.data.datasets import DATASETS
-    from bench.features.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, architecture_name, config_for,
-                                 find_pinned_weights)
+    from bench.features.evaluator import (
+        PINNED_WEIGHTS,
+        EvaluatorWeightsError,
+        architecture_name,
+        config_for,
+        find_pinned_weights,
+    )
 
     rows = []
     for name in DATASETS.names():
@@ -535,7 +637,9 @@ def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
             table.add_row(row["dataset"], row["architecture"], "-", "-", "none shipped: trained on first use")
             continue
         where = row.get("found_at") or f"[red]{row['problem']}[/]"
-        table.add_row(row["dataset"], row["architecture"], row["sha256"][:16] + "…", f"{row['test_accuracy']:.4f}", where)
+        table.add_row(
+            row["dataset"], row["architecture"], row["sha256"][:16] + "…", f"{row['test_accuracy']:.4f}", where
+        )
     out.print(table)
     if any("problem" in row for row in rows):
         raise typer.Exit(1)
@@ -563,8 +667,10 @@ def evaluator_train(
         fail(str(exc), code=1)
     digest = save_evaluator(output, model, card)
     print(f"{output}: {output.stat().st_size:,} bytes, sha256 {digest}")
-    print(f"test accuracy {card['test_accuracy']:.6f}; trained in {time.perf_counter() - start:.0f} s "
-          f"({card['architecture']}, recipe {card['recipe_version']}, torch {card['torch']})")
+    print(
+        f"test accuracy {card['test_accuracy']:.6f}; trained in {time.perf_counter() - start:.0f} s "
+        f"({card['architecture']}, recipe {card['recipe_version']}, torch {card['torch']})"
+    )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def git_commit() -> dict:
     """Commit of the project's checkout and whether it had uncommitted changes (None outside git)."""
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
@@ -35,7 +36,9 @@ def environment(device: str) -> dict:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "device": device,
-        "cuda_device": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None,
+        "cuda_device": torch.cuda.get_device_name(0)
+        if device.startswith("cuda") and torch.cuda.is_available()
+        else None,
     }
 
 

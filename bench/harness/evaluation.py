@@ -34,8 +34,9 @@ class Ruler:
     error: str | None = None
 
 
-def prepare_ruler(dataset: str | None, metric_names: list[str] | None = None, reporter: Reporter | None = None,
-                  device: str = "cpu") -> Ruler:
+def prepare_ruler(
+    dataset: str | None, metric_names: list[str] | None = None, reporter: Reporter | None = None, device: str = "cpu"
+) -> Ruler:
     """The dataset's feature space, with its domain evaluator loaded if any of `metric_names` (default: all) reads it."""
     if dataset is None:
         return Ruler(reason="no dataset was named (the domain evaluator is chosen by the dataset)")
@@ -143,16 +144,27 @@ def aggregate_over_tasks(per_task: list[dict[str, dict]], n_tasks: int) -> dict[
     for name in per_task[0]:
         outcomes = [task[name] for task in per_task]
         failed = [o for o in outcomes if o["status"] != "ok"]
-        card = {**outcomes[0]["card"], "aggregation": f"mean over {n_tasks} tasks (per-task values in the record's tasks)"}
+        card = {
+            **outcomes[0]["card"],
+            "aggregation": f"mean over {n_tasks} tasks (per-task values in the record's tasks)",
+        }
         if failed:
             first = failed[0]
             text_key = "error" if first["status"] == "error" else "reason"
-            aggregated[name] = {"status": first["status"], text_key: f"{len(failed)} of {n_tasks} tasks: {first.get(text_key, '')}",
-                                "card": card}
+            aggregated[name] = {
+                "status": first["status"],
+                text_key: f"{len(failed)} of {n_tasks} tasks: {first.get(text_key, '')}",
+                "card": card,
+            }
             continue
         values = torch.tensor([o["value"] for o in outcomes], dtype=torch.float64)
-        outcome = {"status": "ok", "value": float(values.mean()),
-                   "std_over_tasks": float(values.std(unbiased=False)), "n_tasks": n_tasks, "card": card}
+        outcome = {
+            "status": "ok",
+            "value": float(values.mean()),
+            "std_over_tasks": float(values.std(unbiased=False)),
+            "n_tasks": n_tasks,
+            "card": card,
+        }
         flags = sorted({o["flag"] for o in outcomes if o.get("flag")})
         if flags:
             outcome["flag"] = "; ".join(flags)

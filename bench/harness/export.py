@@ -22,22 +22,35 @@ Reading a CSV back with pandas, pass `dtype={"card_fingerprint": str, "code": st
 from __future__ import annotations
 
 import json
-
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore
 from bench.sdk.registry import Registry, UnknownNameError
 from methods import METHODS
 from metrics import METRICS
-from bench.harness.store import ResultStore
 
 FORMATS = ("csv", "jsonl", "parquet")
-COLUMNS = ["split_id", "dataset", "method", "profile", "seed", "is_reference", "metric", "value", "std", "status",
-           "reason", "card_fingerprint", "created_at", "code"]
+COLUMNS = [
+    "split_id",
+    "dataset",
+    "method",
+    "profile",
+    "seed",
+    "is_reference",
+    "metric",
+    "value",
+    "std",
+    "status",
+    "reason",
+    "card_fingerprint",
+    "created_at",
+    "code",
+]
 # Outcome keys holding a spread of the value, in order of preference.
 STD_KEYS = ("std", "std_over_tasks")
 
@@ -84,16 +97,18 @@ def record_rows(record: dict) -> list[dict]:
     for name, outcome in outcomes.items():
         status = outcome.get("status")
         spread = next((outcome[k] for k in STD_KEYS if k in outcome), None)
-        rows.append({
-            **base,
-            "metric": name,
-            "value": _number(outcome.get("value")) if status == "ok" else math.nan,
-            "std": _number(spread),
-            "status": status,
-            "reason": outcome.get("reason") or outcome.get("error"),
-            "card_fingerprint": card_fingerprint(outcome.get("card") or {}),
-            **trace,
-        })
+        rows.append(
+            {
+                **base,
+                "metric": name,
+                "value": _number(outcome.get("value")) if status == "ok" else math.nan,
+                "std": _number(spread),
+                "status": status,
+                "reason": outcome.get("reason") or outcome.get("error"),
+                "card_fingerprint": card_fingerprint(outcome.get("card") or {}),
+                **trace,
+            }
+        )
     return rows
 
 
@@ -124,8 +139,11 @@ def export_frame(
     for record in store.records(errors):
         if method_keep is not None and record["key"]["method"] not in method_keep:
             continue
-        rows.extend(row for row in record_rows(record)
-                    if metric_keep is None or row["metric"] is None or row["metric"] in metric_keep)
+        rows.extend(
+            row
+            for row in record_rows(record)
+            if metric_keep is None or row["metric"] is None or row["metric"] in metric_keep
+        )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.astype({"seed": "int64", "is_reference": "bool", "value": "float64", "std": "float64"})
     return frame, errors

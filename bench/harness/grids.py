@@ -35,15 +35,18 @@ def _to_image(canvas: np.ndarray, scale: int) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def grid_image(support: torch.Tensor, samples: torch.Tensor, columns: int = 10, scale: int = 2, gap: int = 4) -> Image.Image:
+def grid_image(
+    support: torch.Tensor, samples: torch.Tensor, columns: int = 10, scale: int = 2, gap: int = 4
+) -> Image.Image:
     """Support images (first row, up to `columns`), a grey rule, then `columns` x `columns` samples."""
     top = _tile(support[:columns], 1, columns)
     bottom = _tile(samples[: columns * columns], min(columns, -(-len(samples) // columns)), columns)
     return _to_image(np.concatenate([top, _rule(top.shape[1], top.shape[2], gap), bottom]), scale)
 
 
-def task_grid_image(supports: list[torch.Tensor], samples: list[torch.Tensor], columns: int = 10, scale: int = 2,
-                    gap: int = 4) -> Image.Image:
+def task_grid_image(
+    supports: list[torch.Tensor], samples: list[torch.Tensor], columns: int = 10, scale: int = 2, gap: int = 4
+) -> Image.Image:
     """One row per task (e.g. per novel character): its support images, a grey rule, then up to `columns` samples."""
     shots = max(len(s) for s in supports)
     rows = []

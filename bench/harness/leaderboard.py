@@ -79,8 +79,16 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             rows.append({**base, "metric": None, "value": None, "card": None, "card_content": None, "flag": None})
         for name, outcome in scored:
             card = outcome.get("card", {})
-            rows.append({**base, "metric": name, "value": outcome["value"], "card": card_fingerprint(card),
-                         "card_content": measured_card(card), "flag": outcome.get("flag")})
+            rows.append(
+                {
+                    **base,
+                    "metric": name,
+                    "value": outcome["value"],
+                    "card": card_fingerprint(card),
+                    "card_content": measured_card(card),
+                    "flag": outcome.get("flag"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -109,8 +117,14 @@ def measured_card(card: dict) -> dict:
 
 def bootstrap_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of the mean over seeds (resampling seeds with replacement), by scipy."""
-    result = scipy.stats.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
-                                   method="percentile", rng=np.random.default_rng(seed))
+    result = scipy.stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -163,10 +177,21 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         notes = CardNotes(table)
         parts.append(_headline(table, runs, notes, verdicts, links))
         for is_reference, subset in runs.groupby("is_reference", sort=True):
-            parts.append("\nReference rows (not ranked):\n\n" if is_reference
-                         else "\nAll metrics (methods by name; mean ± std [bootstrap 95% interval]):\n\n")
-            parts.append(_table(table[table["is_reference"] == is_reference], subset, notes, results_root,
-                                leaderboard_path, None if is_reference else verdicts))
+            parts.append(
+                "\nReference rows (not ranked):\n\n"
+                if is_reference
+                else "\nAll metrics (methods by name; mean ± std [bootstrap 95% interval]):\n\n"
+            )
+            parts.append(
+                _table(
+                    table[table["is_reference"] == is_reference],
+                    subset,
+                    notes,
+                    results_root,
+                    leaderboard_path,
+                    None if is_reference else verdicts,
+                )
+            )
         for published in PUBLISHED_TABLES:
             if published.split_id == split_id:
                 parts.append(_published_section(published, table))
@@ -214,7 +239,7 @@ def _shorten(value, width: int = 24) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     if re.fullmatch(r"[0-9a-f]{16,}", text):
         return text[:8] + "…"
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class CardNotes:
@@ -254,7 +279,7 @@ class CardNotes:
             majority = min(tally, key=lambda c: (-tally[c][0], -tally[c][1], -tally[c][2], c))
             self.majority[metric] = majority
 
-            def holders(card: str) -> tuple[str, ...]:
+            def holders(card: str, metric: str = metric) -> tuple[str, ...]:
                 return tuple(sorted(m for (m, metric_), c in self.row_card.items() if metric_ == metric and c == card))
 
             # Who the footnote compares with: the rows themselves when few (e.g. a tie), else "most rows".
@@ -262,7 +287,11 @@ class CardNotes:
             than = ", ".join(f"`{m}`" for m in others) if len(others) <= 3 else "most rows"
             for card in sorted(set(tally) - {majority}):
                 members = holders(card)
-                key = (members, than, _card_difference(contents.get(card) or {}, contents.get(majority) or {}, card, majority))
+                key = (
+                    members,
+                    than,
+                    _card_difference(contents.get(card) or {}, contents.get(majority) or {}, card, majority),
+                )
                 self._notes.setdefault(key, []).append(metric)
                 for method in members:
                     self._key[(method, metric)] = key
@@ -289,8 +318,10 @@ class CardNotes:
                 continue
             members, than, difference = key
             rows = ", ".join(f"`{m}`" for m in members)
-            lines.append(f"{mark} {rows}: {', '.join(self._notes[key])} measured otherwise than {than}: {difference} "
-                         f"(here vs there); not averaged, ranked or bolded with them.")
+            lines.append(
+                f"{mark} {rows}: {', '.join(self._notes[key])} measured otherwise than {than}: {difference} "
+                f"(here vs there); not averaged, ranked or bolded with them."
+            )
         return lines
 
 
@@ -342,8 +373,14 @@ def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metr
     means = ok.groupby(["method", "metric"])["value"].mean()
 
     def comparable_means(metric: str) -> pd.Series:
-        return pd.Series({m: float(means[(m, metric)]) for m in methods
-                          if notes.comparable(m, metric) and (m, metric) in means.index}, dtype=float)
+        return pd.Series(
+            {
+                m: float(means[(m, metric)])
+                for m in methods
+                if notes.comparable(m, metric) and (m, metric) in means.index
+            },
+            dtype=float,
+        )
 
     ranks = pd.Series(dtype=float)
     if primary is not None:
@@ -360,8 +397,15 @@ def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metr
     return _HeadlineOrder(primary, methods, references, ranks, best)
 
 
-def _headline_cells(method: str, ok: pd.DataFrame, metrics: list[str], order: _HeadlineOrder, notes: CardNotes,
-                    flags: dict[str, str], markers: list[str]) -> list[str]:
+def _headline_cells(
+    method: str,
+    ok: pd.DataFrame,
+    metrics: list[str],
+    order: _HeadlineOrder,
+    notes: CardNotes,
+    flags: dict[str, str],
+    markers: list[str],
+) -> list[str]:
     """One method's metric cells: mean over seeds, bold when best, with flag and card-footnote marks."""
     cells = []
     for metric in metrics:
@@ -381,16 +425,20 @@ def _headline_cells(method: str, ok: pd.DataFrame, metrics: list[str], order: _H
     return cells
 
 
-def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdicts: dict[str, Verdict],
-              links: _Links) -> str:
+def _headline(
+    scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdicts: dict[str, Verdict], links: _Links
+) -> str:
     """The section's compact table: rank, method, the key metrics, the verdicts; reference rows below."""
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
     metrics = headline_metrics(ok["metric"].unique())
     if not metrics:
         return ""
     order = _headline_order(ok, runs, notes, metrics)
-    intro = "Not ranked (no key metric has a better direction)" if order.primary is None \
+    intro = (
+        "Not ranked (no key metric has a better direction)"
+        if order.primary is None
         else f"Ranked by {_header_for(order.primary)}"
+    )
     below = "; reference rows (*italics*) below, unranked" if order.references else ""
     table, flags, markers, definitions = [], {}, [], []
     for method in order.methods + order.references:
@@ -407,9 +455,11 @@ def _headline(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdic
             rank = f"{order.ranks[method]:g}" if method in order.ranks.index else "–"
             verdict = verdicts[method].short() if method in verdicts else "not checked"
         table.append([rank, name, *_headline_cells(method, ok, metrics, order, notes, flags, markers), verdict])
-    lines = [f"\n{intro}; best method value of each column in bold{below}:\n",
-             *markdown_table(["#", "method", *[_header_for(m) for m in metrics], "verdict"], table),
-             *_footnote_block(flags, notes.footnotes(markers))]
+    lines = [
+        f"\n{intro}; best method value of each column in bold{below}:\n",
+        *markdown_table(["#", "method", *[_header_for(m) for m in metrics], "verdict"], table),
+        *_footnote_block(flags, notes.footnotes(markers)),
+    ]
     if definitions:
         lines += [""] + definitions
     return "\n".join(lines) + "\n"
@@ -448,8 +498,10 @@ def class_ranks(scores: pd.DataFrame) -> pd.DataFrame:
             continue
         means = rows.groupby("method")["value"].mean()
         ranks = means.rank(ascending=not direction, method="average")
-        ranked.extend({"novel_class": novel_class, "metric": metric, "method": m, "value": means[m], "rank": r}
-                      for m, r in ranks.items())
+        ranked.extend(
+            {"novel_class": novel_class, "metric": metric, "method": m, "value": means[m], "rank": r}
+            for m, r in ranks.items()
+        )
     return pd.DataFrame(ranked, columns=["novel_class", "metric", "method", "value", "rank"])
 
 
@@ -468,7 +520,7 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
         f"\n## {group} · profile `{profile}` · class rotation over {len(classes)} held-out classes\n",
         "Each class held out in turn (`--novel-class all`); the per-class tables are above. Mean rank over the "
         "classes per metric (1 = best among the methods; reference rows are not ranked; ties share the average "
-        "rank); \"of N\" when a metric could be ranked in fewer classes (differing metric cards).\n",
+        'rank); "of N" when a metric could be ranked in fewer classes (differing metric cards).\n',
     ]
     if ranks.empty:
         return "\n".join(lines) + "\nNo method has ranked scores yet.\n"
@@ -489,8 +541,12 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
     per_class = ok.groupby(["method", "is_reference", "metric", "novel_class"])["value"].mean()
     means = per_class.groupby(["method", "is_reference", "metric"]).agg(["mean", "count"])
     value_metrics = _metric_order(set(ok["metric"]))
-    lines += ["", "Mean over the held-out classes of each class's mean over seeds, methods then reference rows "
-              "(\"of N\": classes with a value):", ""]
+    lines += [
+        "",
+        "Mean over the held-out classes of each class's mean over seeds, methods then reference rows "
+        '("of N": classes with a value):',
+        "",
+    ]
     table = []
     for is_reference, method in sorted({(bool(r), m) for m, r, _ in means.index}):
         cells = [f"`{method}`" + (" (reference)" if is_reference else "")]
@@ -509,10 +565,13 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
         table = []
         for method, rows in by_class.groupby("method", sort=True):
             per_class = rows.set_index("novel_class")
-            table.append([f"`{method}`"] + [
-                f"{per_class.loc[c, 'rank']:g} ({per_class.loc[c, 'value']:.4g})" if c in per_class.index else "n/a"
-                for c in classes
-            ])
+            table.append(
+                [f"`{method}`"]
+                + [
+                    f"{per_class.loc[c, 'rank']:g} ({per_class.loc[c, 'value']:.4g})" if c in per_class.index else "n/a"
+                    for c in classes
+                ]
+            )
         lines += markdown_table(["method", *[f"{c} {names.get(c, '')}".strip() for c in classes]], table)
     return "\n".join(lines) + "\n"
 
@@ -548,13 +607,19 @@ class VerdictRule:
 
 
 COPIES = VerdictRule(
-    "copies", "copies the support set", "copying", COPY_FLOORS,
+    "copies",
+    "copies the support set",
+    "copying",
+    COPY_FLOORS,
     "its shift-tolerant pixel or its feature distance to the nearest support image ({metrics}) is at or below the "
     "larger of `support-copy`'s and `support-augment`'s: its samples are as close to the support images as copies "
     "of them are",
 )
 AUGMENT_DIVERSITY = VerdictRule(
-    "≤ augment", "no more diverse than its augmentation", "diversity", (AUGMENT_FLOOR,),
+    "≤ augment",
+    "no more diverse than its augmentation",
+    "diversity",
+    (AUGMENT_FLOOR,),
     "its {metrics} is at or below `support-augment`'s: it covers no more of the class than augmented "
     "support images do. An under-trained or collapsed generator gets this too; it does not say the method copies",
 )
@@ -563,10 +628,12 @@ VERDICT_RULES = (COPIES, AUGMENT_DIVERSITY)
 
 def _verdict_legend() -> str:
     rules = "".join(f"- **{r.short}**: *{r.full}*: {r.explained()}.\n" for r in VERDICT_RULES)
-    return ("\nVerdicts (the headline's last column; independent: a method may get both, one or none), each read against the "
-            "reference rows of the same split and profile, over the seeds both rows have and only between values with equal "
-            f"metric cards ([details](docs/protocol.md#verdicts)):\n\n{rules}\n"
-            "`-`: checked, neither given; `not checked`: no reference row measured the same way.\n")
+    return (
+        "\nVerdicts (the headline's last column; independent: a method may get both, one or none), each read against the "
+        "reference rows of the same split and profile, over the seeds both rows have and only between values with equal "
+        f"metric cards ([details](docs/protocol.md#verdicts)):\n\n{rules}\n"
+        "`-`: checked, neither given; `not checked`: no reference row measured the same way.\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -641,8 +708,14 @@ def support_verdicts(scores: pd.DataFrame) -> dict[str, Verdict]:
     return verdicts
 
 
-def _table(scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, results_root: Path, leaderboard_path: Path,
-           verdicts: dict[str, Verdict] | None = None) -> str:
+def _table(
+    scores: pd.DataFrame,
+    runs: pd.DataFrame,
+    notes: CardNotes,
+    results_root: Path,
+    leaderboard_path: Path,
+    verdicts: dict[str, Verdict] | None = None,
+) -> str:
     """The full table: every metric, mean ± std [bootstrap interval], rows by name."""
     metrics = _metric_order({m for m in scores["metric"].dropna().unique()})
     header = ["method", "seeds", *[_header_for(m) for m in metrics], "fit s", "samples"]
@@ -703,7 +776,10 @@ def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
         cells = [f"`{method}`"]
         for column in published.columns:
             reported = published.rows[method].get(column.metric)
-            cells += ["not reported" if reported is None else number(reported), ours(method, column.metric, column.scale)]
+            cells += [
+                "not reported" if reported is None else number(reported),
+                ours(method, column.metric, column.scale),
+            ]
         cells += [ours(method, metric) for metric in published.also_measured]
         table.append(cells)
     lines = [f"\nCompared with {published.source}:\n", *markdown_table(header, table), f"\n{published.caveat}\n"]
@@ -717,7 +793,9 @@ def claim_verdict(claim: PublishedClaim, scores: pd.DataFrame) -> str:
     missing = [m for m in claim.order if m not in means.index]
     head = f"\nPublished claim ({claim.source}): {claim.statement}.\n"
     if missing:
-        return head + f"Not checked here: no `{claim.metric}` for {', '.join(f'`{m}`' for m in missing)} on this split.\n"
+        return (
+            head + f"Not checked here: no `{claim.metric}` for {', '.join(f'`{m}`' for m in missing)} on this split.\n"
+        )
     higher = METRICS.get(claim.metric).higher_is_better is not False
     values = [float(means[m]) for m in claim.order]
     held = all((a >= b) if higher else (a <= b) for a, b in zip(values, values[1:]))
@@ -753,8 +831,10 @@ def update_readme_example(readme: Path, records: list[dict], results_root: Path)
         return False
     split_id, profile = README_EXAMPLE
     table = headline_section(records, split_id, profile, results_root, readme) or "\n(no runs of this split yet)\n"
-    generated = (f"{EXAMPLE_START}\n<!-- generated by `bench leaderboard` from the run records; do not edit by hand -->\n"
-                 f"{table}\n{EXAMPLE_END}")
+    generated = (
+        f"{EXAMPLE_START}\n<!-- generated by `bench leaderboard` from the run records; do not edit by hand -->\n"
+        f"{table}\n{EXAMPLE_END}"
+    )
     before, rest = text.split(EXAMPLE_START, 1)
     after = rest.split(EXAMPLE_END, 1)[1]
     atomic_write_bytes(readme, (before + generated + after).encode())

@@ -14,8 +14,9 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from bench.data.datasets import DATASETS
 from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
@@ -108,14 +109,32 @@ class RunPlan:
     @property
     def config_hash(self) -> str:
         """sha256 of what a stored record must share with this plan to be reused (see `record_config_hash`)."""
-        return _config_hash(self.split.info.sha256, self.method_class.version, dataclasses.asdict(self.budget),
-                            self.n_samples, self.settings, {name: METRICS.get(name).version for name in self.metric_names})
+        return _config_hash(
+            self.split.info.sha256,
+            self.method_class.version,
+            dataclasses.asdict(self.budget),
+            self.n_samples,
+            self.settings,
+            {name: METRICS.get(name).version for name in self.metric_names},
+        )
 
 
-def _config_hash(split_sha256: str, method_version: str, budget: dict, n_samples: int, settings: dict,
-                 metric_versions: dict[str, str | None]) -> str:
-    content = {"split": split_sha256, "method_version": method_version, "budget": budget, "n_samples": n_samples,
-               "settings": settings, "metric_versions": dict(sorted(metric_versions.items()))}
+def _config_hash(
+    split_sha256: str,
+    method_version: str,
+    budget: dict,
+    n_samples: int,
+    settings: dict,
+    metric_versions: dict[str, str | None],
+) -> str:
+    content = {
+        "split": split_sha256,
+        "method_version": method_version,
+        "budget": budget,
+        "n_samples": n_samples,
+        "settings": settings,
+        "metric_versions": dict(sorted(metric_versions.items())),
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -123,18 +142,29 @@ def record_config_hash(record: dict, metric_names: list[str]) -> str:
     """The same hash computed from a stored record: equal to the plan's when the record measured the same data with
     the same method version and budget, sample count and metric settings, and every metric at its current version."""
     stored_metrics = record.get("metrics", {})
-    return _config_hash(record["split"]["sha256"], record["method"]["version"], record["method"]["budget"],
-                        record["evaluation"]["n_samples"], record["evaluation"].get("settings"),
-                        {name: stored_metrics.get(name, {}).get("card", {}).get("version") for name in metric_names})
+    return _config_hash(
+        record["split"]["sha256"],
+        record["method"]["version"],
+        record["method"]["budget"],
+        record["evaluation"]["n_samples"],
+        record["evaluation"].get("settings"),
+        {name: stored_metrics.get(name, {}).get("card", {}).get("version") for name in metric_names},
+    )
 
 
 def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: float = 0.0) -> RunPlan:
     method_class = METHODS.get(method)
     return RunPlan(
-        method=method, method_class=method_class, split=split, profile=spec.profile,
+        method=method,
+        method_class=method_class,
+        split=split,
+        profile=spec.profile,
         budget=method_class.budget_for(spec.profile),
         n_samples=samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile]),
-        settings=profile_settings(spec.profile), metrics=spec.metrics, device=spec.device, split_seconds=split_seconds,
+        settings=profile_settings(spec.profile),
+        metrics=spec.metrics,
+        device=spec.device,
+        split_seconds=split_seconds,
     )
 
 

@@ -24,8 +24,11 @@ from bench.sdk.files import atomic_write_bytes
 
 def curves_of(training_log: dict) -> dict[str, dict[str, list[float]]]:
     """{phase: curve} for every phase of the log that recorded a curve."""
-    return {phase: entry["curve"] for phase, entry in training_log.items()
-            if isinstance(entry, dict) and isinstance(entry.get("curve"), dict) and entry["curve"].get("step")}
+    return {
+        phase: entry["curve"]
+        for phase, entry in training_log.items()
+        if isinstance(entry, dict) and isinstance(entry.get("curve"), dict) and entry["curve"].get("step")
+    }
 
 
 def save_loss_curves(path: Path, training_log: dict, title: str) -> bool:
@@ -83,8 +86,11 @@ def save_latent_projection(path: Path, groups: list[tuple[str, str, torch.Tensor
     import matplotlib.pyplot as plt
 
     projected, explained = project_2d(torch.cat([points for _, _, points in groups]))
-    style = {"base": dict(marker="o", s=6, alpha=0.35), "support": dict(marker="*", s=160, edgecolors="black", linewidths=0.6),
-             "query": dict(marker="s", s=14, alpha=0.7)}
+    style = {
+        "base": dict(marker="o", s=6, alpha=0.35),
+        "support": dict(marker="*", s=160, edgecolors="black", linewidths=0.6),
+        "query": dict(marker="s", s=14, alpha=0.7),
+    }
     figure, axis = plt.subplots(figsize=(6.4, 5.2))
     classes = list(dict.fromkeys(label.split(" (")[0] for label, _, _ in groups))
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")

@@ -34,7 +34,7 @@ STUDY_TABLE_1 = PublishedTable(
     split_id="fashion-mnist/novel9-4shot.v1",
     source="Batra, Mahajan and Vartak, Few Shot Learning for Image Generation, Table 1 (Fashion-MNIST, ankle boot held out, 4 shots)",
     columns=(
-        PublishedColumn("mse", "MSE (0-255 scale)", 255.0 ** 2),
+        PublishedColumn("mse", "MSE (0-255 scale)", 255.0**2),
         PublishedColumn("ssim", "SSIM"),
         PublishedColumn("brisque", "BRISQUE"),
     ),
@@ -55,8 +55,10 @@ STUDY_TABLE_1 = PublishedTable(
 
 VCE_TABLE_1 = PublishedTable(
     split_id="omniglot/characters20-1shot.v1",
-    source=("Li, Han and Xing, VCE: Variational Convertor-Encoder for One-Shot Generalization, Table 1 (test NLL of "
-            "one-shot generalisation, 28x28 Omniglot, 30 background / 20 evaluation alphabets)"),
+    source=(
+        "Li, Han and Xing, VCE: Variational Convertor-Encoder for One-Shot Generalization, Table 1 (test NLL of "
+        "one-shot generalisation, 28x28 Omniglot, 30 background / 20 evaluation alphabets)"
+    ),
     columns=(PublishedColumn("nll", "NLL (nats)"),),
     rows={
         "vae": {"nll": 106.31},
@@ -83,7 +85,9 @@ class PublishedClaim:
 
     split_pattern: str  # regular expression over split ids
     metric: str
-    order: tuple[str, ...]  # best first: the claim is value(order[0]) >= value(order[1]) >= ... in the metric's direction
+    order: tuple[
+        str, ...
+    ]  # best first: the claim is value(order[0]) >= value(order[1]) >= ... in the metric's direction
     source: str
     statement: str
 
@@ -101,8 +105,10 @@ VCE_NLL_CLAIM = PublishedClaim(
     metric="nll",
     order=("vce-vae", "vce", "vae"),
     source="Li, Han and Xing, VCE (Table 1)",
-    statement=("converting a support image beats generating one, and the plain VAE loss beats LMVAE (sigma = 0.15) "
-               "on NLL: nll of vce-vae <= vce <= vae (68.75, 81.39, 106.31 nats)"),
+    statement=(
+        "converting a support image beats generating one, and the plain VAE loss beats LMVAE (sigma = 0.15) "
+        "on NLL: nll of vce-vae <= vce <= vae (68.75, 81.39, 106.31 nats)"
+    ),
 )
 
 PUBLISHED_CLAIMS: tuple[PublishedClaim, ...] = (IMLE_RECALL_CLAIM, VCE_NLL_CLAIM)

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from threadpoolctl import threadpool_limits
 
+from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.checkpoints import CheckpointError, load_checkpoint
 from bench.harness.environment import git_commit, utc_now
-from bench.sdk.progress import NullReporter, Reporter
-from bench.harness.scoring import score
 from bench.harness.samples import SampleFileError, load_samples
-from bench.data.splits import Split, TaskSet, make_run_split
+from bench.harness.scoring import score
 from bench.harness.store import ResultStore, RunKey
+from bench.sdk.progress import NullReporter, Reporter
 from metrics import METRICS, in_display_order, profile_settings
 
 
@@ -47,8 +47,10 @@ def _rebuild_split(record: dict) -> Split | TaskSet:
     characters = len(info.get("tasks", ())) or 1
     split = make_run_split(info["dataset"], info["shots"], info["seed"], info.get("novel_class"), characters)
     if split.info.sha256 != info["sha256"]:
-        raise RescoreError(f"the split {info['split_id']} (seed {info['seed']}) no longer has the content the run was "
-                           "scored on (its sha256 changed): re-run it instead")
+        raise RescoreError(
+            f"the split {info['split_id']} (seed {info['seed']}) no longer has the content the run was "
+            "scored on (its sha256 changed): re-run it instead"
+        )
     return split
 
 
@@ -90,13 +92,22 @@ def _same(old: dict | None, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old.get("card") == new.get("card")
 
 
-def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | None = None,
-                   reporter: Reporter | None = None, device: str = "cpu") -> tuple[dict, RescoreOutcome]:
+def rescore_record(
+    store: ResultStore,
+    record: dict,
+    metric_names: list[str] | None = None,
+    reporter: Reporter | None = None,
+    device: str = "cpu",
+) -> tuple[dict, RescoreOutcome]:
     """Rescore one stored `ok` record (the metrics it holds, or `metric_names`); return the updated record (not yet
     written) and what happened."""
     key = RunKey.from_dict(record["key"])
     # By default the metrics the run holds; `metric_names` may add others (or restrict them).
-    names = metric_names if metric_names is not None else in_display_order(set(record.get("metrics", {})) & set(METRICS.names()))
+    names = (
+        metric_names
+        if metric_names is not None
+        else in_display_order(set(record.get("metrics", {})) & set(METRICS.names()))
+    )
     split = _rebuild_split(record)
     samples = _load_samples(store, record, split)
     n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
@@ -119,8 +130,9 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     torch.set_num_threads(run_threads)
     try:
         with threadpool_limits(limits=run_threads):
-            metrics, task_metrics = score(split, samples, models, profile_settings(key.profile), to_score,
-                                          reporter or NullReporter(), timings)
+            metrics, task_metrics = score(
+                split, samples, models, profile_settings(key.profile), to_score, reporter or NullReporter(), timings
+            )
     finally:
         torch.set_num_threads(threads)
 
@@ -134,18 +146,30 @@ def rescore_record(store: ResultStore, record: dict, metric_names: list[str] | N
     changed = [name for name in metrics if not _same(old.get(name), metrics[name])]
     updated["metrics"] = {name: merged[name] for name in in_display_order(merged)}
     if task_metrics is not None:
-        updated["tasks"] = [{**task, "metrics": {**task.get("metrics", {}), **outcomes}}
-                            for task, outcomes in zip(record.get("tasks", []), task_metrics)]
+        updated["tasks"] = [
+            {**task, "metrics": {**task.get("metrics", {}), **outcomes}}
+            for task, outcomes in zip(record.get("tasks", []), task_metrics)
+        ]
     updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile)}
     updated["rescored"] = {
-        "at": utc_now(), "code": git_commit(), "metrics": to_score, "kept": kept,
-        "seconds": time.perf_counter() - start, "timings": timings,
+        "at": utc_now(),
+        "code": git_commit(),
+        "metrics": to_score,
+        "kept": kept,
+        "seconds": time.perf_counter() - start,
+        "timings": timings,
     }
     return updated, RescoreOutcome(key, "rescored", kept=kept, changed=changed)
 
 
-def rescore(store: ResultStore, methods: list[str] | None = None, metric_names: list[str] | None = None,
-            reporter: Reporter | None = None, device: str = "cpu", errors: list[str] | None = None) -> list[RescoreOutcome]:
+def rescore(
+    store: ResultStore,
+    methods: list[str] | None = None,
+    metric_names: list[str] | None = None,
+    reporter: Reporter | None = None,
+    device: str = "cpu",
+    errors: list[str] | None = None,
+) -> list[RescoreOutcome]:
     """Rescore every stored `ok` run (of `methods`, if given) and write each record as soon as it is done."""
     outcomes = []
     for record in list(store.records(errors)):

@@ -12,8 +12,8 @@ import copy
 import dataclasses
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -91,8 +91,12 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
         samples, models = fit_and_sample(plan, reporter, timings, training_log, task_logs)
     except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
         record["status"] = "failed"
-        record["failure"] = {"type": type(exc).__name__, "reason": str(exc), "diverged": isinstance(exc, TrainingDiverged),
-                             "traceback": traceback.format_exc(limit=6)}
+        record["failure"] = {
+            "type": type(exc).__name__,
+            "reason": str(exc),
+            "diverged": isinstance(exc, TrainingDiverged),
+            "traceback": traceback.format_exc(limit=6),
+        }
         record["training_log"] = training_log
         record["timings"] = {**timings, "total": time.perf_counter() - started}
         store.write(record)
@@ -102,15 +106,23 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
     record["artifacts"] = write_artifacts(fitted, ARTIFACT_WRITERS, timings)
     record["metrics"], task_metrics = score(plan.split, samples, models, plan.settings, plan.metrics, reporter, timings)
     if task_metrics is not None:
-        record["tasks"] = [{**task, "metrics": outcomes, "training_log": log}
-                           for task, outcomes, log in zip(plan.split.info.tasks, task_metrics, task_logs)]
+        record["tasks"] = [
+            {**task, "metrics": outcomes, "training_log": log}
+            for task, outcomes, log in zip(plan.split.info.tasks, task_metrics, task_logs)
+        ]
     record["timings"] = {**timings, "total": time.perf_counter() - started}
     store.write(record)
     return record
 
 
-def _fitted(plan: RunPlan, task: Split, reporter: Reporter, timings: dict[str, float], training_log: dict,
-            pretrained: Method | None = None) -> Method:
+def _fitted(
+    plan: RunPlan,
+    task: Split,
+    reporter: Reporter,
+    timings: dict[str, float],
+    training_log: dict,
+    pretrained: Method | None = None,
+) -> Method:
     """The method fitted to `task`: from scratch, or (transfer methods) by adapting a copy of `pretrained`.
 
     Its training log goes into `training_log` even when fitting fails (a diverged run keeps its curve).
@@ -149,7 +161,9 @@ def _pretrained_once(plan: RunPlan, reporter: Reporter, timings: dict[str, float
     return pretrained
 
 
-def _draw(method: Method, n: int, sample_seed: int, image_shape: tuple[int, int, int], timings: dict[str, float]) -> torch.Tensor:
+def _draw(
+    method: Method, n: int, sample_seed: int, image_shape: tuple[int, int, int], timings: dict[str, float]
+) -> torch.Tensor:
     """`n` checked samples, quantised to 8 bits: scored exactly as stored, so `bench evaluate` on the file reproduces them."""
     start = time.perf_counter()
     with torch.no_grad():
@@ -160,8 +174,9 @@ def _draw(method: Method, n: int, sample_seed: int, image_shape: tuple[int, int,
     return samples
 
 
-def fit_and_sample(plan: RunPlan, reporter: Reporter, timings: dict[str, float], training_log: dict,
-                   task_logs: list[dict]) -> tuple[torch.Tensor, list[Method]]:
+def fit_and_sample(
+    plan: RunPlan, reporter: Reporter, timings: dict[str, float], training_log: dict, task_logs: list[dict]
+) -> tuple[torch.Tensor, list[Method]]:
     """Fit the method to each of the plan's tasks (one model each); return the samples (in task order,
     `plan.samples_per_task` each) and the fitted models.
 
@@ -173,13 +188,18 @@ def fit_and_sample(plan: RunPlan, reporter: Reporter, timings: dict[str, float],
     if plan.is_task_set and "transfer" in plan.method_class.capabilities:
         pretrained = _pretrained_once(plan, reporter, timings, training_log)
     all_samples, models = [], []
-    handle = reporter.task(f"{plan.method_class.__name__} over {len(plan.tasks)} tasks", len(plan.tasks)) \
-        if plan.is_task_set else None
+    handle = (
+        reporter.task(f"{plan.method_class.__name__} over {len(plan.tasks)} tasks", len(plan.tasks))
+        if plan.is_task_set
+        else None
+    )
     try:
         for index, task in enumerate(plan.tasks):
             task_log = {} if plan.is_task_set else training_log
             try:
-                method = _fitted(plan, task, NullReporter() if plan.is_task_set else reporter, timings, task_log, pretrained)
+                method = _fitted(
+                    plan, task, NullReporter() if plan.is_task_set else reporter, timings, task_log, pretrained
+                )
             except Exception:
                 if plan.is_task_set:
                     training_log[f"task {index} ({task.info.novel_class_name})"] = task_log
@@ -187,7 +207,9 @@ def fit_and_sample(plan: RunPlan, reporter: Reporter, timings: dict[str, float],
             if plan.is_task_set:
                 task_logs.append(task_log)
                 handle.advance()
-            all_samples.append(_draw(method, plan.samples_per_task, plan.sample_seed(index), task.task.image_shape, timings))
+            all_samples.append(
+                _draw(method, plan.samples_per_task, plan.sample_seed(index), task.task.image_shape, timings)
+            )
             models.append(method)
     finally:
         if handle is not None:
@@ -201,8 +223,12 @@ def is_current(record: dict, plan: RunPlan) -> bool:
     return record_config_hash(record, plan.metric_names) == plan.config_hash
 
 
-def run_benchmark(spec: RunSpec, store: ResultStore, reporter: Reporter | None = None,
-                  on_outcome: Callable[[RunOutcome], None] | None = None) -> list[RunOutcome]:
+def run_benchmark(
+    spec: RunSpec,
+    store: ResultStore,
+    reporter: Reporter | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
     """Run every plan of `spec` (`plan_sweep`).
 
     A run already stored with status `ok` is skipped unless `spec.overwrite`, or unless it was

@@ -43,8 +43,15 @@ def _timed_evaluate(timings: dict[str, float], samples: torch.Tensor, **kwargs) 
     return outcomes
 
 
-def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | None], settings: dict,
-          metric_names: list[str] | None, reporter: Reporter, timings: dict[str, float]) -> tuple[dict, list[dict] | None]:
+def score(
+    split: Split | TaskSet,
+    samples: torch.Tensor,
+    models: list[Method | None],
+    settings: dict,
+    metric_names: list[str] | None,
+    reporter: Reporter,
+    timings: dict[str, float],
+) -> tuple[dict, list[dict] | None]:
     """Every requested metric of one run's samples: (metrics, None) for a split; for a task set (aggregated metrics,
     per-task metrics), the samples being in task order, an equal number per task. `models` holds the fitted model of
     each task (None where there is none: model metrics are then not applicable). `settings`: the plan's metric settings."""
@@ -53,37 +60,74 @@ def score(split: Split | TaskSet, samples: torch.Tensor, models: list[Method | N
         return _score_task_set(split, samples, models, settings, names, reporter, timings)
     ruler = timed_ruler(split.info.dataset, names, reporter, timings)
     outcomes = _timed_evaluate(
-        timings, samples, reference=split.reference, support=split.task.support, held_out=split.held_out,
-        dataset=split.info.dataset, novel_class=split.info.novel_class, model=models[0], metric_names=names,
-        seed=derive_seed(split.info.seed, "evaluate"), settings=settings, reporter=reporter, ruler=ruler,
+        timings,
+        samples,
+        reference=split.reference,
+        support=split.task.support,
+        held_out=split.held_out,
+        dataset=split.info.dataset,
+        novel_class=split.info.novel_class,
+        model=models[0],
+        metric_names=names,
+        seed=derive_seed(split.info.seed, "evaluate"),
+        settings=settings,
+        reporter=reporter,
+        ruler=ruler,
     )
     return outcomes, None
 
 
-def _score_task_set(split: TaskSet, samples: torch.Tensor, models: list[Method | None], settings: dict,
-                    names: list[str], reporter: Reporter, timings: dict[str, float]) -> tuple[dict, list[dict]]:
+def _score_task_set(
+    split: TaskSet,
+    samples: torch.Tensor,
+    models: list[Method | None],
+    settings: dict,
+    names: list[str],
+    reporter: Reporter,
+    timings: dict[str, float],
+) -> tuple[dict, list[dict]]:
     """Per-task metrics averaged over the tasks; distribution metrics (`across_tasks="pooled"`) on all tasks at once."""
     n_tasks, seed = len(split.splits), split.info.seed
     pooled = [name for name in names if METRICS.get(name).across_tasks == "pooled"]
     per_task = [name for name in names if name not in pooled]
     # Metrics that need a target class are not applicable per task: they must not make the evaluator load.
-    ruler = timed_ruler(split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs],
-                        reporter, timings)
+    ruler = timed_ruler(
+        split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter, timings
+    )
     task_metrics = []
     handle = reporter.task(f"evaluate {n_tasks} tasks", n_tasks)
     try:
         for index, (task, task_samples, model) in enumerate(zip(split.splits, samples.chunk(n_tasks), models)):
-            task_metrics.append(_timed_evaluate(
-                timings, task_samples, reference=task.reference, support=task.task.support, dataset=task.info.dataset,
-                novel_class=None, model=model, metric_names=per_task, seed=derive_seed(seed, f"evaluate:{index}"),
-                settings=settings, need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR}, ruler=ruler,
-            ))
+            task_metrics.append(
+                _timed_evaluate(
+                    timings,
+                    task_samples,
+                    reference=task.reference,
+                    support=task.task.support,
+                    dataset=task.info.dataset,
+                    novel_class=None,
+                    model=model,
+                    metric_names=per_task,
+                    seed=derive_seed(seed, f"evaluate:{index}"),
+                    settings=settings,
+                    need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
+                    ruler=ruler,
+                )
+            )
             handle.advance()
     finally:
         handle.close()
     pooled_outcomes = _timed_evaluate(
-        timings, samples, reference=split.reference, support=split.support, dataset=split.info.dataset,
-        novel_class=None, metric_names=pooled, seed=derive_seed(seed, "evaluate"), settings=settings, reporter=reporter,
+        timings,
+        samples,
+        reference=split.reference,
+        support=split.support,
+        dataset=split.info.dataset,
+        novel_class=None,
+        metric_names=pooled,
+        seed=derive_seed(seed, "evaluate"),
+        settings=settings,
+        reporter=reporter,
         ruler=ruler,
     )
     metrics = {**aggregate_over_tasks(task_metrics, n_tasks), **mark_pooled(pooled_outcomes, n_tasks)}

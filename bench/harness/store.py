@@ -16,9 +16,9 @@ says `ok` unless asked to overwrite; failed runs are tried again.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from bench.sdk.files import atomic_write_bytes
 
@@ -40,14 +40,12 @@ class RunKey:
         return {"method": self.method, "split_id": self.split_id, "profile": self.profile, "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunKey":
+    def from_dict(cls, data: dict) -> RunKey:
         return cls(data["method"], data["split_id"], data["profile"], int(data["seed"]))
 
 
 class MalformedRecordError(ValueError):
     pass
-
-
 
 
 class ResultStore:

@@ -32,7 +32,7 @@ the `nll` metric passes and what a Bernoulli method scores whatever it is given.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -139,7 +139,9 @@ def iwae_log_likelihood(
         b = xb.shape[0]
         mean, logvar = proposal(xb)
         if mean.shape != logvar.shape or mean.dim() != 2 or mean.shape[0] != b:
-            raise ValueError(f"proposal must return (mean, logvar) of shape (batch, d), got {tuple(mean.shape)}, {tuple(logvar.shape)}")
+            raise ValueError(
+                f"proposal must return (mean, logvar) of shape (batch, d), got {tuple(mean.shape)}, {tuple(logvar.shape)}"
+            )
         d = mean.shape[1]
         # One draw per image in image order: independent of batch_size and chunk_size.
         eps_all = torch.stack([torch.randn(num_samples, d, generator=generator, dtype=mean.dtype) for _ in range(b)])

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import inspect
 import dataclasses
+import inspect
 import time
-from typing import Any, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import torch
 

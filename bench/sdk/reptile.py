@@ -13,8 +13,8 @@ with it use layer normalisation or none.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -35,7 +35,7 @@ def reptile_step(meta: nn.Module, adapted: nn.Module, optimizer: torch.optim.Opt
         phi.grad = difference.clone()
         squared += float(difference.pow(2).sum())
     optimizer.step()
-    return squared ** 0.5
+    return squared**0.5
 
 
 @torch.no_grad()

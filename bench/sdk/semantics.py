@@ -47,8 +47,12 @@ def _load_model() -> Any:
             # tries to download it from Hugging Face. Pointing `cache_dir` at the package folder makes
             # its cache look-up (`<cache_dir>/tokenizers/`, `<cache_dir>/weights/`) find both bundled
             # files, and `disable_download` turns any miss into an error instead of a network call.
-            _MODEL = WordLlama.load(config=MODEL_CONFIG, dim=MODEL_DIM,
-                                    cache_dir=pathlib.Path(wordllama.__file__).parent, disable_download=True)
+            _MODEL = WordLlama.load(
+                config=MODEL_CONFIG,
+                dim=MODEL_DIM,
+                cache_dir=pathlib.Path(wordllama.__file__).parent,
+                disable_download=True,
+            )
         except Exception as exc:  # ImportError, FileNotFoundError from the loader, a broken weights file...
             raise RuntimeError(
                 f"cannot load the WordLlama sentence-embedding model ({MODEL_CONFIG}, {MODEL_DIM} dims) from the "
@@ -67,8 +71,10 @@ def _weights_sha256() -> str:
 
 def _embed(descriptions: tuple[str, ...]) -> tuple[torch.Tensor, dict]:
     if not descriptions:
-        raise ValueError("no class descriptions were given: the task's dataset has no semantic modality "
-                         "(datasets with descriptions: see `bench list datasets`)")
+        raise ValueError(
+            "no class descriptions were given: the task's dataset has no semantic modality "
+            "(datasets with descriptions: see `bench list datasets`)"
+        )
     key = descriptions_sha256(tuple(descriptions))
     if key not in _CACHE:
         import wordllama

@@ -18,9 +18,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -150,8 +150,10 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.class_descriptions and len(self.class_descriptions) != len(self.class_names):
-            raise ValueError(f"{self.name}: {len(self.class_descriptions)} class descriptions for "
-                             f"{len(self.class_names)} classes; give one per class (or none)")
+            raise ValueError(
+                f"{self.name}: {len(self.class_descriptions)} class descriptions for "
+                f"{len(self.class_names)} classes; give one per class (or none)"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -186,7 +188,9 @@ class ImageDataset:
         found: dict[str, Path] = {}
         for slot in self.slots:
             for _, directory in data_search_dirs(self.name):
-                hit = next((directory / c.filename for c in slot.candidates if (directory / c.filename).is_file()), None)
+                hit = next(
+                    (directory / c.filename for c in slot.candidates if (directory / c.filename).is_file()), None
+                )
                 if hit is not None:
                     found[slot.name] = hit
                     break
@@ -200,11 +204,13 @@ class ImageDataset:
             array, source = self._load_slot(slot, download)
             arrays[slot.name] = array
             provenance[slot.name] = source
+
         def images(a: np.ndarray) -> np.ndarray:
             a = a[:, None] if a.ndim == 3 else a
             if tuple(a.shape[1:]) != self.image_shape:
                 raise DataIntegrityError(f"{self.name}: images have shape {a.shape[1:]}, expected {self.image_shape}")
             return np.ascontiguousarray(a, dtype=np.uint8)
+
         return LoadedData(
             train_images=images(arrays["train_images"]),
             train_labels=arrays["train_labels"].astype(np.int64),

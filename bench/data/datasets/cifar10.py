@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,7 +26,10 @@ CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 _CANONICAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CANONICAL_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 _JPEG_TAR_SHA256 = "3b7b466d8138ec7dcf876140e1dd0a52b8f8e8fa23c41a062add1c7469da2bc7"
-_BATCHES = {"train": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)], "test": ["cifar-10-batches-py/test_batch"]}
+_BATCHES = {
+    "train": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)],
+    "test": ["cifar-10-batches-py/test_batch"],
+}
 
 
 def _from_pickles(split: str, images: bool) -> Callable[[bytes], np.ndarray]:
@@ -72,13 +75,26 @@ def _from_jpegs(split: str, images: bool) -> Callable[[bytes], np.ndarray]:
 
 
 def _slot(name: str, split: str, images: bool) -> ArraySlot:
-    return ArraySlot(name, (
-        DataFile("cifar-10-python.tar.gz", _from_pickles(split, images), file_sha256=frozenset({_CANONICAL_SHA256}),
-                 urls=(_CANONICAL_URL,)),
-        DataFile("cifar10_jpeg_q75.tar", _from_jpegs(split, images), file_sha256=frozenset({_JPEG_TAR_SHA256}),
-                 exact=not images,
-                 note="" if not images else "every image re-encoded as JPEG quality 75 (lossy); class-then-file-name order"),
-    ))
+    return ArraySlot(
+        name,
+        (
+            DataFile(
+                "cifar-10-python.tar.gz",
+                _from_pickles(split, images),
+                file_sha256=frozenset({_CANONICAL_SHA256}),
+                urls=(_CANONICAL_URL,),
+            ),
+            DataFile(
+                "cifar10_jpeg_q75.tar",
+                _from_jpegs(split, images),
+                file_sha256=frozenset({_JPEG_TAR_SHA256}),
+                exact=not images,
+                note=""
+                if not images
+                else "every image re-encoded as JPEG quality 75 (lossy); class-then-file-name order",
+            ),
+        ),
+    )
 
 
 DATASET = DATASETS.register(

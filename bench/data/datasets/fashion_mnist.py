@@ -17,15 +17,51 @@ DATASET = DATASETS.register(
         name="fashion-mnist",
         title="Fashion-MNIST",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         image_shape=(1, 28, 28),
         slots=(
-            ArraySlot("train_images", (_idx("train-images-idx3-ubyte.gz", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),)),
-            ArraySlot("train_labels", (_idx("train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),)),
-            ArraySlot("test_images", (_idx("t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),)),
-            ArraySlot("test_labels", (_idx("t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),)),
+            ArraySlot(
+                "train_images",
+                (
+                    _idx(
+                        "train-images-idx3-ubyte.gz", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+                    ),
+                ),
+            ),
+            ArraySlot(
+                "train_labels",
+                (
+                    _idx(
+                        "train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+                    ),
+                ),
+            ),
+            ArraySlot(
+                "test_images",
+                (
+                    _idx(
+                        "t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+                    ),
+                ),
+            ),
+            ArraySlot(
+                "test_labels",
+                (
+                    _idx(
+                        "t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+                    ),
+                ),
+            ),
         ),
         citation="Xiao, Rasul and Vollgraf, Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms, 2017",
         license="MIT, (c) Zalando SE",

@@ -35,7 +35,7 @@ DIVISION_SEED = 0  # the train/test division is part of the dataset's definition
 
 
 def parse(spec: str) -> tuple[Path, int]:
-    body = spec.strip()[len(PREFIX):]
+    body = spec.strip()[len(PREFIX) :]
     size = DEFAULT_SIZE
     if "@" in body and body.rsplit("@", 1)[1].isdigit():
         body, size_text = body.rsplit("@", 1)
@@ -107,12 +107,17 @@ class FolderDataset(ImageDataset):
             "content_sha256": digest,
             "exact": True,
             "note": f"{len(labels)} images, {len(self.class_names) if self.has_classes else 'no'} classes, resized to "
-                    f"{self.image_size}x{self.image_size} (INTER_AREA shrinking, INTER_CUBIC enlarging); seeded "
-                    f"{1 - fraction:.0%}/{fraction:.0%} " + ("train/test per class" if self.has_classes else "train/held-out"),
+            f"{self.image_size}x{self.image_size} (INTER_AREA shrinking, INTER_CUBIC enlarging); seeded "
+            f"{1 - fraction:.0%}/{fraction:.0%} " + ("train/test per class" if self.has_classes else "train/held-out"),
             "unreadable_files": unreadable,
         }
-        return LoadedData(array[~test], labels[~test], array[test], labels[test],
-                          provenance={slot: source for slot in ("train_images", "train_labels", "test_images", "test_labels")})
+        return LoadedData(
+            array[~test],
+            labels[~test],
+            array[test],
+            labels[test],
+            provenance={slot: source for slot in ("train_images", "train_labels", "test_images", "test_labels")},
+        )
 
 
 def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -127,22 +132,35 @@ def folder_dataset(spec: str) -> FolderDataset:
     root, size = parse(spec)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) == 1:
-        raise ValueError(f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}; "
-                         f"for one set of images, put them directly in {root}")
+        raise ValueError(
+            f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}; "
+            f"for one set of images, put them directly in {root}"
+        )
     stem = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "images"
     key = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
-    common = dict(image_size=size, root=root, slots=(), citation=f"local image folder {root}", license="that of the images",
-                  allows_hflip=False)  # unknown content: no mirror symmetry assumed
+    common = dict(
+        image_size=size,
+        root=root,
+        slots=(),
+        citation=f"local image folder {root}",
+        license="that of the images",
+        allows_hflip=False,
+    )  # unknown content: no mirror symmetry assumed
     if not classes:
         if not any(p.is_file() for p in root.iterdir()):
             raise ValueError(f"{spec}: {root} holds no files and no class sub-folders")
         return FolderDataset(
-            name=f"folder-{stem}-{key}", title=f"Image folder {root} (no classes)", class_names=(root.name,),
-            image_shape=(3 if _any_colour([root], size) else 1, size, size), default_novel_class=0,
+            name=f"folder-{stem}-{key}",
+            title=f"Image folder {root} (no classes)",
+            class_names=(root.name,),
+            image_shape=(3 if _any_colour([root], size) else 1, size, size),
+            default_novel_class=0,
             notes="made from a folder of images without classes: the unconditional protocol",
-            protocols=("unconditional",), evaluator_classes=0,
+            protocols=("unconditional",),
+            evaluator_classes=0,
             evaluator_trained_on="nothing: a folder without classes has no labels to train a domain evaluator on",
-            feature_extractor="inception-v3-compat", **common,
+            feature_extractor="inception-v3-compat",
+            **common,
         )
     return FolderDataset(
         name=f"folder-{stem}-{key}",

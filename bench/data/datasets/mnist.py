@@ -33,13 +33,45 @@ DATASET = DATASETS.register(
         class_names=tuple(str(d) for d in range(10)),
         image_shape=(1, 28, 28),
         slots=(
-            ArraySlot("train_images", (
-                _idx("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-                _RECONSTRUCTED_TRAIN,
-            )),
-            ArraySlot("train_labels", (_idx("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),)),
-            ArraySlot("test_images", (_idx("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),)),
-            ArraySlot("test_labels", (_idx("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),)),
+            ArraySlot(
+                "train_images",
+                (
+                    _idx(
+                        "train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+                    ),
+                    _RECONSTRUCTED_TRAIN,
+                ),
+            ),
+            ArraySlot(
+                "train_labels",
+                (
+                    _idx(
+                        "train-labels-idx1-ubyte.gz",
+                        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    ),
+                ),
+            ),
+            ArraySlot(
+                "test_images",
+                (
+                    _idx(
+                        "t10k-images-idx3-ubyte.gz",
+                        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    ),
+                ),
+            ),
+            ArraySlot(
+                "test_labels",
+                (
+                    _idx(
+                        "t10k-labels-idx1-ubyte.gz",
+                        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                    ),
+                ),
+            ),
         ),
         citation="LeCun, Cortes and Burges, The MNIST database of handwritten digits, 1998",
         license="CC BY-SA 3.0 (as distributed by its authors)",

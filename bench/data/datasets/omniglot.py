@@ -33,19 +33,58 @@ EVALUATOR_TRAIN_DRAWERS = 16  # drawers 0..15 train the domain evaluator; 16..19
 
 # (alphabet, characters) in the order of the source files (alphabet_id_ranges.tsv of the staged copy).
 BACKGROUND_ALPHABETS = (
-    ("Arcadian", 26), ("Armenian", 41), ("Asomtavruli (Georgian)", 40), ("Balinese", 24), ("Bengali", 46),
-    ("Blackfoot (Canadian Aboriginal Syllabics)", 14), ("Braille", 26), ("Cyrillic", 33), ("Early Aramaic", 22),
-    ("Syriac (Estrangelo)", 23), ("Anglo-Saxon Futhorc", 29), ("Futurama", 26), ("Grantha", 43), ("Greek", 24),
-    ("Gujarati", 48), ("Hebrew", 22), ("Japanese (Hiragana)", 52), ("Inuktitut (Canadian Aboriginal Syllabics)", 16),
-    ("Malay (Jawi-Arabic)", 40), ("Japanese (Katakana)", 47), ("Korean", 40), ("Latin", 26),
-    ("Alphabet of the Magi", 20), ("Mkhedruli (Georgian)", 41), ("Burmese (Myanmar)", 34), ("N Ko", 33),
-    ("Ojibwe (Canadian Aboriginal Syllabics)", 14), ("Sanskrit", 42), ("Tagalog", 17), ("Tifinagh", 55),
+    ("Arcadian", 26),
+    ("Armenian", 41),
+    ("Asomtavruli (Georgian)", 40),
+    ("Balinese", 24),
+    ("Bengali", 46),
+    ("Blackfoot (Canadian Aboriginal Syllabics)", 14),
+    ("Braille", 26),
+    ("Cyrillic", 33),
+    ("Early Aramaic", 22),
+    ("Syriac (Estrangelo)", 23),
+    ("Anglo-Saxon Futhorc", 29),
+    ("Futurama", 26),
+    ("Grantha", 43),
+    ("Greek", 24),
+    ("Gujarati", 48),
+    ("Hebrew", 22),
+    ("Japanese (Hiragana)", 52),
+    ("Inuktitut (Canadian Aboriginal Syllabics)", 16),
+    ("Malay (Jawi-Arabic)", 40),
+    ("Japanese (Katakana)", 47),
+    ("Korean", 40),
+    ("Latin", 26),
+    ("Alphabet of the Magi", 20),
+    ("Mkhedruli (Georgian)", 41),
+    ("Burmese (Myanmar)", 34),
+    ("N Ko", 33),
+    ("Ojibwe (Canadian Aboriginal Syllabics)", 14),
+    ("Sanskrit", 42),
+    ("Tagalog", 17),
+    ("Tifinagh", 55),
 )
 EVALUATION_ALPHABETS = (
-    ("Angelic", 20), ("Atemayar Qelisayer", 26), ("Atlantean", 26), ("Aurek-Besh", 26), ("Avesta", 26),
-    ("Ge ez", 26), ("Glagolitic", 45), ("Gurmukhi", 45), ("Kannada", 41), ("Keble", 26), ("Malayalam", 47),
-    ("Manipuri", 40), ("Mongolian", 30), ("Old Church Slavonic (Cyrillic)", 45), ("Oriya", 46),
-    ("Syriac (Serto)", 23), ("Sylheti", 28), ("Tengwar", 25), ("Tibetan", 42), ("ULOG", 26),
+    ("Angelic", 20),
+    ("Atemayar Qelisayer", 26),
+    ("Atlantean", 26),
+    ("Aurek-Besh", 26),
+    ("Avesta", 26),
+    ("Ge ez", 26),
+    ("Glagolitic", 45),
+    ("Gurmukhi", 45),
+    ("Kannada", 41),
+    ("Keble", 26),
+    ("Malayalam", 47),
+    ("Manipuri", 40),
+    ("Mongolian", 30),
+    ("Old Church Slavonic (Cyrillic)", 45),
+    ("Oriya", 46),
+    ("Syriac (Serto)", 23),
+    ("Sylheti", 28),
+    ("Tengwar", 25),
+    ("Tibetan", 42),
+    ("ULOG", 26),
 )
 
 
@@ -90,7 +129,9 @@ def _drawings(raw: bytes) -> np.ndarray:
     return images
 
 
-_SOURCE_NOTE = "pixel-exact copy of the original PNGs of brendenlake/omniglot, packed as npz (GitHub bitsandscraps/omniglot)"
+_SOURCE_NOTE = (
+    "pixel-exact copy of the original PNGs of brendenlake/omniglot, packed as npz (GitHub bitsandscraps/omniglot)"
+)
 
 
 @dataclass(frozen=True)
@@ -139,11 +180,17 @@ DATASET = DATASETS.register(
         class_names=BACKGROUND_NAMES + EVALUATION_NAMES,
         image_shape=(1, SIZE, SIZE),
         slots=(
-            ArraySlot("background", (_npz("images_background.npz", "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199"),)),
-            ArraySlot("evaluation", (_npz("images_evaluation.npz", "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276"),)),
+            ArraySlot(
+                "background",
+                (_npz("images_background.npz", "8bf84167413cd00beacdce3fe582f780ab538d8dbef043a6d688f2527bbce199"),),
+            ),
+            ArraySlot(
+                "evaluation",
+                (_npz("images_evaluation.npz", "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276"),),
+            ),
         ),
         citation="Lake, Salakhutdinov and Tenenbaum, Human-level concept learning through probabilistic program "
-                 "induction, Science 2015 (data: github.com/brendenlake/omniglot)",
+        "induction, Science 2015 (data: github.com/brendenlake/omniglot)",
         license="MIT",
         default_novel_class=N_BACKGROUND,  # unused by its protocol: the novel characters are a seeded draw
         allows_hflip=False,  # mirrored characters are other characters (or none)
