@@ -81,56 +81,63 @@ def list_entries(
 
         sys.stdout.write(metric_reference())
         return
-    if what == "methods":
-        from methods import METHODS
+    out.print({"methods": _methods_table, "metrics": _metrics_table, "datasets": _datasets_table}[what]())
 
-        table = Table("method", "kind", "capabilities", "profiles", "reference", title="Methods")
-        table.columns[0].no_wrap = True
-        for name, cls in METHODS.items():
-            kind = "reference row" if cls.is_reference else "method"
-            table.add_row(
-                name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference
-            )
-    elif what == "metrics":
-        from metrics import METRICS, in_display_order
 
-        table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
-        table.columns[0].no_wrap = True
-        for name in in_display_order(METRICS.names()):
-            metric = METRICS.get(name)
-            better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
-            table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
-    else:
-        from bench.data.datasets import DATASETS
+def _methods_table() -> Table:
+    from methods import METHODS
 
-        table = Table(title="Datasets", show_lines=True)
-        table.add_column("dataset", no_wrap=True)
-        table.add_column("details")
-        for name, dataset in DATASETS.items():
-            found = dataset.find_files()
-            if len(found) == len(dataset.slots):
-                files = "found in " + ", ".join(sorted({str(p.parent) for p in found.values()}))
-            else:
-                files = f"[yellow]missing {len(dataset.slots) - len(found)} of {len(dataset.slots)} arrays[/] (set BENCH_DATA_DIR, or run once online to download)"
-            novel = dataset.default_novel_class
-            if "novel-class" in dataset.protocols:
-                protocol_note = f"default novel class {novel} ({dataset.class_names[novel]})"
-            else:
-                protocol_note = "novel classes drawn by the seed (see docs/protocol.md)"
-            names = [f"{i} {c}" for i, c in enumerate(dataset.class_names)]
-            if len(names) > 12:  # Omniglot has 1,623: show the two ends
-                names = names[:5] + [f"... ({len(names)} classes) ..."] + names[-3:]
-            details = "\n".join(
-                [
-                    f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
-                    + protocol_note,
-                    "classes: " + ", ".join(names),
-                    f"files: {files}",
-                    f"source: {dataset.citation}; licence: {dataset.license}",
-                ]
-            )
-            table.add_row(name, details)
-    out.print(table)
+    table = Table("method", "kind", "capabilities", "profiles", "reference", title="Methods")
+    table.columns[0].no_wrap = True
+    for name, cls in METHODS.items():
+        kind = "reference row" if cls.is_reference else "method"
+        table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
+    return table
+
+
+def _metrics_table() -> Table:
+    from metrics import METRICS, in_display_order
+
+    table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
+    table.columns[0].no_wrap = True
+    for name in in_display_order(METRICS.names()):
+        metric = METRICS.get(name)
+        better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
+        table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
+    return table
+
+
+def _datasets_table() -> Table:
+    from bench.data.datasets import DATASETS
+
+    table = Table(title="Datasets", show_lines=True)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("details")
+    for name, dataset in DATASETS.items():
+        found = dataset.find_files()
+        if len(found) == len(dataset.slots):
+            files = "found in " + ", ".join(sorted({str(p.parent) for p in found.values()}))
+        else:
+            files = f"[yellow]missing {len(dataset.slots) - len(found)} of {len(dataset.slots)} arrays[/] (set BENCH_DATA_DIR, or run once online to download)"
+        novel = dataset.default_novel_class
+        if "novel-class" in dataset.protocols:
+            protocol_note = f"default novel class {novel} ({dataset.class_names[novel]})"
+        else:
+            protocol_note = "novel classes drawn by the seed (see docs/protocol.md)"
+        names = [f"{i} {c}" for i, c in enumerate(dataset.class_names)]
+        if len(names) > 12:  # Omniglot has 1,623: show the two ends
+            names = names[:5] + [f"... ({len(names)} classes) ..."] + names[-3:]
+        details = "\n".join(
+            [
+                f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
+                + protocol_note,
+                "classes: " + ", ".join(names),
+                f"files: {files}",
+                f"source: {dataset.citation}; licence: {dataset.license}",
+            ]
+        )
+        table.add_row(name, details)
+    return table
 
 
 @app.command()
@@ -419,38 +426,24 @@ def rescore_command(
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
     written, _ = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "key": o.key.to_dict(),
-                        "status": o.status,
-                        "reason": o.reason,
-                        "kept": o.kept,
-                        "changed": o.changed,
-                    }
-                    for o in outcomes
-                ],
-                indent=2,
-            )
-        )
+        fields = ("status", "reason", "kept", "changed")
+        print(json.dumps([{"key": o.key.to_dict(), **{f: getattr(o, f) for f in fields}} for o in outcomes], indent=2))
     else:
-        table = Table("split", "method", "profile", "seed", "result", "changed metrics", "notes", title="Rescore")
-        for o in outcomes:
-            notes = o.reason or "; ".join(f"{name}: {why}" for name, why in o.kept.items())
-            table.add_row(
-                o.key.split_id,
-                o.key.method,
-                o.key.profile,
-                str(o.key.seed),
-                o.status,
-                ", ".join(o.changed) or "none",
-                notes,
-            )
-        out.print(table)
+        _print_rescore_table(outcomes)
         out.print(f"{sum(o.status == 'rescored' for o in outcomes)} runs rescored; leaderboard written to {written}")
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _print_rescore_table(outcomes) -> None:
+    table = Table("split", "method", "profile", "seed", "result", "changed metrics", "notes", title="Rescore")
+    for o in outcomes:
+        notes = o.reason or "; ".join(f"{name}: {why}" for name, why in o.kept.items())
+        key = o.key
+        table.add_row(
+            key.split_id, key.method, key.profile, str(key.seed), o.status, ", ".join(o.changed) or "none", notes
+        )
+    out.print(table)
 
 
 @app.command("check")

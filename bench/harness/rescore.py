@@ -92,6 +92,41 @@ def _same(old: dict | None, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old.get("card") == new.get("card")
 
 
+def _score_at_run_threads(record, split, samples, models, names, reporter, timings) -> tuple[dict, list | None]:
+    """`score` at the run's thread count, in torch and in numpy's BLAS.
+
+    Float reductions (feature extraction, KID's kernel sums in numpy) depend on it, and only at the same count are
+    values reproduced bit for bit (measured: a run made at 1 thread and rescored at 2 moved KID by 3e-9 relative; with
+    this limit it reproduced exactly). A limit can only lower the count a process started with: a process started at
+    1 thread (OMP_NUM_THREADS=1) cannot reproduce a 2-thread run's KID to the last bit.
+    """
+    threads = torch.get_num_threads()
+    run_threads = int(record.get("environment", {}).get("torch_threads") or threads)
+    torch.set_num_threads(run_threads)
+    try:
+        with threadpool_limits(limits=run_threads):
+            settings = profile_settings(record["key"]["profile"])
+            return score(split, samples, models, settings, names, reporter or NullReporter(), timings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _merged(record: dict, metrics: dict, task_metrics: list | None, kept: dict[str, str]) -> dict:
+    """The record with the new outcomes; a kept (not rescored) outcome stays, marked with why."""
+    old = record.get("metrics", {})
+    merged = {**old, **metrics}
+    for name, reason in kept.items():
+        if name in old:
+            merged[name] = {**old[name], "kept": reason}
+    updated = {**record, "metrics": {name: merged[name] for name in in_display_order(merged)}}
+    if task_metrics is not None:
+        updated["tasks"] = [
+            {**task, "metrics": {**task.get("metrics", {}), **outcomes}}
+            for task, outcomes in zip(record.get("tasks", []), task_metrics)
+        ]
+    return updated
+
+
 def rescore_record(
     store: ResultStore,
     record: dict,
@@ -120,36 +155,10 @@ def rescore_record(
     to_score = [name for name in names if name not in kept]
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    # At the run's thread count, in torch and in numpy's BLAS: float reductions (feature extraction, KID's kernel sums
-    # in numpy) depend on it, and only at the same count are values reproduced bit for bit (measured: a run made at 1
-    # thread and rescored at 2 moved KID by 3e-9 relative; with this limit it reproduced exactly). A limit can only
-    # lower the count a process started with: a process started at 1 thread (OMP_NUM_THREADS=1) cannot reproduce a
-    # 2-thread run's KID to the last bit.
-    threads = torch.get_num_threads()
-    run_threads = int(record.get("environment", {}).get("torch_threads") or threads)
-    torch.set_num_threads(run_threads)
-    try:
-        with threadpool_limits(limits=run_threads):
-            metrics, task_metrics = score(
-                split, samples, models, profile_settings(key.profile), to_score, reporter or NullReporter(), timings
-            )
-    finally:
-        torch.set_num_threads(threads)
+    metrics, task_metrics = _score_at_run_threads(record, split, samples, models, to_score, reporter, timings)
 
-    updated = dict(record)
-    old = record.get("metrics", {})
-    merged = dict(old)
-    merged.update(metrics)
-    for name, reason in kept.items():
-        if name in old:
-            merged[name] = {**old[name], "kept": reason}
-    changed = [name for name in metrics if not _same(old.get(name), metrics[name])]
-    updated["metrics"] = {name: merged[name] for name in in_display_order(merged)}
-    if task_metrics is not None:
-        updated["tasks"] = [
-            {**task, "metrics": {**task.get("metrics", {}), **outcomes}}
-            for task, outcomes in zip(record.get("tasks", []), task_metrics)
-        ]
+    updated = _merged(record, metrics, task_metrics, kept)
+    changed = [name for name in metrics if not _same(record.get("metrics", {}).get(name), metrics[name])]
     updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile)}
     updated["rescored"] = {
         "at": utc_now(),
