@@ -1,14 +1,14 @@
 """Registered few-shot generators: one module per method, registry key = module name = CLI name.
 
-Add a method by adding one file that defines a `bench.method.Method` subclass decorated with
+Add a method by adding one file that defines a `bench.sdk.method.Method` subclass decorated with
 `@register`; it is then listed by `bench list methods`, runnable by `bench run`, and covered
 by the registry-parametrised smoke tests.
 """
 
 from __future__ import annotations
 
-from bench.method import Method
-from bench.registry import Registry, key_for_module
+from bench.sdk.method import Method
+from bench.sdk.registry import Registry, key_for_module
 
 METHODS: Registry[type[Method]] = Registry("method", "methods")
 

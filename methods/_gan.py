@@ -6,7 +6,7 @@ images are mapped on the way in (`to_signed`) and out (`to_unit`).
 
 The transfer protocol ("Few Shot Learning for Image Generation", section 2): pretrain generator
 and discriminator on the base classes; augment the k support images to a pool (4 -> 300 in the
-report) with the shared seeded augmentation (`bench.augment`); fine-tune both pretrained networks
+report) with the shared seeded augmentation (`bench.sdk.augment`); fine-tune both pretrained networks
 on the pool. `TransferGAN` implements it once; a method supplies its networks and its losses.
 """
 
@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
-from bench.progress import NullReporter, Reporter
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, minibatches, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
+from bench.sdk.progress import Reporter
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import minibatches, run_steps, seeded_init
 from methods._nets import ResidualBlock, norm_2d
 
 
@@ -60,9 +60,13 @@ class DCGANGenerator(_ProjectingGenerator):
     def __init__(self, input_dim: int, image_shape: tuple[int, int, int], width: int = 64, norm: str = "batch"):
         super().__init__(input_dim, image_shape, width, "DCGAN generator")
         self.net = nn.Sequential(
-            norm_2d(norm, 2 * width), nn.ReLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), norm_2d(norm, width), nn.ReLU(),
-            nn.ConvTranspose2d(width, image_shape[0], 4, 2, 1), nn.Tanh(),
+            norm_2d(norm, 2 * width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            norm_2d(norm, width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, image_shape[0], 4, 2, 1),
+            nn.Tanh(),
         )
 
 
@@ -74,13 +78,23 @@ class DCGANDiscriminator(nn.Module):
     InfoGAN, the auxiliary Q head that shares the whole trunk.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], width: int = 64, norm: str = "batch",
-                 condition_dim: int = 0, aux_dim: int = 0, hidden: int = 256):
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        width: int = 64,
+        norm: str = "batch",
+        condition_dim: int = 0,
+        aux_dim: int = 0,
+        hidden: int = 256,
+    ):
         super().__init__()
         channels, height, width_px = image_shape
         self.trunk = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), norm_2d(norm, 2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            norm_2d(norm, 2 * width),
+            nn.LeakyReLU(0.2),
             nn.Flatten(),
         )
         features = 2 * width * (height // 4) * (width_px // 4)
@@ -88,7 +102,9 @@ class DCGANDiscriminator(nn.Module):
         self.adversarial = nn.Linear(hidden, 1)
         self.aux = nn.Linear(hidden, aux_dim) if aux_dim else None
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.trunk(x)
         if condition is not None:
             h = torch.cat([h, condition], 1)
@@ -105,8 +121,9 @@ class ResNetGenerator(_ProjectingGenerator):
         for c_in, c_out in ((2 * width, 2 * width), (2 * width, width)):
             layers.append(ResidualBlock(c_in, c_out, "up"))
             layers += [ResidualBlock(c_out, c_out) for _ in range(blocks_per_scale - 1)]
-        self.net = nn.Sequential(*layers, norm_2d("layer", width), nn.PReLU(width),
-                                 nn.Conv2d(width, image_shape[0], 3, 1, 1), nn.Tanh())
+        self.net = nn.Sequential(
+            *layers, norm_2d("layer", width), nn.PReLU(width), nn.Conv2d(width, image_shape[0], 3, 1, 1), nn.Tanh()
+        )
 
 
 class ResNetDiscriminator(nn.Module):
@@ -129,10 +146,14 @@ class ResNetDiscriminator(nn.Module):
 # -- losses -----------------------------------------------------------------------------------
 def discriminator_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """The original GAN discriminator loss (Goodfellow et al.), with its mean probabilities for the collapse check."""
-    loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-    return {"loss": loss, "p_real": torch.sigmoid(real_logits).mean().detach(),
-            "p_fake": torch.sigmoid(fake_logits).mean().detach()}
+    loss = F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return {
+        "loss": loss,
+        "p_real": torch.sigmoid(real_logits).mean().detach(),
+        "p_fake": torch.sigmoid(fake_logits).mean().detach(),
+    }
 
 
 def generator_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -140,21 +161,31 @@ def generator_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator) -> torch.Tensor:
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """WGAN-GP's penalty (Gulrajani et al. 2017): E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates."""
     eps = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device)
     interpolates = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grads, = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
+    (grads,) = torch.autograd.grad(critic(interpolates).sum(), interpolates, create_graph=True)
     return (grads.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def critic_wgan_gp(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
-                   generator: torch.Generator, penalty_weight: float = 10.0) -> dict[str, torch.Tensor]:
+def critic_wgan_gp(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator,
+    penalty_weight: float = 10.0,
+) -> dict[str, torch.Tensor]:
     """The WGAN-GP critic loss: E[D(fake)] - E[D(real)] + lambda * gradient penalty."""
     wasserstein = critic(fake).mean() - critic(real).mean()
     penalty = gradient_penalty(critic, real, fake, generator)
-    return {"loss": wasserstein + penalty_weight * penalty, "wasserstein": -wasserstein.detach(), "penalty": penalty.detach()}
+    return {
+        "loss": wasserstein + penalty_weight * penalty,
+        "wasserstein": -wasserstein.detach(),
+        "penalty": penalty.detach(),
+    }
 
 
 # -- the alternating training loop -------------------------------------------------------------
@@ -185,50 +216,50 @@ class CollapseCheck:
         self.history.append((terms["d_p_real"], terms["d_p_fake"]))
         if len(self.history) < self.window:
             return None
-        recent = self.history[-self.window:]
+        recent = self.history[-self.window :]
         p_real = sum(r for r, _ in recent) / self.window
         p_fake = sum(f for _, f in recent) / self.window
         if p_real > self.certainty and p_fake < 1 - self.certainty:
-            return (f"discriminator collapse: mean D(real) {p_real:.4f} and D(fake) {p_fake:.4f} over steps "
-                    f"{step - self.window + 1}-{step}; the generator no longer fools it")
+            return (
+                f"discriminator collapse: mean D(real) {p_real:.4f} and D(fake) {p_fake:.4f} over steps "
+                f"{step - self.window + 1}-{step}; the generator no longer fools it"
+            )
         return None
 
 
-def alternate(players: list[Player], steps: int, *, phase: str, reporter: Reporter | None = None,
-              collapse: CollapseCheck | None = None, curve_points: int = 200) -> dict:
-    """`steps` rounds of one optimiser step per player, in order (discriminator, then generator).
+def alternate(
+    players: list[Player],
+    steps: int,
+    *,
+    phase: str,
+    reporter: Reporter | None = None,
+    collapse: CollapseCheck | None = None,
+    curve_points: int = 200,
+) -> dict:
+    """`steps` rounds of one optimiser step per player, in order (discriminator, then generator), on `run_steps`.
 
     Stops with `TrainingDiverged` (phase, term, step) on a non-finite term or a collapse. Returns
     the mean of each logged term (prefixed with the player's name) over the last tenth of the
     steps, and `curve`: the terms averaged over blocks of steps (`Curve`), for the loss-curve plot.
     """
-    handle = (reporter or NullReporter()).task(phase, steps)
-    window = max(1, steps // 10)
-    final: dict[str, float] = {}
-    curve = Curve(steps, curve_points)
-    try:
-        for step in range(steps):
-            terms: dict[str, float] = {}
-            for player in players:
-                values = player.loss_fn(step)
-                for key, value in values.items():
-                    number = float(value.detach())
-                    if not math.isfinite(number):
-                        raise TrainingDiverged(f"{phase}: {player.name}_{key} became {number} at step {step}")
-                    terms[f"{player.name}_{key}"] = number
-                player.optimizer.zero_grad(set_to_none=True)
-                values["loss"].backward()
-                player.optimizer.step()
-            if collapse is not None and (reason := collapse(step, terms)):
-                raise TrainingDiverged(f"{phase}: {reason}")
-            for key, number in terms.items():
-                if step >= steps - window:
-                    final[key] = final.get(key, 0.0) + number / window
-            curve.add(step, terms)
-            handle.advance()
-    finally:
-        handle.close()
-    return {**final, "curve": curve.data}
+
+    def play_round(step: int) -> dict[str, float]:
+        terms: dict[str, float] = {}
+        for player in players:
+            values = player.loss_fn(step)
+            for key, value in values.items():
+                number = float(value.detach())
+                if not math.isfinite(number):
+                    raise TrainingDiverged(f"{phase}: {player.name}_{key} became {number} at step {step}")
+                terms[f"{player.name}_{key}"] = number
+            player.optimizer.zero_grad(set_to_none=True)
+            values["loss"].backward()
+            player.optimizer.step()
+        if collapse is not None and (reason := collapse(step, terms)):
+            raise TrainingDiverged(f"{phase}: {reason}")
+        return terms
+
+    return run_steps(play_round, steps, phase=phase, reporter=reporter, curve_points=curve_points)
 
 
 class LatentSampler(SamplesFromLatent):
@@ -286,7 +317,9 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
         """The generator and the discriminator for this task's image shape (and class count)."""
 
     @abc.abstractmethod
-    def discriminator_loss(self, real: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def discriminator_loss(
+        self, real: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         """Loss of the discriminator on a batch of real images (in [-1, 1]) with their labels."""
 
     @abc.abstractmethod
@@ -298,9 +331,10 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
         """Latent codes of the prior the samples are drawn from (for the novel class, where conditional)."""
 
     # -- the protocol -------------------------------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
-        """Train both networks on the base classes (with their labels); keeps the noise stream for `adapt`."""
-        generator = make_generator(seed)
+    def pretrain_on_base(
+        self, task: FewShotTask, budget: TransferBudget, seed: int, generator: torch.Generator
+    ) -> None:
+        """Train both networks on the base classes (with their labels)."""
         with seeded_init(seed):
             self.generator_net, self.discriminator_net = (m.to(self.device) for m in self.build(task))
         self.novel_label = task.novel_class
@@ -310,12 +344,9 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
                 self._train(task.base_images, task.base_labels, budget.pretrain_steps, "pretrain", generator)
         else:
             self.training_log["pretrain"] = "skipped: the task has no base images"
-        self._generator_state = generator.get_state()
 
-    def adapt(self, task: FewShotTask, budget: TransferBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: TransferBudget, generator: torch.Generator) -> None:
         """Fine-tune the pretrained networks on the support set augmented to `pool_size` images."""
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)
         self.novel_label = task.novel_class
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, self.config.augment, task.allows_hflip)
@@ -329,10 +360,14 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         cfg = self.config
-        return (torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
-                torch.optim.Adam(self.discriminator_net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)))
+        return (
+            torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+            torch.optim.Adam(self.discriminator_net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)),
+        )
 
-    def _train(self, images: torch.Tensor, labels: torch.Tensor, steps: int, phase: str, generator: torch.Generator) -> None:
+    def _train(
+        self, images: torch.Tensor, labels: torch.Tensor, steps: int, phase: str, generator: torch.Generator
+    ) -> None:
         self.generator_net.train()
         self.discriminator_net.train()
         indices = minibatches(torch.arange(len(images)), self.config.batch_size, generator)
@@ -349,8 +384,12 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
 
         self.training_log[phase] = alternate(
             [Player("d", d_loss, self.d_optimizer), Player("g", g_loss, self.g_optimizer)],
-            steps, phase=phase, reporter=self.reporter, collapse=CollapseCheck(window=max(200, steps // 4)),
+            steps,
+            phase=phase,
+            reporter=self.reporter,
+            collapse=CollapseCheck(window=max(200, steps // 4)),
         )
+
 
 @dataclass(frozen=True)
 class GANConfig:

@@ -12,10 +12,9 @@ The variants differ only in the selection (`IMLEMethod.select`):
 - `rsimle` (Rejection-Sampling IMLE): pool samples closer than epsilon to any training image are
   rejected before the selection, so the selected codes follow the test-time prior.
 
-Distances: mean squared difference per pixel of [0, 1] images (`distance="pixels"`, the default)
-or of the domain evaluator's 128-d features (`distance="features"`; the evaluator is also what
-FID is computed with, so a method trained in that space is tuned to the metric: state it when
-reporting). The nearest-neighbour search is one chunked matrix product per round
+Distances: mean squared difference per pixel of [0, 1] images. (Never the domain evaluator's
+features: the evaluator has seen the novel class and is the ruler every method is scored with.)
+The nearest-neighbour search is one chunked matrix product per round
 (`pairwise_squared_distances`), its time is the phase `fit.nearest_neighbours`.
 """
 
@@ -27,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.method import Method
-from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, optimise, seeded_init
+from bench.sdk.method import Method
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods._gan import DCGANGenerator, LatentSampler, to_unit
 
 
@@ -48,7 +47,6 @@ def pairwise_squared_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 40
 class IMLEConfig:
     latent_dim: int = 64
     width: int = 64
-    distance: str = "pixels"  # "pixels" or "features" (the domain evaluator's)
     batch_size: int = 16  # training images per optimiser step (the papers: 4)
     lr: float = 2e-4  # Adam; the papers use 2e-6 for 200k iterations at 256 px
     tightening: float = 0.98  # adaimle: threshold <- tightening * the distance reached, on re-selection
@@ -111,11 +109,7 @@ class IMLEMethod(LatentSampler, Method):
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> the vectors distances are measured between."""
-        if self.config.distance == "pixels":
-            return images.flatten(1)
-        if self.config.distance == "features":
-            return self._evaluator.model(images)[0]
-        raise ValueError(f"unknown IMLE distance '{self.config.distance}' (valid: pixels, features)")
+        return images.flatten(1)
 
     @torch.no_grad()
     def _pool(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,12 +120,10 @@ class IMLEMethod(LatentSampler, Method):
     def fit(self, task: FewShotTask, budget: IMLEBudget, seed: int) -> None:
         cfg = self.config
         generator = make_generator(seed)
-        if cfg.distance == "features":
-            from bench.evaluator import load_domain_evaluator
-
-            self._evaluator = load_domain_evaluator(task.info.dataset)
         with seeded_init(seed):
-            self.generator_net = DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer").to(self.device)
+            self.generator_net = DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer").to(
+                self.device
+            )
         optimizer = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr)
         if cfg.pretrained:
             with self.phase("pretrain"):
@@ -158,7 +150,7 @@ class IMLEMethod(LatentSampler, Method):
                 with self.phase("update"):
                     batches = minibatches(torch.arange(n), cfg.batch_size, generator)
 
-                    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+                    def loss_fn(step: int, batches=batches) -> dict[str, torch.Tensor]:
                         index_batch = next(batches)
                         z = selected[index_batch].to(self.device)
                         generated = to_unit(self.generator_net(z))
@@ -173,14 +165,18 @@ class IMLEMethod(LatentSampler, Method):
         self.training_log["imle"] = {
             "final_nearest_distance": log["nearest_distance"][-1] if log["nearest_distance"] else None,
             "mean_reselected_per_round": sum(log["reselected"]) / max(1, len(log["reselected"])),
-            "curve": {"step": list(range(1, len(log["loss"]) + 1)), "loss": log["loss"],
-                      "nearest_distance": log["nearest_distance"],
-                      "reselected_fraction": [r / n for r in log["reselected"]]},
+            "curve": {
+                "step": list(range(1, len(log["loss"]) + 1)),
+                "loss": log["loss"],
+                "nearest_distance": log["nearest_distance"],
+                "reselected_fraction": [r / n for r in log["reselected"]],
+            },
             **self.selection_log(),
         }
 
-    def _pretrain(self, task: FewShotTask, budget: IMLEBudget, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator) -> None:
+    def _pretrain(
+        self, task: FewShotTask, budget: IMLEBudget, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    ) -> None:
         """IMLE on the base classes: each round, a random subset of base images is matched to a fresh pool
         (nearest sample each, the vanilla rule) and pulled towards. Thresholds or rejections of the variant
         apply to the support phase only."""
@@ -197,12 +193,14 @@ class IMLEMethod(LatentSampler, Method):
             selected = pool_z[pairwise_squared_distances(targets, pool).argmin(1)]
             batches = minibatches(torch.arange(len(images)), cfg.batch_size, generator)
 
-            def loss_fn(step: int) -> dict[str, torch.Tensor]:
+            def loss_fn(step: int, batches=batches, selected=selected, targets=targets) -> dict[str, torch.Tensor]:
                 index = next(batches)
                 generated = to_unit(self.generator_net(selected[index].to(self.device)))
                 return {"loss": (self._embed(generated) - targets[index].to(self.device)).pow(2).mean()}
 
-            losses.append(optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"pretrain round {round_index}")["loss"])
+            losses.append(
+                optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"pretrain round {round_index}")["loss"]
+            )
         self.training_log["pretrain"] = {"curve": {"step": list(range(1, len(losses) + 1)), "loss": losses}}
 
     @torch.no_grad()
@@ -217,4 +215,3 @@ class IMLEMethod(LatentSampler, Method):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator_net(z)
-

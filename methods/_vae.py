@@ -1,23 +1,18 @@
 """What every VAE-family method shares: the Gaussian posterior, its KL, the Bernoulli observation model.
 
 Kingma and Welling, Auto-Encoding Variational Bayes, ICLR 2014. Used by `vae`, `vqvae`,
-`cadavqvae` and `vce`; the importance-weighted likelihood estimator is `bench.likelihood`.
+`cadavqvae` and `vce`; the importance-weighted likelihood estimator is `bench.sdk.likelihood`.
 
 Observation model: every grey-scale method here decodes Bernoulli logits. Training uses the
 Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; not a normalised
-density for non-binary x); likelihoods are evaluated on binarised images (`binarise`), the
-observation the `nll` metric scores for every method.
+density for non-binary x); likelihoods are evaluated on binarised images
+(`bench.sdk.likelihood.binarise`), the observation the `nll` metric scores for every method.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def binarise(x: torch.Tensor) -> torch.Tensor:
-    """The evaluation observation: 1 where x > 0.5, else 0 (same dtype as x)."""
-    return (x > 0.5).to(x.dtype)
 
 
 def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -46,4 +46,7 @@ class AdaptiveIMLE(IMLEMethod):
         return index, take
 
     def selection_log(self) -> dict:
-        return {"final_threshold_mean": float(self.thresholds.mean()), "reselections_by_threshold": getattr(self, "reached", 0)}
+        return {
+            "final_threshold_mean": float(self.thresholds.mean()),
+            "reselections_by_threshold": getattr(self, "reached", 0),
+        }

@@ -6,12 +6,12 @@ Schönfeld, Ebrahimi, Sinha, Darrell and Akata, Generalized Zero- and Few-Shot L
 Aligned Variational Autoencoders, CVPR 2019 (cross- and distribution-alignment losses); van den
 Oord, Vinyals and Kavukcuoglu, Neural Discrete Representation Learning, NeurIPS 2017 (the vector
 quantiser, its codebook and commitment losses, the straight-through estimator); Nichol, Achiam
-and Schulman, On First-Order Meta-Learning Algorithms, 2018 (Reptile, `methods/_reptile.py`);
+and Schulman, On First-Order Meta-Learning Algorithms, 2018 (Reptile, `bench.sdk.reptile`);
 Snell, Swersky and Zemel, Prototypical Networks, NeurIPS 2017 (the contrastive term).
 
 SIDE INFORMATION: besides the k support images, this method receives the novel class's one-sentence
 description (e.g. "an ankle boot: a shoe whose shaft covers the ankle, with a thick sole and a low
-heel"), embedded by `bench/semantics.py` (WordLlama, 256 dimensions, unit length). No other method
+heel"), embedded by `bench/sdk/semantics.py` (WordLlama, 256 dimensions, unit length). No other method
 of the benchmark gets it; its scores are not a like-for-like comparison. The embedding's card
 (model, package version, sha256 of weights and descriptions) is in the training log (`semantics`).
 
@@ -42,12 +42,12 @@ Loss per episode (images x with class labels y, class embeddings s_y), all in na
 Meta-learning (`pretrain`: the base images and the base classes' descriptions only): each episode
 draws n_way base classes and support_per_class + query_per_class images of each (seeded); inner
 loop: `inner_steps` Adam steps (fresh per episode) of the whole loss on a copy W of the
-meta-weights Phi; outer: Reptile step Phi <- Phi + eps (W - Phi) via `reptile_step` with SGD, eps =
+meta-weights Phi; outer: Reptile step Phi <- Phi + eps (W - Phi) (`bench.sdk.reptile`) with SGD, eps =
 meta_lr linearly annealed to 0 (Nichol et al.'s schedule). `meta_learning=False` is the ablation
 ("standard training" in the slides): the same episodes and steps, one persistent Adam on the
 weights themselves, no Reptile.
 
-Adaptation (`adapt`): the support set is augmented to a pool (`bench.augment`), and the meta-weights
+Adaptation (`adapt`): the support set is augmented to a pool (`bench.sdk.augment`), and the meta-weights
 are fine-tuned on it with the novel class's description embedding (terms 1-4; the contrastive term
 needs two classes and drops out). Then the sampling distribution is fixed:
 
@@ -65,10 +65,11 @@ is 1.0 throughout. The semantic component's samples are the blurred grey boots o
 What the slides leave open, and what was chosen:
 - networks: CADA-VAE used MLPs on CNN features; here a DCGAN-sized conv VAE as `methods/vae.py`
   (layer norm instead of batch norm), MLPs on the semantic side;
-- quantiser: chunks of the semantic latent, VQ-VAE's codebook and commitment losses (beta 0.25)
-  scaled by vq_weight = 50, codebook initialised from N(0, I). With VQ-VAE's unscaled losses and
-  its small initial codes, the straight-through gradients of the nats-sized image terms drove the
-  encoder output z_e away from its codes (|z_e| 3 -> 39 in 120 episodes, codebook loss 1,800, measured);
+- quantiser: chunks of the semantic latent (`VectorQuantiser` of `methods/_nets.py`), VQ-VAE's
+  codebook and commitment losses (beta 0.25) scaled by vq_weight = 50, codebook initialised from
+  N(0, I). With VQ-VAE's unscaled losses and its small initial codes, the straight-through
+  gradients of the nats-sized image terms drove the encoder output z_e away from its codes
+  (|z_e| 3 -> 39 in 120 episodes, codebook loss 1,800, measured);
 - a Gaussian from a discrete code: a log-variance head around the quantised mean;
 - loss weights, the MMD kernel, the episode shape (5-way, 5 + 5 images): `CADAVQVAEConfig`;
   the slides' "KL divergence term (= 2.0)" is kl_weight;
@@ -84,7 +85,7 @@ adaptation on the support pool does most of the work, as for FIGR (docs/methods.
 
 Observation model and likelihood (capability `log_likelihood`): Bernoulli(sigmoid(D_x(z))) on
 BINARISED images (x > 0.5); training uses the cross-entropy on [0, 1] values as `methods/vae.py`
-does. log p(x) is the IWAE estimate of `bench.likelihood` with the image encoder as proposal and,
+does. log p(x) is the IWAE estimate of `bench.sdk.likelihood` with the image encoder as proposal and,
 as prior, the log-density of the sampling mixture p(z) above: the likelihood of the model the
 samples come from (so it is conditional on the support set and the description).
 """
@@ -100,15 +101,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
-from bench.semantics import class_embeddings, embedding_card
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
+from bench.sdk.reptile import MetaNetwork, reptile
+from bench.sdk.semantics import class_embeddings, embedding_card
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, run_steps, seeded_init
 from methods import register
-from methods._reptile import copy_weights, reptile_step
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._nets import Quantised, VectorQuantiser
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -167,9 +169,14 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"cadavqvae needs image sides divisible by 4, got {height}x{width_px}")
         features = 2 * width * (height // 4) * (width_px // 4)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.GroupNorm(1, 2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(features, hidden), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.GroupNorm(1, 2 * width),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(features, hidden),
+            nn.LeakyReLU(0.2),
         )
         self.to_mean = nn.Linear(hidden, latent_size)
         self.to_logvar = nn.Linear(hidden, latent_size)
@@ -186,45 +193,18 @@ class ImageDecoder(nn.Module):
         super().__init__()
         channels, height, width_px = image_shape
         self.feature_shape = (2 * width, height // 4, width_px // 4)
-        self.project = nn.Sequential(nn.Linear(latent_size, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.feature_shape)),
-                                     nn.ReLU())
+        self.project = nn.Sequential(
+            nn.Linear(latent_size, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.feature_shape)), nn.ReLU()
+        )
         self.body = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.GroupNorm(1, width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.GroupNorm(1, width),
+            nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(self.project(z).view(-1, *self.feature_shape))
-
-
-class Quantised(NamedTuple):
-    z_q: torch.Tensor  # (n, latent_size): quantised values, straight-through gradient to z_e
-    codes: torch.Tensor  # (n, latent_size // embedding_dim) codebook indices
-    codebook_loss: torch.Tensor  # mean over rows of |sg(z_e) - e|^2 (moves the codes)
-    commitment_loss: torch.Tensor  # mean over rows of |z_e - sg(e)|^2 (moves the encoder)
-
-
-class VectorQuantiser(nn.Module):
-    """VQ-VAE's quantiser applied to chunks: (n, latent_size) is split into (n, latent_size / D, D),
-    each chunk replaced by its nearest (Euclidean) row of a (num_embeddings, D) codebook."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int):
-        super().__init__()
-        self.embedding_dim = embedding_dim
-        # Codes spread like the prior N(0, I) of the latent space they live in.
-        self.codebook = nn.Parameter(torch.randn(num_embeddings, embedding_dim))
-
-    def forward(self, z_e: torch.Tensor) -> Quantised:
-        n = z_e.shape[0]
-        chunks = z_e.view(n, -1, self.embedding_dim)
-        distances = (chunks[:, :, None, :] - self.codebook).pow(2).sum(-1)  # (n, chunks, num_embeddings)
-        codes = distances.argmin(-1)
-        quantised = self.codebook[codes]
-        codebook_loss = (quantised - chunks.detach()).pow(2).flatten(1).sum(1).mean()
-        commitment_loss = (chunks - quantised.detach()).pow(2).flatten(1).sum(1).mean()
-        # Straight-through estimator: the forward value is the code, the gradient goes to z_e unchanged.
-        z_q = chunks + (quantised - chunks).detach()
-        return Quantised(z_q.reshape(n, -1), codes, codebook_loss, commitment_loss)
 
 
 class SemanticPosterior(NamedTuple):
@@ -243,11 +223,16 @@ class SemanticEncoderVQVAE(nn.Module):
         self.body = nn.Sequential(nn.Linear(semantic_dim, hidden), nn.LeakyReLU(0.2))
         self.to_latent = nn.Linear(hidden, latent_size)
         self.to_logvar = nn.Linear(hidden, latent_size)
-        self.quantiser = VectorQuantiser(num_embeddings, embedding_dim)
+        # Codes spread like the prior N(0, I) of the latent space they live in (why: the module docstring).
+        self.quantiser = VectorQuantiser(num_embeddings, embedding_dim, update="loss", init="normal")
+        self.embedding_dim = embedding_dim
 
     def forward(self, s: torch.Tensor) -> SemanticPosterior:
+        """The latent (n, latent_size) is split into latent_size / embedding_dim chunks, each quantised."""
         h = self.body(s)
-        quantised = self.quantiser(self.to_latent(h))
+        z_e = self.to_latent(h)
+        quantised = self.quantiser(z_e.view(z_e.shape[0], -1, self.embedding_dim))
+        quantised = quantised._replace(z_q=quantised.z_q.reshape(z_e.shape[0], -1))
         return SemanticPosterior(quantised.z_q, self.to_logvar(h).clamp(-10, 10), quantised)
 
 
@@ -269,8 +254,9 @@ class CADAVAE(nn.Module):
         super().__init__()
         self.image_encoder = ImageEncoder(image_shape, cfg.latent_size, cfg.width, cfg.hidden)
         self.image_decoder = ImageDecoder(image_shape, cfg.latent_size, cfg.width, cfg.hidden)
-        self.semantic_encoder = SemanticEncoderVQVAE(semantic_dim, cfg.latent_size, cfg.num_embeddings, cfg.embedding_dim,
-                                                     cfg.hidden)
+        self.semantic_encoder = SemanticEncoderVQVAE(
+            semantic_dim, cfg.latent_size, cfg.num_embeddings, cfg.embedding_dim, cfg.hidden
+        )
         self.semantic_decoder = SemanticDecoder(cfg.latent_size, semantic_dim, cfg.hidden)
 
 
@@ -312,8 +298,15 @@ def semantic_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (predicted - target).pow(2).sum(1).mean()
 
 
-def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor,
-              cfg: CADAVQVAEConfig, generator: torch.Generator, support: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def cada_loss(
+    model: CADAVAE,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    embeddings: torch.Tensor,
+    cfg: CADAVQVAEConfig,
+    generator: torch.Generator,
+    support: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """The five loss terms (module docstring) for images of the classes whose embeddings are the rows of `embeddings`.
 
     `labels` index those rows; `support` (bool per image) marks the images whose latents build the
@@ -331,24 +324,31 @@ def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embedd
     reconstruction = reconstruction_loss(model.image_decoder(z_x), images)
     image_vae = reconstruction + cfg.kl_weight * gaussian_kl(mean_x, logvar_x).mean()
     quantised = semantic.quantised
-    semantic_vae = (cfg.semantic_weight * semantic_error(model.semantic_decoder(z_s_class), embeddings)
-                    + cfg.vq_weight * (quantised.codebook_loss + cfg.commitment * quantised.commitment_loss)
-                    + cfg.kl_weight * gaussian_kl(semantic.mean, semantic.logvar).mean())
-    cross_alignment = (reconstruction_loss(model.image_decoder(z_s), images)
-                       + cfg.semantic_weight * semantic_error(model.semantic_decoder(z_x), embeddings[labels]))
+    semantic_vae = (
+        cfg.semantic_weight * semantic_error(model.semantic_decoder(z_s_class), embeddings)
+        + cfg.vq_weight * (quantised.codebook_loss + cfg.commitment * quantised.commitment_loss)
+        + cfg.kl_weight * gaussian_kl(semantic.mean, semantic.logvar).mean()
+    )
+    cross_alignment = reconstruction_loss(model.image_decoder(z_s), images) + cfg.semantic_weight * semantic_error(
+        model.semantic_decoder(z_x), embeddings[labels]
+    )
     classes = labels.unique()
     if cfg.distribution_alignment == "mmd":
-        distribution_alignment = torch.stack([mmd(z_x[labels == c], z_s[labels == c], cfg.mmd_bandwidths)
-                                              for c in classes]).mean()
+        distribution_alignment = torch.stack(
+            [mmd(z_x[labels == c], z_s[labels == c], cfg.mmd_bandwidths) for c in classes]
+        ).mean()
     elif cfg.distribution_alignment == "w2":
         distribution_alignment = gaussian_w2(mean_x, logvar_x, mean_s, logvar_s).mean()
     else:
         raise ValueError(f"unknown distribution_alignment '{cfg.distribution_alignment}' (valid: mmd, w2)")
     contrastive = torch.zeros((), device=images.device)
     if support is not None and len(classes) >= 2:
-        prototypes = torch.stack([
-            torch.cat([mean_x[support & (labels == c)], semantic.mean[c][None]]).mean(0) for c in range(len(embeddings))
-        ])
+        prototypes = torch.stack(
+            [
+                torch.cat([mean_x[support & (labels == c)], semantic.mean[c][None]]).mean(0)
+                for c in range(len(embeddings))
+            ]
+        )
         contrastive = prototypical_loss(mean_x[~support], labels[~support], prototypes)
 
     terms = {
@@ -361,7 +361,9 @@ def cada_loss(model: CADAVAE, images: torch.Tensor, labels: torch.Tensor, embedd
     return {"loss": sum(terms.values()), **terms, "reconstruction": reconstruction}
 
 
-def mixture_log_prob(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor) -> torch.Tensor:
+def mixture_log_prob(
+    z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor
+) -> torch.Tensor:
     """log sum_c w_c N(z; mean_c, diag(exp(logvar_c))) for z (m, d): (m,), in z's dtype."""
     means, logvars, log_w = means.to(z), logvars.to(z), weights.to(z).log()
     per_component = -0.5 * ((z[:, None, :] - means).pow(2) / logvars.exp() + logvars + _LOG_2PI).sum(-1)
@@ -372,8 +374,10 @@ def mixture_log_prob(z: torch.Tensor, weights: torch.Tensor, means: torch.Tensor
 @register
 class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "CADA-VQ-VAE: cross-aligned image VAE and VQ semantic VAE, meta-learned with Reptile (uses the class description)"
-    reference = ("Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
-                 "Schönfeld et al., CADA-VAE, CVPR 2019")
+    reference = (
+        "Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
+        "Schönfeld et al., CADA-VAE, CVPR 2019"
+    )
     version = "1"
     Config = CADAVQVAEConfig
     Budget = CADAVQVAEBudget
@@ -392,38 +396,51 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "paper": CADAVQVAEBudget(episodes=108_000, adapt_steps=900, pool_size=300),
     }
     capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
-    likelihood_description = ("p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
-                              "novel class description's semantic posterior (conditional on both), Bernoulli decoder")
+    likelihood_description = (
+        "p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
+        "novel class description's semantic posterior (conditional on both), Bernoulli decoder"
+    )
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
     # -- semantics ----------------------------------------------------------------------------
     def _semantics(self, task: FewShotTask) -> torch.Tensor:
-        """The dataset's class-embedding table; the card goes into the training log."""
-        table = class_embeddings(task.info.dataset)
-        self.training_log["semantics"] = embedding_card(task.info.dataset)
+        """The class-embedding table of the task's descriptions; the card goes into the training log."""
+        if not task.class_descriptions:
+            raise ValueError(
+                f"cadavqvae conditions on class descriptions and {task.info.dataset} has no class descriptions "
+                f"(`bench list datasets` shows which datasets have them)"
+            )
+        table = class_embeddings(task.class_descriptions)
+        self.training_log["semantics"] = embedding_card(task.class_descriptions)
         return table
 
     # -- meta-training (base classes only) --------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int) -> None:
+    def pretrain_on_base(
+        self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int, generator: torch.Generator
+    ) -> None:
         cfg = self.config
         if not len(task.base_images):
-            raise ValueError("cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
-                             "base images (the unconditional protocol)")
+            raise ValueError(
+                "cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
+                "base images (the unconditional protocol)"
+            )
         table = self._semantics(task)
         base_classes = task.base_labels.unique()
         if task.novel_class in base_classes.tolist():
             raise ValueError("the novel class appears among the base labels")
         if len(base_classes) < cfg.n_way:
-            raise ValueError(f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}")
-        generator = make_generator(seed)
+            raise ValueError(
+                f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}"
+            )
         with seeded_init(seed):
             self.model = CADAVAE(task.image_shape, table.shape[1], cfg).to(self.device)
-        self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
-        self._generator_state = generator.get_state()
+        with self.phase("meta_train"):
+            self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
 
-    def episode(self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def episode(
+        self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One episode: n_way base classes, support_per_class + query_per_class images of each.
 
         Returns images (class-major), episode labels 0..n_way-1, the support mask and the dataset
@@ -442,55 +459,58 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         support = (torch.arange(per_class) < cfg.support_per_class).repeat(cfg.n_way)
         return images, labels, support, chosen
 
-    def _meta_train(self, task: FewShotTask, table: torch.Tensor, base_classes: torch.Tensor, episodes: int,
-                    generator: torch.Generator) -> dict:
+    def _meta_train(
+        self,
+        task: FewShotTask,
+        table: torch.Tensor,
+        base_classes: torch.Tensor,
+        episodes: int,
+        generator: torch.Generator,
+    ) -> dict:
+        """Reptile over episodes (each: `inner_steps` Adam steps of the whole loss on the copy W), or, for the
+        `meta_learning=False` ablation, the same episodes and steps with one persistent Adam on the weights."""
         cfg = self.config
         members = {int(c): torch.nonzero(task.base_labels == c).flatten() for c in base_classes}
         meta = self.model
-        fast = copy.deepcopy(meta) if cfg.meta_learning else meta
-        meta_optimizer = torch.optim.SGD(meta.parameters(), lr=cfg.meta_lr)
-        plain_optimizer = None if cfg.meta_learning else torch.optim.Adam(meta.parameters(), lr=cfg.inner_lr)
-        curve, final, window = Curve(episodes), {}, max(1, episodes // 10)
-        handle = self.reporter.task("meta-train" if cfg.meta_learning else "train on episodes", episodes)
         meta.train()
-        try:
-            with self.phase("meta_train"):
-                for index in range(episodes):
-                    images, labels, support, chosen = self.episode(task, members, generator)
-                    images, labels, support = images.to(self.device), labels.to(self.device), support.to(self.device)
-                    embeddings = table[chosen].to(self.device)
-                    if cfg.meta_learning:
-                        copy_weights(meta, fast)
-                        optimizer = torch.optim.Adam(fast.parameters(), lr=cfg.inner_lr)
-                    else:
-                        optimizer = plain_optimizer
-                    fast.train()
 
-                    def loss_fn(step: int) -> dict[str, torch.Tensor]:
-                        return cada_loss(fast, images, labels, embeddings, cfg, generator, support)
+        def train_on_episode(index: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+            images, labels, support, chosen = self.episode(task, members, generator)
+            images, labels, support = images.to(self.device), labels.to(self.device), support.to(self.device)
+            embeddings = table[chosen].to(self.device)
+            model.train()
+            return optimise(
+                lambda step: cada_loss(model, images, labels, embeddings, cfg, generator, support),
+                optimizer,
+                cfg.inner_steps,
+                phase="inner loop",
+            )
 
-                    try:
-                        terms = optimise(loss_fn, optimizer, cfg.inner_steps, phase="inner loop")
-                    except TrainingDiverged as exc:
-                        raise TrainingDiverged(f"episode {index}: {exc}") from None
-                    if cfg.meta_learning:
-                        for group in meta_optimizer.param_groups:  # eps annealed linearly from meta_lr to 0
-                            group["lr"] = cfg.meta_lr * (1 - index / episodes)
-                        terms["reptile_distance"] = reptile_step(meta, fast, meta_optimizer)
-                    curve.add(index, terms)
-                    if index >= episodes - window:  # the summary: means over the last tenth of the episodes
-                        for key, value in terms.items():
-                            final[key] = final.get(key, 0.0) + value / window
-                    handle.advance()
-        finally:
-            handle.close()
-        return {**final, "meta_learning": cfg.meta_learning, "curve": curve.data}
+        if cfg.meta_learning:
+            fast = copy.deepcopy(meta)
+
+            def reptile_episode(index: int) -> dict[str, float]:  # a fresh inner Adam per episode
+                return train_on_episode(index, fast, torch.optim.Adam(fast.parameters(), lr=cfg.inner_lr))
+
+            network = MetaNetwork(meta, fast, torch.optim.SGD(meta.parameters(), lr=cfg.meta_lr))
+            log = reptile([network], reptile_episode, episodes, anneal=True, reporter=self.reporter)
+        else:
+            plain_optimizer = torch.optim.Adam(meta.parameters(), lr=cfg.inner_lr)
+
+            def plain_episode(index: int) -> dict[str, float]:
+                try:
+                    return train_on_episode(index, meta, plain_optimizer)
+                except TrainingDiverged as exc:
+                    raise TrainingDiverged(f"episode {index}: {exc}") from None
+
+            log = run_steps(
+                plain_episode, episodes, phase="train on episodes", reporter=self.reporter, curve_points=200
+            )
+        return {**log, "meta_learning": cfg.meta_learning}
 
     # -- adaptation to the novel class -------------------------------------------------------------
-    def adapt(self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: CADAVQVAEBudget, generator: torch.Generator) -> None:
         cfg = self.config
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         novel = self._semantics(task)[task.novel_class][None].to(self.device)
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, cfg.augment, task.allows_hflip)
@@ -505,8 +525,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             return cada_loss(model, images, labels, novel, cfg, generator)
 
         with self.phase("adapt"):
-            self.training_log["adapt"] = optimise(loss_fn, optimizer, budget.adapt_steps, phase="adapt",
-                                                  reporter=self.reporter, curve_points=200)
+            self.training_log["adapt"] = optimise(
+                loss_fn, optimizer, budget.adapt_steps, phase="adapt", reporter=self.reporter, curve_points=200
+            )
         model.eval()
         self._fix_sampling_distribution(task.support, novel)
 
@@ -563,8 +584,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         return self.model.image_encoder(x.to(self.device))[0].cpu()
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
-                       ) -> torch.Tensor:
+    def log_likelihood(
+        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """IWAE estimate of log p(x) in nats per image, (n,) float64 on the CPU, under the sampling model.
 
         `x` (n, C, H, W) in [0, 1] is binarised at 0.5; proposal: the image encoder; prior: the

@@ -14,10 +14,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.splits import FewShotTask
+from bench.sdk.task import FewShotTask
 from methods import register
-from methods._gan import (DCGANDiscriminator, DCGANGenerator, GANConfig, TransferGAN, discriminator_bce,
-                          generator_nonsaturating)
+from methods._gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    GANConfig,
+    TransferGAN,
+    discriminator_bce,
+    generator_nonsaturating,
+)
 
 
 @register
@@ -30,8 +36,10 @@ class ConditionalGAN(TransferGAN):
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
         self.num_classes = task.num_classes
-        return (DCGANGenerator(cfg.latent_dim + task.num_classes, task.image_shape, cfg.width),
-                DCGANDiscriminator(task.image_shape, cfg.width, condition_dim=task.num_classes))
+        return (
+            DCGANGenerator(cfg.latent_dim + task.num_classes, task.image_shape, cfg.width),
+            DCGANDiscriminator(task.image_shape, cfg.width, condition_dim=task.num_classes),
+        )
 
     def _one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, self.num_classes).float()

@@ -16,10 +16,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.splits import FewShotTask
+from bench.sdk.task import FewShotTask
 from methods import register
-from methods._gan import (DCGANDiscriminator, DCGANGenerator, GANConfig, TransferGAN, discriminator_bce,
-                          generator_nonsaturating)
+from methods._gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    GANConfig,
+    TransferGAN,
+    discriminator_bce,
+    generator_nonsaturating,
+)
 
 
 @register
@@ -31,8 +37,10 @@ class DCGAN(TransferGAN):
 
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
-        return (DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width),
-                DCGANDiscriminator(task.image_shape, cfg.width))
+        return (
+            DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width),
+            DCGANDiscriminator(task.image_shape, cfg.width),
+        )
 
     def discriminator_loss(self, real, labels, generator):
         with torch.no_grad():

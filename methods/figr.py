@@ -8,8 +8,8 @@ task is n images of one base class (paper n = 4).
 Algorithm 1 (meta-training), each meta-iteration: copy Phi_d, Phi_g to W_d, W_g; sample a base
 class and n of its images; K times: one critic step on W_d (WGAN-GP loss on the n images and n
 generated ones), one generator step on W_g; then set the gradient of Phi to Phi - W and take an
-Adam step (`methods/_reptile.py`). Inner optimiser: Adam (lr 1e-4, betas 0 and 0.9, WGAN-GP's),
-fresh for each task; meta optimiser: Adam (lr 1e-3).
+Adam step (Reptile's outer update: `bench.sdk.reptile`). Inner optimiser: Adam (lr 1e-4, betas 0
+and 0.9, WGAN-GP's), fresh for each task; meta optimiser: Adam (lr 1e-3).
 
 Algorithm 2 (generation): copy the meta-trained weights, run the same K-step loop on the k
 support images of the novel class (`adapt_steps` of them), then sample z ~ N(0, I).
@@ -28,13 +28,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.method import Method, PretrainThenAdapt, TrainingDiverged
-from bench.splits import FewShotTask
-from bench.training import Curve, make_generator, seeded_init
+from bench.sdk.method import Method, PretrainThenAdapt
+from bench.sdk.reptile import MetaNetwork, copy_weights, reptile
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import seeded_init
 from methods import register
-from methods._gan import (DCGANDiscriminator, DCGANGenerator, LatentSampler, Player, ResNetDiscriminator,
-                          ResNetGenerator, alternate, critic_wgan_gp, to_signed)
-from methods._reptile import copy_weights, reptile_step
+from methods._gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    LatentSampler,
+    Player,
+    ResNetDiscriminator,
+    ResNetGenerator,
+    alternate,
+    critic_wgan_gp,
+    to_signed,
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,14 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
         if cfg.architecture == "dcgan":
-            return (DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer"),
-                    DCGANDiscriminator(task.image_shape, cfg.width, norm="layer"))
+            return (
+                DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer"),
+                DCGANDiscriminator(task.image_shape, cfg.width, norm="layer"),
+            )
         if cfg.architecture == "resnet":
-            return ResNetGenerator(cfg.latent_dim, task.image_shape, cfg.width), ResNetDiscriminator(task.image_shape, cfg.width)
+            return ResNetGenerator(cfg.latent_dim, task.image_shape, cfg.width), ResNetDiscriminator(
+                task.image_shape, cfg.width
+            )
         raise ValueError(f"unknown FIGR architecture '{cfg.architecture}' (valid: dcgan, resnet)")
 
     @property
@@ -91,48 +104,42 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         return torch.randn(n, self.latent_dim, generator=generator)
 
     # -- Algorithm 1 --------------------------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: FIGRBudget, seed: int) -> None:
+    def pretrain_on_base(self, task: FewShotTask, budget: FIGRBudget, seed: int, generator: torch.Generator) -> None:
         cfg = self.config
-        generator = make_generator(seed)
         with seeded_init(seed):
             self.meta_g, self.meta_d = (m.to(self.device) for m in self.build(task))
         self.generator_net, self.critic_net = copy.deepcopy(self.meta_g), copy.deepcopy(self.meta_d)
         if not len(task.base_images):
             self.training_log["meta_train"] = "skipped: the task has no base images"
-            self._generator_state = generator.get_state()
             return
-        meta_g_opt = torch.optim.Adam(self.meta_g.parameters(), lr=cfg.meta_lr)
-        meta_d_opt = torch.optim.Adam(self.meta_d.parameters(), lr=cfg.meta_lr)
         classes = task.base_labels.unique()
         members = {int(c): torch.nonzero(task.base_labels == c).flatten() for c in classes}
-        curve = Curve(budget.meta_iterations)
-        handle = self.reporter.task("meta-train", budget.meta_iterations)
-        try:
-            with self.phase("meta_train"):
-                for iteration in range(budget.meta_iterations):
-                    character = int(classes[torch.randint(len(classes), (1,), generator=generator)])
-                    pool = members[character]
-                    chosen = pool[torch.randperm(len(pool), generator=generator)[: cfg.task_images]]
-                    images = to_signed(task.base_images[chosen].to(self.device))
-                    try:
-                        terms = self._inner_loop(images, budget.inner_steps, generator)
-                        del terms["curve"]
-                    except TrainingDiverged as exc:
-                        raise TrainingDiverged(f"meta-iteration {iteration}: {exc}") from None
-                    distance_g = reptile_step(self.meta_g, self.generator_net, meta_g_opt)
-                    distance_d = reptile_step(self.meta_d, self.critic_net, meta_d_opt)
-                    curve.add(iteration, {**terms, "reptile_distance_g": distance_g, "reptile_distance_d": distance_d})
-                    handle.advance()
-        finally:
-            handle.close()
-        self.training_log["meta_train"] = {"curve": curve.data}
-        self._generator_state = generator.get_state()
 
-    def _inner_loop(self, images: torch.Tensor, steps: int, generator: torch.Generator, curve_points: int = 1) -> dict:
-        """K rounds of WGAN-GP on fresh copies W of the meta-weights (Algorithm 1, lines 3-15, and Algorithm 2)."""
+        def inner_loop(iteration: int) -> dict[str, float]:
+            """A task: n images of one base class; K rounds of WGAN-GP on the copies W (Algorithm 1, lines 3-15)."""
+            character = int(classes[torch.randint(len(classes), (1,), generator=generator)])
+            pool = members[character]
+            chosen = pool[torch.randperm(len(pool), generator=generator)[: cfg.task_images]]
+            terms = self._train_copies(
+                to_signed(task.base_images[chosen].to(self.device)), budget.inner_steps, generator
+            )
+            del terms["curve"]
+            return terms
+
+        networks = [
+            MetaNetwork(meta, fast, torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr), name)
+            for meta, fast, name in ((self.meta_g, self.generator_net, "g"), (self.meta_d, self.critic_net, "d"))
+        ]
+        with self.phase("meta_train"):
+            self.training_log["meta_train"] = reptile(
+                networks, inner_loop, budget.meta_iterations, reporter=self.reporter
+            )
+
+    def _train_copies(
+        self, images: torch.Tensor, steps: int, generator: torch.Generator, curve_points: int = 1
+    ) -> dict:
+        """K rounds of WGAN-GP on the copies W_g, W_d, each with a fresh Adam (the inner loop of Algorithms 1 and 2)."""
         cfg = self.config
-        copy_weights(self.meta_g, self.generator_net)
-        copy_weights(self.meta_d, self.critic_net)
         self.generator_net.train()
         self.critic_net.train()
         g_opt = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.inner_lr, betas=(0.0, 0.9))
@@ -150,14 +157,19 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         def g_loss(step: int) -> dict[str, torch.Tensor]:
             return {"loss": -critic(self.generator_net(self.sample_latent(n, generator).to(self.device))).mean()}
 
-        return alternate([Player("d", d_loss, d_opt), Player("g", g_loss, g_opt)], steps, phase="inner loop",
-                         curve_points=curve_points)
+        return alternate(
+            [Player("d", d_loss, d_opt), Player("g", g_loss, g_opt)],
+            steps,
+            phase="inner loop",
+            curve_points=curve_points,
+        )
 
     # -- Algorithm 2 --------------------------------------------------------------------------
-    def adapt(self, task: FewShotTask, budget: FIGRBudget, seed: int) -> None:
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)
+    def adapt_to_support(self, task: FewShotTask, budget: FIGRBudget, generator: torch.Generator) -> None:
+        """Copy the meta-trained weights and run the inner loop on the k support images."""
+        copy_weights(self.meta_g, self.generator_net)
+        copy_weights(self.meta_d, self.critic_net)
         support = to_signed(task.support.to(self.device))
         with self.phase("adapt"):
-            self.training_log["adapt"] = self._inner_loop(support, budget.adapt_steps, generator, curve_points=200)
+            self.training_log["adapt"] = self._train_copies(support, budget.adapt_steps, generator, curve_points=200)
         self.generator_net.eval()

@@ -24,10 +24,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.splits import FewShotTask
+from bench.sdk.task import FewShotTask
 from methods import register
-from methods._gan import (DCGANDiscriminator, DCGANGenerator, GANConfig, TransferGAN, discriminator_bce,
-                          generator_nonsaturating)
+from methods._gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    GANConfig,
+    TransferGAN,
+    discriminator_bce,
+    generator_nonsaturating,
+)
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class InfoGAN(TransferGAN):
 
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
-        return (DCGANGenerator(self.latent_dim, task.image_shape, cfg.width),
-                DCGANDiscriminator(task.image_shape, cfg.width, aux_dim=cfg.categories + cfg.continuous_codes))
+        return (
+            DCGANGenerator(self.latent_dim, task.image_shape, cfg.width),
+            DCGANDiscriminator(task.image_shape, cfg.width, aux_dim=cfg.categories + cfg.continuous_codes),
+        )
 
     # The latent code is [z, one-hot c_cat, c_cont]: the generator's whole input.
     @property

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.method import ReferenceRow
-from bench.splits import FewShotTask
+from bench.sdk.method import ReferenceRow
+from bench.sdk.task import FewShotTask
 from methods import register
 
 
@@ -24,8 +24,10 @@ class Oracle(ReferenceRow):
 
     def prepare(self, task: FewShotTask) -> None:
         if task.unseen_novel is None or len(task.unseen_novel) == 0:
-            raise ValueError("the oracle needs unseen train images of the novel class (FewShotTask.unseen_novel); "
-                             f"split {task.info.split_id} has none outside its support set and evaluation reference")
+            raise ValueError(
+                "the oracle needs unseen train images of the novel class (FewShotTask.unseen_novel); "
+                f"split {task.info.split_id} has none outside its support set and evaluation reference"
+            )
         self.pool = task.unseen_novel
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:

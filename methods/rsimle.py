@@ -19,7 +19,9 @@ from methods._imle import IMLEMethod
 
 @register
 class RejectionSamplingIMLE(IMLEMethod):
-    title = "RS-IMLE: reject pool samples within epsilon of any training image, then IMLE (from scratch on the support set)"
+    title = (
+        "RS-IMLE: reject pool samples within epsilon of any training image, then IMLE (from scratch on the support set)"
+    )
     reference = "Vashist, Peng and Li, Rejection Sampling IMLE, ECCV 2024"
     version = "1"
 
@@ -35,5 +37,7 @@ class RejectionSamplingIMLE(IMLEMethod):
 
     def selection_log(self) -> dict:
         rejections = getattr(self, "rejections", [])
-        return {"mean_rejected_fraction": sum(rejections) / len(rejections) if rejections else None,
-                "final_rejected_fraction": rejections[-1] if rejections else None}
+        return {
+            "mean_rejected_fraction": sum(rejections) / len(rejections) if rejections else None,
+            "final_rejected_fraction": rejections[-1] if rejections else None,
+        }

@@ -12,6 +12,8 @@ from methods.rsimle import RejectionSamplingIMLE
 
 @register
 class RejectionSamplingIMLEPretrained(RejectionSamplingIMLE):
-    title = RejectionSamplingIMLE.title.replace("from scratch on the support set", "generator pretrained on the base classes")
+    title = RejectionSamplingIMLE.title.replace(
+        "from scratch on the support set", "generator pretrained on the base classes"
+    )
     Config = PretrainedIMLEConfig
     profiles = PRETRAINED_IMLE_PROFILES

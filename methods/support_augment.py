@@ -1,7 +1,7 @@
 """Reference row `support-augment`: the k support images through the shared augmentation module.
 
 What augmentation alone reaches: the transfer-learning methods fine-tune on exactly this kind of
-pool (`bench.augment`, the same module and default settings), so a method that does not beat
+pool (`bench.sdk.augment`, the same module and default settings), so a method that does not beat
 this row on recall and coverage has learnt nothing its augmentation did not already give it.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.augment import AugmentConfig, augment
-from bench.method import ReferenceRow
-from bench.splits import FewShotTask
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.method import ReferenceRow
+from bench.sdk.task import FewShotTask
 from methods import register
 
 
@@ -24,7 +24,9 @@ class SupportAugmentConfig:
 
 @register
 class SupportAugment(ReferenceRow):
-    title = "Augmented support: seeded shifts, rotations, zoom, brightness/contrast (flips where allowed) of the k images"
+    title = (
+        "Augmented support: seeded shifts, rotations, zoom, brightness/contrast (flips where allowed) of the k images"
+    )
     reference = "this benchmark (reference row); augmentation as in the transfer-learning methods"
     version = "1"
     Config = SupportAugmentConfig

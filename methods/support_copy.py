@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.method import ReferenceRow
-from bench.splits import FewShotTask
+from bench.sdk.method import ReferenceRow
+from bench.sdk.task import FewShotTask
 from methods import register
 
 

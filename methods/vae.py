@@ -14,7 +14,7 @@ Bernoulli(sigmoid(decoder(z))) on BINARISED images, x_bin = (x > 0.5). Training 
 same Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; it is not a
 normalised density for non-binary x), so evaluation binarises: `log_likelihood` binarises its
 input itself (a no-op on images that are already 0/1, which is what `nll` passes). log p(x)
-is the IWAE estimate of `bench.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
+is the IWAE estimate of `bench.sdk.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
 with the model in eval mode (BatchNorm uses its running statistics).
 """
 
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 
 @dataclass
@@ -63,15 +63,22 @@ class ConvVAE(nn.Module):
         self.feature_shape = (2 * width, height // 4, width_px // 4)
         features = 2 * width * (height // 4) * (width_px // 4)
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(features, 256), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(features, 256),
+            nn.LeakyReLU(0.2),
         )
         self.to_mean = nn.Linear(256, latent_dim)
         self.to_logvar = nn.Linear(256, latent_dim)
         self.decoder_input = nn.Sequential(nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, features), nn.ReLU())
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
         )
 
@@ -83,7 +90,9 @@ class ConvVAE(nn.Module):
         return self.decoder(self.decoder_input(z).view(-1, *self.feature_shape))
 
 
-def negative_elbo(model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def negative_elbo(
+    model: ConvVAE, x: torch.Tensor, kl_weight: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
     reconstruction = reconstruction_loss(model.decode_logits(reparameterise(mean, logvar, generator)), x)
@@ -110,9 +119,8 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
-    def pretrain(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
-        """Train on the base classes; keeps the noise generator's state for `adapt`."""
-        generator = make_generator(seed)
+    def pretrain_on_base(self, task: FewShotTask, budget: VAEBudget, seed: int, generator: torch.Generator) -> None:
+        """Train on the base classes."""
         with seeded_init(seed):
             self.model = ConvVAE(task.image_shape, self.config.latent_dim, self.config.width).to(self.device)
         if len(task.base_images):
@@ -120,12 +128,9 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
                 self._train(task.base_images, budget.pretrain_steps, self.config.pretrain_lr, "pretrain", generator)
         else:  # the unconditional protocol has no base set: train from scratch on the support set
             self.training_log["pretrain"] = "skipped: the task has no base images"
-        self._generator_state = generator.get_state()
 
-    def adapt(self, task: FewShotTask, budget: VAEBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: VAEBudget, generator: torch.Generator) -> None:
         """Fine-tune the pretrained weights on the augmented support set."""
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, self.config.augment, task.allows_hflip)
         with self.phase("finetune"):
@@ -141,8 +146,9 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
         def loss_fn(step: int) -> dict[str, torch.Tensor]:
             return negative_elbo(self.model, next(batches).to(self.device), cfg.kl_weight, generator)
 
-        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter,
-                                            curve_points=200)
+        self.training_log[phase] = optimise(
+            loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200
+        )
 
     # -- sampling and capabilities -----------------------------------------------------
     @property

@@ -24,7 +24,7 @@ two means and two log-variances.
 Training (section 4.3, Algorithms 1 and 2), in three phases:
 1. Reptile pre-training with the plain VAE loss (Algorithm 2): per meta-iteration, one base class,
    one condition q and a batch of other images x_k of that class; `reptile_inner_steps` Adam steps
-   on a copy, then phi <- phi + `reptile_step_size` * (phi~ - phi) (`methods/_reptile.py`).
+   on a copy, then phi <- phi + `reptile_step_size` * (phi~ - phi) (`bench.sdk.reptile`).
 2. The plain VAE loss until convergence: L = L_CON(x, y) + L_KL(z), y = Con(z, q), z ~ q(z|x, q).
 3. The LMVAE loss (equations 11-12, Algorithm 1): with z_r = Enc(y, q) the converted image re-encoded,
    L_E = KL(z) + lambda * max(0, m - KL(z_r)) + (1 - sigma) L_CON(x, y) + sigma L_REG(q, y)  (encoder step),
@@ -41,7 +41,7 @@ Likelihood (capability `log_likelihood`, the `nll` metric): VCE's Table 1 report
 conditional NLL -log p(x | q) of a held-out image given one condition image of its class. The
 sampling model here picks the condition uniformly among the k support images, so its likelihood
 is the mixture p(x) = (1/k) sum_j p(x | s_j), which for one shot is exactly Table 1's quantity.
-Each p(x | s_j) is an IWAE estimate (`bench.likelihood`) with proposal q(z | x, s_j), prior
+Each p(x | s_j) is an IWAE estimate (`bench.sdk.likelihood`) with proposal q(z | x, s_j), prior
 N(0, I) and observation model Bernoulli(sigmoid(Con(z, s_j))) on the BINARISED image; the K
 importance samples are split evenly over the k conditions (stratified), so the cost per image
 does not grow with k. log of the mean of the k unbiased estimates is again a stochastic lower
@@ -67,14 +67,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.likelihood import iwae_log_likelihood
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import Curve, finite_loss, make_generator, run_steps, seeded_init
+from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.reptile import MetaNetwork, reptile
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import finite_loss, make_generator, run_steps, seeded_init
 from methods import register
 from methods._nets import ResidualBlock
-from methods._reptile import copy_weights, reptile_step
-from methods._vae import bernoulli_log_prob, binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 LOSSES = ("lmvae", "vae")
 
@@ -174,35 +174,48 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
     Config = VCEConfig
     Budget = VCEBudget
     profiles = {
-        "smoke": VCEBudget(residual_blocks=1, channels=8, reptile_iterations=2, reptile_inner_steps=2,
-                           vae_steps=6, final_steps=4),
+        "smoke": VCEBudget(
+            residual_blocks=1, channels=8, reptile_iterations=2, reptile_inner_steps=2, vae_steps=6, final_steps=4
+        ),
         # Fits in 5 minutes on 2 cores (Fashion-MNIST 4-shot, measured): about 170 ms per VAE step and 330 ms
         # per LMVAE step at batch 19 with 6 blocks of 16 channels (6 is the fewest blocks whose noise reaches
         # every column of a 28-pixel row; 12 channels measured no faster, 4 blocks 30% faster).
-        "quick": VCEBudget(residual_blocks=6, channels=16, reptile_iterations=60, reptile_inner_steps=5,
-                           vae_steps=800, final_steps=300),
+        "quick": VCEBudget(
+            residual_blocks=6, channels=16, reptile_iterations=60, reptile_inner_steps=5, vae_steps=800, final_steps=300
+        ),
         # Section 4.2: 8 blocks of 32 channels, 600,000 steps in all (the split between the VAE and
         # LMVAE phases is not given; 2:1 here), after "a few epochs" of Reptile pre-training.
-        "paper": VCEBudget(residual_blocks=8, channels=32, reptile_iterations=2000, reptile_inner_steps=5,
-                           vae_steps=400_000, final_steps=200_000),
+        "paper": VCEBudget(
+            residual_blocks=8,
+            channels=32,
+            reptile_iterations=2000,
+            reptile_inner_steps=5,
+            vae_steps=400_000,
+            final_steps=200_000,
+        ),
     }
     capabilities = frozenset({"latent", "log_likelihood", "transfer"})
-    likelihood_description = ("conditional on the support images: p(x) = (1/k) sum_j p(x | s_j), each an IWAE "
-                              "estimate with K/k importance samples (k = 1: VCE's Table 1 quantity p(x | q))")
+    likelihood_description = (
+        "conditional on the support images: p(x) = (1/k) sum_j p(x | s_j), each an IWAE "
+        "estimate with K/k importance samples (k = 1: VCE's Table 1 quantity p(x | q))"
+    )
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
     # -- training -----------------------------------------------------------------------
-    def pretrain(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+    def pretrain_on_base(self, task: FewShotTask, budget: VCEBudget, seed: int, generator: torch.Generator) -> None:
         """The three training phases, on pairs of base-class images."""
         cfg = self.config
         members = class_members(task.base_labels, 2)
         if not members:
-            raise ValueError("vce trains on pairs of images of one class and the task has no base class with two "
-                             "images (the unconditional protocol has no base set)")
-        generator = make_generator(seed)
+            raise ValueError(
+                "vce trains on pairs of images of one class and the task has no base class with two "
+                "images (the unconditional protocol has no base set)"
+            )
         with seeded_init(seed):
-            self.model = ConvertorEncoder(task.image_shape, budget.channels, budget.residual_blocks, cfg.norm).to(self.device)
+            self.model = ConvertorEncoder(task.image_shape, budget.channels, budget.residual_blocks, cfg.norm).to(
+                self.device
+            )
         images = task.base_images
 
         def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,22 +234,39 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         with self.phase("vae"):
             self.training_log["vae"] = run_steps(
                 lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, "vae", step),
-                budget.vae_steps, phase="vae", reporter=self.reporter, curve_points=200)
+                budget.vae_steps,
+                phase="vae",
+                reporter=self.reporter,
+                curve_points=200,
+            )
         final = "lmvae" if cfg.loss == "lmvae" else "vae-continued"  # the ablation: no LMVAE phase
         with self.phase(final):
             if cfg.loss == "lmvae":
                 encoder_optimizer = torch.optim.Adam(self.model.encoder.parameters(), lr=cfg.lr)
                 convertor_optimizer = torch.optim.Adam(self.model.convertor.parameters(), lr=cfg.lr)
-                step_fn = lambda step: self._lmvae_step(*batch(), encoder_optimizer, convertor_optimizer, generator, step)  # noqa: E731
+
+                def step_fn(step: int) -> dict:
+                    return self._lmvae_step(*batch(), encoder_optimizer, convertor_optimizer, generator, step)
             else:
-                step_fn = lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, final, step)  # noqa: E731
-            self.training_log[final] = run_steps(step_fn, budget.final_steps, phase=final, reporter=self.reporter,
-                                                 curve_points=200)
+
+                def step_fn(step: int) -> dict:
+                    return self._vae_step(self.model, *batch(), vae_optimizer, generator, final, step)
+
+            self.training_log[final] = run_steps(
+                step_fn, budget.final_steps, phase=final, reporter=self.reporter, curve_points=200
+            )
         self.model.eval()
 
     @staticmethod
-    def _vae_step(model: ConvertorEncoder, x: torch.Tensor, condition: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  generator: torch.Generator, phase: str, step: int) -> dict[str, float]:
+    def _vae_step(
+        model: ConvertorEncoder,
+        x: torch.Tensor,
+        condition: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        phase: str,
+        step: int,
+    ) -> dict[str, float]:
         """One step of the plain VAE loss L_CON(x, y) + KL(z) on `model` (the network itself, or Reptile's copy)."""
         mean, logvar = model.encode(x, condition)
         logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
@@ -248,19 +278,31 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         optimizer.step()
         return {"loss": loss.item(), "conversion": conversion.item(), "kl": kl.item()}
 
-    def _lmvae_step(self, x: torch.Tensor, condition: torch.Tensor, encoder_optimizer: torch.optim.Optimizer,
-                    convertor_optimizer: torch.optim.Optimizer, generator: torch.Generator, step: int) -> dict[str, float]:
+    def _lmvae_step(
+        self,
+        x: torch.Tensor,
+        condition: torch.Tensor,
+        encoder_optimizer: torch.optim.Optimizer,
+        convertor_optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        step: int,
+    ) -> dict[str, float]:
         """Algorithm 1: an encoder step on L_E, then a convertor step on L_C with z_r re-encoded by the updated encoder."""
         cfg, model = self.config, self.model
         mean, logvar = model.encode(x, condition)
         kl = gaussian_kl(mean, logvar).mean()
         logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
         converted = torch.sigmoid(logits)
-        data_terms = ((1 - cfg.style_weight) * reconstruction_loss(logits, x)
-                      + cfg.style_weight * reconstruction_loss(logits, condition))
+        data_terms = (1 - cfg.style_weight) * reconstruction_loss(logits, x) + cfg.style_weight * reconstruction_loss(
+            logits, condition
+        )
         kl_converted = gaussian_kl(*model.encode(converted.detach(), condition))
-        encoder_loss = finite_loss(kl + cfg.margin_weight * F.relu(cfg.margin - kl_converted).mean() + data_terms,
-                                   "lmvae", step, "encoder loss")
+        encoder_loss = finite_loss(
+            kl + cfg.margin_weight * F.relu(cfg.margin - kl_converted).mean() + data_terms,
+            "lmvae",
+            step,
+            "encoder loss",
+        )
         encoder_params = list(model.encoder.parameters())
         gradients = torch.autograd.grad(encoder_loss, encoder_params, retain_graph=True)
         for parameter, gradient in zip(encoder_params, gradients):
@@ -269,42 +311,37 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
 
         # The convertor's loss sees the updated encoder (Algorithm 1, line 10); KL(z) is a constant to it.
         kl_reencoded = gaussian_kl(*model.encode(converted, condition)).mean()
-        convertor_loss = finite_loss(kl.detach() + cfg.margin_weight * kl_reencoded + data_terms,
-                                     "lmvae", step, "convertor loss")
+        convertor_loss = finite_loss(
+            kl.detach() + cfg.margin_weight * kl_reencoded + data_terms, "lmvae", step, "convertor loss"
+        )
         convertor_params = list(model.convertor.parameters())
         for parameter, gradient in zip(convertor_params, torch.autograd.grad(convertor_loss, convertor_params)):
             parameter.grad = gradient
         convertor_optimizer.step()
-        return {"encoder_loss": encoder_loss.item(), "convertor_loss": convertor_loss.item(), "kl": kl.item(),
-                "kl_converted": kl_converted.mean().item(), "data": data_terms.item()}
+        return {
+            "encoder_loss": encoder_loss.item(),
+            "convertor_loss": convertor_loss.item(),
+            "kl": kl.item(),
+            "kl_converted": kl_converted.mean().item(),
+            "data": data_terms.item(),
+        }
 
     def _reptile(self, batch, budget: VCEBudget, generator: torch.Generator) -> dict:
         """Algorithm 2: inner Adam steps on a copy with the VAE loss, then move the weights towards the copy."""
         cfg = self.config
         fast = copy.deepcopy(self.model)
-        meta_optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.reptile_step_size)
-        curve = Curve(budget.reptile_iterations)
-        handle = self.reporter.task("reptile", budget.reptile_iterations)
-        window = max(1, budget.reptile_iterations // 10)
-        final = {"loss": 0.0, "distance": 0.0}
-        try:
-            for iteration in range(budget.reptile_iterations):
-                copy_weights(self.model, fast)
-                inner = torch.optim.Adam(fast.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
-                x, condition = batch()  # one class and one condition per task (Algorithm 2)
-                for step in range(budget.reptile_inner_steps):
-                    terms = self._vae_step(fast, x, condition, inner, generator, "reptile", iteration)
-                distance = reptile_step(self.model, fast, meta_optimizer)
-                curve.add(iteration, {"loss": terms["loss"], "distance": distance})
-                if iteration >= budget.reptile_iterations - window:
-                    final["loss"] += terms["loss"] / window
-                    final["distance"] += distance / window
-                handle.advance()
-        finally:
-            handle.close()
-        return {**final, "curve": curve.data} if budget.reptile_iterations else {}
 
-    def adapt(self, task: FewShotTask, budget: VCEBudget, seed: int) -> None:
+        def inner_loop(iteration: int) -> dict[str, float]:
+            inner = torch.optim.Adam(fast.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
+            x, condition = batch()  # one class and one condition per task (Algorithm 2)
+            for step in range(budget.reptile_inner_steps):
+                terms = self._vae_step(fast, x, condition, inner, generator, "reptile", step)
+            return {"loss": terms["loss"]}
+
+        network = MetaNetwork(self.model, fast, torch.optim.SGD(self.model.parameters(), lr=cfg.reptile_step_size))
+        return reptile([network], inner_loop, budget.reptile_iterations, phase="reptile", reporter=self.reporter)
+
+    def adapt_to_support(self, task: FewShotTask, budget: VCEBudget, generator: torch.Generator) -> None:
         """No training on the new class (the paper's one-shot transfer): keep its support images as conditions."""
         self.conditions = task.support.clone()
         self.training_log["adapt"] = f"no training: {len(self.conditions)} support images kept as conditions"
@@ -327,8 +364,9 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         return torch.sigmoid(self.model.convert_logits(z[:, :-1], condition)).cpu()
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def log_likelihood(
+        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """log p(x) = log (1/k) sum_j p(x | s_j) in nats per image, (n,) float64 on the CPU (module docstring).
 
         `x` is binarised at 0.5 first; each of the k conditions gets max(1, num_samples // k)
@@ -343,16 +381,21 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         try:
             estimates = []
             for condition in self.conditions.to(self.device):
+
                 def rows(images: torch.Tensor, condition=condition) -> torch.Tensor:
                     return condition.expand(images.shape[0], *condition.shape)
 
-                estimates.append(iwae_log_likelihood(
-                    x,
-                    lambda xb, rows=rows: model.encode(xb, rows(xb)),
-                    lambda x_rows, z, rows=rows: bernoulli_log_prob(model.convert_logits(z, rows(x_rows)), x_rows),
-                    per_condition, generator,
-                    batch_size=self.likelihood_batch_size, chunk_size=self.likelihood_chunk_size,
-                ))
+                estimates.append(
+                    iwae_log_likelihood(
+                        x,
+                        lambda xb, rows=rows: model.encode(xb, rows(xb)),
+                        lambda x_rows, z, rows=rows: bernoulli_log_prob(model.convert_logits(z, rows(x_rows)), x_rows),
+                        per_condition,
+                        generator,
+                        batch_size=self.likelihood_batch_size,
+                        chunk_size=self.likelihood_chunk_size,
+                    )
+                )
             return torch.logsumexp(torch.stack(estimates), 0) - math.log(k)
         finally:
             model.train(was_training)

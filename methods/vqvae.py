@@ -25,7 +25,7 @@ generator; the image is the decoder's mean sigmoid(decoder(e_c)).
 
 Protocol (capability `transfer`, as `vae`): `pretrain` trains the VQ-VAE on the base images,
 then the prior on their code maps; `adapt` augments the k support images to a pool
-(`bench.augment`), fine-tunes the VQ-VAE on it, re-encodes the pool and fine-tunes the prior.
+(`bench.sdk.augment`), fine-tunes the VQ-VAE on it, re-encodes the pool and fine-tunes the prior.
 Without base images (the unconditional protocol) pretraining is skipped and `adapt` trains from
 scratch.
 
@@ -45,29 +45,30 @@ is estimated by importance sampling over discrete code maps,
 with the proposal q(c|x) = prod_i softmax_j(-||z_e(x)_i - e_j||^2 / tau) (tau =
 `proposal_temperature`; tau = 0 is the deterministic nearest-code bound log p(x|c*) + log p(c*)).
 It is a stochastic lower bound on log p(x) (its expectation increases with K), so the reported
-NLL is an upper bound. See `discrete_importance_log_likelihood` for why it is not
-`bench.likelihood.iwae_log_likelihood`.
+NLL is an upper bound: `bench.sdk.likelihood.discrete_importance_log_likelihood`, the estimator of
+`iwae_log_likelihood` for a latent of categorical variables.
+
+The residual block and the vector quantiser are `methods/_nets.py`'s (`ResidualBlock` in its
+VQ-VAE form, `VectorQuantiser` with uniform initialisation).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.augment import AugmentConfig, augment
-from bench.likelihood import check_estimator_arguments
-from bench.method import Method, PretrainThenAdapt, SamplesFromLatent
-from bench.splits import FewShotTask
-from bench.training import make_generator, minibatches, optimise, seeded_init
+from bench.sdk.augment import AugmentConfig, augment
+from bench.sdk.likelihood import binarise, discrete_importance_log_likelihood
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.task import FewShotTask
+from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
-from methods._vae import bernoulli_log_prob, binarise, reconstruction_loss
-
-CODEBOOK_UPDATES = ("loss", "ema")
+from methods._nets import Quantised, ResidualBlock, VectorQuantiser
+from methods._vae import bernoulli_log_prob, reconstruction_loss
 
 
 @dataclass
@@ -109,74 +110,9 @@ class VQVAEBudget:
 
 
 # -- the VQ-VAE ----------------------------------------------------------------------------------
-class ResidualBlock(nn.Module):
+def paper_residual_block(channels: int) -> ResidualBlock:
     """The paper's residual block: x + conv1x1(ReLU(conv3x3(ReLU(x))))."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU(), nn.Conv2d(channels, channels, 1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class VectorQuantiser(nn.Module):
-    """Nearest-neighbour lookup in a codebook of `size` vectors of dimension `dim`.
-
-    `update="loss"`: the codebook is a parameter trained by the codebook loss ||sg[z_e] - e||^2.
-    `update="ema"`: the codebook is a buffer; in train mode every forward pass moves each code to
-    the moving average of the encoder outputs assigned to it: N_j <- d N_j + (1 - d) n_j,
-    m_j <- d m_j + (1 - d) sum_{i -> j} z_e_i, e_j = m_j / N_j (the paper's appendix A.1). N starts
-    at 1 and m at the initial code, so a code that is not assigned keeps its place (both decay
-    alike). N is not Laplace-smoothed (Sonnet's variant): with smoothing, a code unused for a few
-    thousand steps (decay^t below the smoothing constant) drifts to the origin.
-    """
-
-    def __init__(self, size: int, dim: int, update: str = "ema", decay: float = 0.99, epsilon: float = 1e-5):
-        super().__init__()
-        if update not in CODEBOOK_UPDATES:
-            raise ValueError(f"unknown codebook_update '{update}' (valid: {', '.join(CODEBOOK_UPDATES)})")
-        self.size, self.dim, self.update, self.decay, self.epsilon = size, dim, update, decay, epsilon
-        initial = torch.empty(size, dim).uniform_(-1 / size, 1 / size)
-        if update == "loss":
-            self.codebook = nn.Parameter(initial)
-        else:
-            self.register_buffer("codebook", initial)
-            self.register_buffer("ema_count", torch.ones(size))
-            self.register_buffer("ema_sum", initial.clone())
-
-    def distances(self, z: torch.Tensor) -> torch.Tensor:
-        """Squared distances of each vector of z (n, D, h, w) to each code: (n, h, w, K)."""
-        flat = z.permute(0, 2, 3, 1)
-        codebook = self.codebook
-        return flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(-1)
-
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code indices (n, h, w) -> code vectors (n, D, h, w)."""
-        return F.embedding(codes, self.codebook).permute(0, 3, 1, 2)
-
-    def forward(self, z_e: torch.Tensor) -> dict[str, torch.Tensor]:
-        codes = self.distances(z_e).argmin(-1)
-        z_q = self.lookup(codes)
-        if self.training and self.update == "ema":
-            self._ema_update(z_e.detach(), codes)  # this step's z_q uses the codebook before the update
-        commitment = (z_e - z_q.detach()).pow(2).flatten(1).sum(1).mean()
-        codebook_loss = (z_e.detach() - z_q).pow(2).flatten(1).sum(1).mean() if self.update == "loss" else z_e.new_zeros(())
-        # Straight-through: the forward value is z_q, the gradient reaches z_e unchanged.
-        return {"z_q": z_e + (z_q - z_e).detach(), "codes": codes, "codebook": codebook_loss, "commitment": commitment}
-
-    @torch.no_grad()
-    def _ema_update(self, z_e: torch.Tensor, codes: torch.Tensor) -> None:
-        flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.dim)
-        one_hot = F.one_hot(codes.reshape(-1), self.size).to(flat.dtype)
-        self.ema_count.mul_(self.decay).add_(one_hot.sum(0), alpha=1 - self.decay)
-        self.ema_sum.mul_(self.decay).add_(one_hot.T @ flat, alpha=1 - self.decay)
-        # e_j = m_j / N_j; a code whose count has decayed below epsilon stays where it is (no 0 / 0).
-        alive = self.ema_count > self.epsilon
-        updated = self.ema_sum / self.ema_count.clamp_min(self.epsilon)[:, None]
-        self.codebook.copy_(torch.where(alive[:, None], updated, self.codebook))
+    return ResidualBlock(channels, channels, norm="none", activation="relu", second_kernel=1)
 
 
 class ConvVQVAE(nn.Module):
@@ -190,16 +126,20 @@ class ConvVQVAE(nn.Module):
         self.map_shape = (height // 4, width_px // 4)
         w, d = config.width, config.embedding_dim
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, w, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(channels, w, 4, 2, 1),
+            nn.ReLU(),
             nn.Conv2d(w, 2 * w, 4, 2, 1),
-            *[ResidualBlock(2 * w) for _ in range(config.residual_blocks)],
-            nn.ReLU(), nn.Conv2d(2 * w, d, 1),
+            *[paper_residual_block(2 * w) for _ in range(config.residual_blocks)],
+            nn.ReLU(),
+            nn.Conv2d(2 * w, d, 1),
         )
         self.quantiser = VectorQuantiser(config.codebook_size, d, config.codebook_update, config.ema_decay)
         self.decoder = nn.Sequential(
             nn.Conv2d(d, 2 * w, 3, 1, 1),
-            *[ResidualBlock(2 * w) for _ in range(config.residual_blocks)],
-            nn.ReLU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),
+            *[paper_residual_block(2 * w) for _ in range(config.residual_blocks)],
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1),
+            nn.ReLU(),
             nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
 
@@ -207,10 +147,23 @@ class ConvVQVAE(nn.Module):
         """z_e: (n, D, H/4, W/4)."""
         return self.encoder(x)
 
+    def quantise(self, z_e: torch.Tensor) -> Quantised:
+        """Each D-vector of the map z_e (n, D, h, w) quantised; z_q (n, D, h, w), codes (n, h, w)."""
+        out = self.quantiser(z_e.permute(0, 2, 3, 1))
+        return out._replace(z_q=out.z_q.permute(0, 3, 1, 2))
+
+    def code_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Squared distances of each vector of z_e(x) to each code: (n, H/4, W/4, K)."""
+        return self.quantiser.distances(self.encode(x).permute(0, 2, 3, 1))
+
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest-code indices of x: (n, H/4, W/4) int64."""
-        return self.quantiser.distances(self.encode(x)).argmin(-1)
+        return self.code_distances(x).argmin(-1)
+
+    def code_map(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code indices (n, h, w) -> the quantised map e_c (n, D, h, w)."""
+        return self.quantiser.lookup(codes).permute(0, 3, 1, 2)
 
     def decode_logits(self, z_q: torch.Tensor) -> torch.Tensor:
         return self.decoder(z_q)
@@ -218,16 +171,16 @@ class ConvVQVAE(nn.Module):
 
 def vqvae_loss(model: ConvVQVAE, x: torch.Tensor, commitment: float) -> dict[str, torch.Tensor]:
     """Eq. 3 of the paper, per image (batch mean), plus codebook-usage diagnostics (not optimised)."""
-    out = model.quantiser(model.encode(x))
-    reconstruction = reconstruction_loss(model.decode_logits(out["z_q"]), x)
-    usage = torch.bincount(out["codes"].reshape(-1), minlength=model.quantiser.size).to(x.dtype)
+    out = model.quantise(model.encode(x))
+    reconstruction = reconstruction_loss(model.decode_logits(out.z_q), x)
+    usage = torch.bincount(out.codes.reshape(-1), minlength=model.quantiser.size).to(x.dtype)
     p = usage / usage.sum()
     perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
     return {
-        "loss": reconstruction + out["codebook"] + commitment * out["commitment"],
+        "loss": reconstruction + out.codebook_loss + commitment * out.commitment_loss,
         "reconstruction": reconstruction,
-        "codebook": out["codebook"],
-        "commitment": out["commitment"],
+        "codebook": out.codebook_loss,
+        "commitment": out.commitment_loss,
         "perplexity": perplexity,  # exp(entropy) of the batch's code usage: the effective number of codes
         "codes_used": (usage > 0).sum().to(x.dtype),
     }
@@ -298,7 +251,9 @@ class PixelCNNPrior(nn.Module):
         self.layers = nn.ModuleList(
             [GatedLayer(channels, first_kernel, "A")] + [GatedLayer(channels, 3, "B") for _ in range(layers - 1)]
         )
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, codebook_size, 1))
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(), nn.Conv2d(channels, codebook_size, 1)
+        )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (n, h, w) int64 -> logits (n, K, h, w); logits at (i, j) depend only on codes before (i, j)."""
@@ -332,79 +287,6 @@ class PixelCNNPrior(nn.Module):
         return codes
 
 
-# -- the log-likelihood estimator over discrete code maps ------------------------------------------
-ProposalLogProbs = Callable[[torch.Tensor], torch.Tensor]
-LogJoint = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@torch.no_grad()
-def discrete_importance_log_likelihood(
-    x: torch.Tensor,
-    proposal_log_probs: ProposalLogProbs,
-    log_joint: LogJoint,
-    num_samples: int,
-    generator: torch.Generator,
-    *,
-    batch_size: int = 16,
-    chunk_size: int = 2048,
-    return_ess: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Importance-sampling estimate of log p(x) = log sum_c p(x, c) over discrete code maps c, in nats.
-
-    The same structure as `bench.likelihood.iwae_log_likelihood` (logsumexp of log-weights minus
-    log K, a stochastic lower bound whose expectation increases with K and which is exact when q
-    is the true posterior), kept separate because that estimator's proposal is a diagonal
-    Gaussian drawn by reparameterisation and scored with a Gaussian density, whereas here c is a
-    map of P categorical variables: q(c|x) = prod_p q_p(c_p|x), drawn by inverse-CDF sampling.
-
-    Args:
-        x: (n, *event) observations, already in the form `log_joint` scores (binarised).
-        proposal_log_probs: x_batch (b, *event) -> (b, P, M) float64 log q_p(m | x), normalised
-            over the M codes at each of the P positions (-inf allowed: never drawn).
-        log_joint: (x_rows (m, *event), codes (m, P) int64) -> (m,) log p(x|c) + log p(c).
-        num_samples: K code maps per image.
-        generator: a CPU `torch.Generator`, the only source of randomness: one float64
-            `rand(K, P)` per image in image order, so the numbers image i sees do not depend on
-            `batch_size` or `chunk_size`.
-        batch_size: images per `proposal_log_probs` call.
-        chunk_size: at most this many (image, sample) pairs per `log_joint` call.
-        return_ess: also return the effective sample size (sum w)^2 / sum w^2 per image.
-
-    Returns:
-        (n,) float64 CPU tensor (and the (n,) ESS if `return_ess`).
-    """
-    check_estimator_arguments(num_samples, batch_size, chunk_size, generator)
-    estimates, ess = [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        b = xb.shape[0]
-        log_q = proposal_log_probs(xb).double().cpu()  # (b, P, M)
-        positions = log_q.shape[1]
-        cdf = log_q.exp().cumsum(-1)
-        u = torch.rand(b, num_samples, positions, generator=generator, dtype=torch.float64)
-        # Inverse CDF: the first code whose cumulative probability exceeds u (zero-mass codes are skipped).
-        threshold = u.transpose(1, 2) * cdf[..., -1:]
-        codes = torch.searchsorted(cdf, threshold.contiguous(), right=True).clamp_(max=log_q.shape[2] - 1)  # (b, P, K)
-        log_qc = log_q.gather(2, codes).sum(1)  # (b, K)
-        codes = codes.transpose(1, 2)  # (b, K, P)
-        per_chunk = max(1, chunk_size // b)
-        log_w = torch.empty(b, num_samples, dtype=torch.float64)
-        for k0 in range(0, num_samples, per_chunk):
-            chunk = codes[:, k0 : k0 + per_chunk]
-            s = chunk.shape[1]
-            x_rows = xb[:, None].expand(b, s, *xb.shape[1:]).reshape(b * s, *xb.shape[1:])
-            joint = log_joint(x_rows, chunk.reshape(b * s, positions).to(xb.device)).reshape(b, s).double().cpu()
-            log_w[:, k0 : k0 + s] = joint - log_qc[:, k0 : k0 + s]
-        lse = torch.logsumexp(log_w, dim=1)
-        estimates.append(lse - math.log(num_samples))
-        if return_ess:
-            ess.append(torch.exp(2 * lse - torch.logsumexp(2 * log_w, dim=1)))
-    log_px = torch.cat(estimates) if estimates else torch.empty(0, dtype=torch.float64)
-    if return_ess:
-        return log_px, (torch.cat(ess) if ess else torch.empty(0, dtype=torch.float64))
-    return log_px
-
-
 # -- the method ----------------------------------------------------------------------------------
 @register
 class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
@@ -414,8 +296,12 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     Config = VQVAEConfig
     Budget = VQVAEBudget
     profiles = {
-        "smoke": VQVAEBudget(pretrain_steps=20, prior_pretrain_steps=20, finetune_steps=10, prior_finetune_steps=10, pool_size=32),
-        "quick": VQVAEBudget(pretrain_steps=800, prior_pretrain_steps=500, finetune_steps=100, prior_finetune_steps=100, pool_size=300),
+        "smoke": VQVAEBudget(
+            pretrain_steps=20, prior_pretrain_steps=20, finetune_steps=10, prior_finetune_steps=10, pool_size=32
+        ),
+        "quick": VQVAEBudget(
+            pretrain_steps=800, prior_pretrain_steps=500, finetune_steps=100, prior_finetune_steps=100, pool_size=300
+        ),
         # Pretraining: the transfer protocol of the FIGR report, as `vae`: 20 epochs of the 54,000
         # base images at batch 64 (16,880 steps), for the VQ-VAE and again for the prior (the VQ-VAE
         # paper's 250k steps at batch 128 are for ImageNet-scale data, not 54,000 28x28 images).
@@ -423,7 +309,13 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         # at quick scale, 50 / 100 / 200 prior steps (lr 1e-3) give class consistency 0.88 / 0.94 /
         # 0.99 but held-out NLL 163 / 179 / 248 nats (the prior memorises the support code maps).
         # These fine-tuning lengths are the quick measurements, not re-measured at paper scale.
-        "paper": VQVAEBudget(pretrain_steps=16880, prior_pretrain_steps=16880, finetune_steps=300, prior_finetune_steps=100, pool_size=300),
+        "paper": VQVAEBudget(
+            pretrain_steps=16880,
+            prior_pretrain_steps=16880,
+            finetune_steps=300,
+            prior_finetune_steps=100,
+            pool_size=300,
+        ),
     }
     capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
     likelihood_description = (
@@ -434,10 +326,9 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     likelihood_batch_size: int = 16
     likelihood_chunk_size: int = 2048
 
-    def pretrain(self, task: FewShotTask, budget: VQVAEBudget, seed: int) -> None:
-        """Train the VQ-VAE, then the prior, on the base classes; keeps the noise generator's state for `adapt`."""
+    def pretrain_on_base(self, task: FewShotTask, budget: VQVAEBudget, seed: int, generator: torch.Generator) -> None:
+        """Train the VQ-VAE, then the prior, on the base classes."""
         cfg = self.config
-        generator = make_generator(seed)
         with seeded_init(seed):
             self.model = ConvVQVAE(task.image_shape, cfg).to(self.device)
             self.prior = PixelCNNPrior(
@@ -447,16 +338,15 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             with self.phase("pretrain"):
                 self._train_vqvae(task.base_images, budget.pretrain_steps, cfg.pretrain_lr, "pretrain", generator)
             with self.phase("pretrain_prior"):
-                self._train_prior(task.base_images, budget.prior_pretrain_steps, cfg.prior_pretrain_lr, "pretrain_prior", generator)
+                self._train_prior(
+                    task.base_images, budget.prior_pretrain_steps, cfg.prior_pretrain_lr, "pretrain_prior", generator
+                )
         else:  # the unconditional protocol has no base set: train from scratch on the support set
             self.training_log["pretrain"] = "skipped: the task has no base images"
-        self._generator_state = generator.get_state()
 
-    def adapt(self, task: FewShotTask, budget: VQVAEBudget, seed: int) -> None:
+    def adapt_to_support(self, task: FewShotTask, budget: VQVAEBudget, generator: torch.Generator) -> None:
         """Fine-tune the VQ-VAE on the augmented support set, then the prior on the pool's code maps."""
         cfg = self.config
-        generator = make_generator(seed)
-        generator.set_state(self._generator_state)  # continue the pretraining noise stream, as one `fit` would
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, cfg.augment, task.allows_hflip)
         with self.phase("finetune"):
@@ -473,7 +363,11 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.training_log[phase] = optimise(
             lambda step: vqvae_loss(self.model, next(batches).to(self.device), cfg.commitment),
-            optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200,
+            optimizer,
+            steps,
+            phase=phase,
+            reporter=self.reporter,
+            curve_points=200,
         )
         self.model.eval()
 
@@ -494,7 +388,9 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             seen[codes.unique().cpu()] = True
             return self.prior.loss(codes)
 
-        self.training_log[phase] = optimise(loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200)
+        self.training_log[phase] = optimise(
+            loss_fn, optimizer, steps, phase=phase, reporter=self.reporter, curve_points=200
+        )
         # How many codes the VQ-VAE used on the images this phase drew (dead codes are the known failure).
         self.training_log[phase]["codes_used_on_data"] = int(seen.sum())
         self.prior.eval()
@@ -518,12 +414,14 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     def sample_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n code maps (n, h, w) from the prior, in chunks of `sample_batch_size`."""
         chunks = [self.prior.sample(m, generator, self.device) for m in _chunk_sizes(n, self.sample_batch_size)]
-        return torch.cat(chunks) if chunks else torch.zeros(0, *self.model.map_shape, dtype=torch.long, device=self.device)
+        return (
+            torch.cat(chunks) if chunks else torch.zeros(0, *self.model.map_shape, dtype=torch.long, device=self.device)
+        )
 
     @torch.no_grad()
     def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Prior sample -> codebook lookup -> flattened (n, latent_dim), on the CPU."""
-        return self.model.quantiser.lookup(self.sample_codes(n, generator)).flatten(1).cpu()
+        return self.model.code_map(self.sample_codes(n, generator)).flatten(1).cpu()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         # No re-quantisation: differentiable in z (LPIPS backtracking optimises z through it).
@@ -532,16 +430,21 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.model.quantiser.lookup(self._codes_of(x).to(self.device)))
+        return self.decode(self.model.code_map(self._codes_of(x).to(self.device)))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The quantised map e_c(x) flattened: the image's point in the latent space of `decode`."""
-        return self.model.quantiser.lookup(self._codes_of(x).to(self.device)).flatten(1).cpu()
+        return self.model.code_map(self._codes_of(x).to(self.device)).flatten(1).cpu()
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: torch.Tensor, num_samples: int = 1000, generator: torch.Generator | None = None, *, return_ess: bool = False
+        self,
+        x: torch.Tensor,
+        num_samples: int = 1000,
+        generator: torch.Generator | None = None,
+        *,
+        return_ess: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampled estimate of log p(x) in nats per image, (n,) float64 on the CPU.
 
@@ -566,7 +469,7 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         prior.eval()
 
         def proposal_log_probs(xb: torch.Tensor) -> torch.Tensor:
-            distances = model.quantiser.distances(model.encode(xb)).flatten(1, 2).double()  # (b, P, K)
+            distances = model.code_distances(xb).flatten(1, 2).double()  # (b, P, K)
             if tau == 0:
                 nearest = F.one_hot(distances.argmin(-1), distances.shape[-1]).bool()
                 return torch.zeros_like(distances).masked_fill_(~nearest, -math.inf)
@@ -574,7 +477,7 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
         def log_joint(x_rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
             code_map = codes.view(-1, *model.map_shape)
-            log_lik = bernoulli_log_prob(model.decode_logits(model.quantiser.lookup(code_map)), x_rows)
+            log_lik = bernoulli_log_prob(model.decode_logits(model.code_map(code_map)), x_rows)
             return log_lik.double() + prior.log_prob(code_map).double()
 
         try:

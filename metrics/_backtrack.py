@@ -14,24 +14,47 @@ D is LPIPS (Zhang et al., CVPR 2018, AlexNet, the `lpips` package's linear heads
 AlexNet backbone weights are in torch's hub cache; otherwise the domain perceptual distance:
 the unweighted LPIPS form on the domain evaluator's two conv blocks,
 D(x, y) = sum_l mean_hw || f_l(x)/|f_l(x)| - f_l(y)/|f_l(y)| ||^2 (channel-normalised).
-The card says which was used; `perceptual_distance` in the settings forces one.
+The card says which was used; `perceptual_distance` in the settings forces one. Settings:
+`BacktrackSettings` (N targets, T steps, R restarts, learning rate per profile).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from metrics import EvalInputs, MetricResult
+from metrics import EvalInputs, MetricResult, MetricSettings, MissingOptionalPart, fixed_setting, profile_setting
 from metrics._weights import download_weights, hub_checkpoint
 
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
-DEFAULTS = {"backtrack_images": 100, "backtrack_steps": 200, "backtrack_restarts": 3, "backtrack_lr": 0.05}
+PERCEPTUAL_DISTANCES = ("auto", "lpips", "domain")
+
+
+@dataclass(frozen=True)
+class BacktrackSettings(MetricSettings):
+    """Read by `lpips_backtrack` and `lpips_backtrack_support` (one optimisation budget for both)."""
+
+    backtrack_images: int = profile_setting(100, "targets N: the first N images of the target set", smoke=16)
+    backtrack_steps: int = profile_setting(200, "Adam iterations T per restart", smoke=30, paper=1000)
+    backtrack_restarts: int = profile_setting(3, "restarts R from the latent prior; the best is kept", smoke=1, paper=5)
+    backtrack_lr: float = profile_setting(0.05, "Adam learning rate")
+    perceptual_distance: str = fixed_setting(
+        "auto", "D: `lpips`, `domain`, or `auto` (LPIPS when AlexNet's weights are in torch's hub cache, else domain)"
+    )
+
+    def __post_init__(self):
+        if self.perceptual_distance not in PERCEPTUAL_DISTANCES:
+            raise ValueError(
+                f"unknown perceptual_distance '{self.perceptual_distance}' (valid: {', '.join(PERCEPTUAL_DISTANCES)})"
+            )
+
+
 LPIPS_MIN_SIDE = 64  # AlexNet's pooling fails below about 32 px; LPIPS is computed at 64 px or more
 
 
@@ -44,9 +67,7 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
 
 
 def domain_distance(inputs: EvalInputs) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
-    from metrics._features import evaluator_for
-
-    evaluator = evaluator_for(inputs)
+    evaluator = inputs.evaluator
     model = evaluator.model
 
     def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,8 +88,11 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     if not weights.is_file():
         import torchvision
 
-        download_weights(weights, "LPIPS's AlexNet backbone weights",
-                         lambda: torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1))
+        download_weights(
+            weights,
+            "LPIPS's AlexNet backbone weights",
+            lambda: torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
+        )
     import lpips
 
     net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
@@ -85,38 +109,42 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
         return net(prepare(x), prepare(y)).flatten()
 
-    card = {"distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
-                        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
-            "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    card = {
+        "distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
+        f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
+        "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
     return distance, card
 
 
-def choose_distance(inputs: EvalInputs):
-    choice = inputs.settings.get("perceptual_distance", "auto")
+def choose_distance(inputs: EvalInputs, choice: str):
     if choice == "lpips" or (choice == "auto" and alexnet_weights_path().is_file()):
         return lpips_distance()
-    if choice in ("domain", "auto"):
-        return domain_distance(inputs)
-    raise ValueError(f"unknown perceptual_distance '{choice}' (valid: auto, lpips, domain)")
+    if inputs.evaluator is None:
+        raise MissingOptionalPart(
+            f"the dataset has no domain evaluator and LPIPS's AlexNet weights are not at {alexnet_weights_path()}: "
+            "no perceptual distance to backtrack with"
+        )
+    return domain_distance(inputs)
 
 
 def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[torch.Tensor, dict]:
     """Per-target best perceptual distance after optimising latents of `inputs.model`, and the card."""
-    settings = {key: inputs.settings.get(key, default) for key, default in DEFAULTS.items()}
+    settings = inputs.settings_as(BacktrackSettings)
     cache_key = ("backtrack", label)
     if cache_key in inputs.cache:
         return inputs.cache[cache_key]
-    distance, card = choose_distance(inputs)
+    distance, card = choose_distance(inputs, settings.perceptual_distance)
     model = inputs.model
-    n = min(len(targets), settings["backtrack_images"])
+    n = min(len(targets), settings.backtrack_images)
     targets = targets[:n]
-    restarts = settings["backtrack_restarts"]
+    restarts = settings.backtrack_restarts
     generator = torch.Generator().manual_seed(inputs.seed)
     z = model.sample_latent(n * restarts, generator).clone().requires_grad_(True)
     repeated = targets.repeat(restarts, 1, 1, 1)
-    optimizer = torch.optim.Adam([z], lr=settings["backtrack_lr"])
+    optimizer = torch.optim.Adam([z], lr=settings.backtrack_lr)
     with torch.enable_grad():
-        for _ in range(settings["backtrack_steps"]):
+        for _ in range(settings.backtrack_steps):
             loss = distance(model.decode(z), repeated).sum()
             optimizer.zero_grad(set_to_none=True)
             (grad,) = torch.autograd.grad(loss, z)
@@ -125,14 +153,16 @@ def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[to
     with torch.no_grad():
         final = distance(model.decode(z), repeated).view(restarts, n)
     best = final.min(0).values
-    card.update({
-        "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
-        "targets": f"first {n} {label} images",
-        "n_targets": n,
-        "steps": settings["backtrack_steps"],
-        "restarts": restarts,
-        "lr": settings["backtrack_lr"],
-    })
+    card.update(
+        {
+            "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
+            "targets": f"first {n} {label} images",
+            "n_targets": n,
+            "steps": settings.backtrack_steps,
+            "restarts": restarts,
+            "lr": settings.backtrack_lr,
+        }
+    )
     inputs.cache[cache_key] = (best, card)
     return best, card
 

@@ -11,15 +11,6 @@ import torch
 from metrics import EvalInputs
 
 
-def evaluator_for(inputs: EvalInputs):
-    """The dataset's domain evaluator, loaded once per evaluation."""
-    if "domain_evaluator" not in inputs.cache:
-        from bench.evaluator import load_domain_evaluator
-
-        inputs.cache["domain_evaluator"] = load_domain_evaluator(inputs.dataset)
-    return inputs.cache["domain_evaluator"]
-
-
 def domain_features(inputs: EvalInputs, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, logits) of `which` in {"samples", "reference", "support"}."""
     key = ("domain_features", which)
@@ -27,12 +18,12 @@ def domain_features(inputs: EvalInputs, which: str) -> tuple[torch.Tensor, torch
         images = getattr(inputs, which)
         if which == "samples":
             images = (images.clamp(0, 1) * 255).round() / 255  # the same quantisation as the stored samples
-        inputs.cache[key] = evaluator_for(inputs).features_and_logits(images)
+        inputs.cache[key] = inputs.evaluator.features_and_logits(images)
     return inputs.cache[key]
 
 
 def feature_card(inputs: EvalInputs) -> dict:
-    evaluator = evaluator_for(inputs)
+    evaluator = inputs.evaluator
     return {
         "feature_extractor": f"domain evaluator {evaluator.card['architecture']} ({evaluator.card['feature_dim']}-d penultimate layer)",
         "feature_weights_sha256": evaluator.card["weights_sha256"],

@@ -2,76 +2,36 @@
 
 torch-fidelity computes all four from one feature extraction per input. Two feature spaces:
 
-- `domain` (default, offline): the project's domain evaluator (`bench/evaluator.py`),
-  registered with torch-fidelity as the feature extractor `bench-domain`; features are its
-  128-d penultimate layer.
+- `domain` (default, offline): the dataset's domain evaluator, handed in as `EvalInputs.evaluator`
+  and registered with torch-fidelity by the feature layer (`bench/features/fidelity_extractor.py`);
+  features are its 128-d penultimate layer.
 - `inception-v3-compat`: torch-fidelity's standard InceptionV3 (the numbers papers call FID),
   grey-scale images repeated to 3 channels and resized to 299 by torch-fidelity. Needs the
   weights file in torch's hub cache (torch-fidelity downloads it when online).
 
 Images reach torch-fidelity as uint8 (the samples rounded to 0..255, exactly what the store
-keeps), so scoring a stored sample file reproduces the run's numbers.
+keeps), so scoring a stored sample file reproduces the run's numbers. Settings: `FidelitySettings`.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from metrics import EvalInputs
+from metrics import EvalInputs, MetricSettings, fixed_setting
 from metrics._features import feature_card
 from metrics._weights import download_weights, hub_checkpoint
 
-DOMAIN_EXTRACTOR = "bench-domain"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
 PRC_NEIGHBOURHOOD = 3
-
-
-class DomainFeatureExtractor(FeatureExtractorBase):
-    """torch-fidelity wrapper of a trained domain evaluator checkpoint (`feature_extractor_weights_path`)."""
-
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        from bench.evaluator import read_evaluator
-
-        if feature_extractor_weights_path is None:
-            raise ValueError(f"{DOMAIN_EXTRACTOR} needs feature_extractor_weights_path (a domain evaluator weights file)")
-        self.model, _ = read_evaluator(feature_extractor_weights_path)
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("features", "logits")
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return "features"
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
-
-    def forward(self, x):
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        features, logits = self.model(x)
-        provided = {"features": features, "logits": logits}
-        return tuple(provided[name] for name in self.features_list)
-
-
-if DOMAIN_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(DOMAIN_EXTRACTOR, DomainFeatureExtractor)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -88,23 +48,27 @@ class _Images(torch.utils.data.Dataset):
         return self.images[index]
 
 
+@dataclass(frozen=True)
+class FidelitySettings(MetricSettings):
+    """Read by fid, kid, precision and recall (one torch-fidelity pass for the four)."""
+
+    feature_extractor: str | None = fixed_setting(
+        None,
+        f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
+        "domain evaluator)",
+    )
+    device: str = fixed_setting("cpu", "torch-fidelity runs on CUDA when this starts with `cuda` and CUDA is available")
+
+
 def inception_weights_path() -> Path:
     return hub_checkpoint(INCEPTION_WEIGHTS)
-
-
-def feature_space(inputs: EvalInputs) -> str:
-    """The `feature_extractor` setting, else the dataset's default (InceptionV3 where no domain evaluator exists)."""
-    if "feature_extractor" in inputs.settings:
-        return inputs.settings["feature_extractor"]
-    from bench.datasets import DATASETS
-
-    return DATASETS.get(inputs.dataset).feature_extractor if inputs.dataset else "domain"
 
 
 def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     """torch-fidelity's FID, KID and precision/recall for samples vs reference, and their card (cached per evaluation)."""
     if "fidelity" in inputs.cache:
         return inputs.cache["fidelity"]
+    settings = inputs.settings_as(FidelitySettings)
     n_samples, n_reference = len(inputs.samples), len(inputs.reference)
     # Half the smaller set (at most torch-fidelity's 1,000): subsets as large as the set would all be
     # the same set, and the KID std over subsets would say nothing.
@@ -112,24 +76,34 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     # k-NN radii need more than k images in each set; without them precision/recall are not computed.
     with_prc = min(n_samples, n_reference) > PRC_NEIGHBOURHOOD
     kwargs = dict(
-        fid=True, kid=True, prc=with_prc,
-        kid_subsets=KID_SUBSETS, kid_subset_size=subset, prc_neighborhood=PRC_NEIGHBOURHOOD,
-        cuda=torch.cuda.is_available() and inputs.settings.get("device", "cpu").startswith("cuda"),
-        save_cpu_ram=True, verbose=False, rng_seed=inputs.seed % (2**31), batch_size=500,
+        fid=True,
+        kid=True,
+        prc=with_prc,
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=subset,
+        prc_neighborhood=PRC_NEIGHBOURHOOD,
+        cuda=torch.cuda.is_available() and settings.device.startswith("cuda"),
+        save_cpu_ram=True,
+        verbose=False,
+        rng_seed=inputs.seed % (2**31),
+        batch_size=500,
     )
-    space = feature_space(inputs)
+    space = settings.feature_extractor or inputs.feature_space
     if space == "domain":
-        from metrics._features import evaluator_for
-
-        evaluator = evaluator_for(inputs)
+        evaluator = inputs.evaluator
         channels = 0
-        kwargs.update(feature_extractor=DOMAIN_EXTRACTOR, feature_extractor_weights_path=str(evaluator.path))
+        kwargs.update(
+            feature_extractor=evaluator.fidelity_extractor, feature_extractor_weights_path=str(evaluator.path)
+        )
         card = {**feature_card(inputs), "resize": "none (native resolution)"}
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()
         if not weights.is_file():
-            download_weights(weights, "InceptionV3 weights for FID",
-                             lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]))
+            download_weights(
+                weights,
+                "InceptionV3 weights for FID",
+                lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]),
+            )
         channels = 3
         kwargs.update(feature_extractor=INCEPTION_EXTRACTOR, feature_extractor_weights_path=str(weights))
         card = {
@@ -143,17 +117,18 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     scores = torch_fidelity.calculate_metrics(
         input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
     )
-    card.update({
-        "implementation": f"torch-fidelity {torch_fidelity.__version__}",
-        "kid_subsets": KID_SUBSETS,
-        "kid_subset_size": subset,
-        "kid_subset_rule": f"min({KID_MAX_SUBSET}, min(n_samples, n_reference) // 2), sampled without replacement",
-        "prc_neighbourhood": PRC_NEIGHBOURHOOD,
-        "input": "uint8 (samples rounded to 0..255)",
-    })
+    card.update(
+        {
+            "implementation": f"torch-fidelity {torch_fidelity.__version__}",
+            "kid_subsets": KID_SUBSETS,
+            "kid_subset_size": subset,
+            "kid_subset_rule": f"min({KID_MAX_SUBSET}, min(n_samples, n_reference) // 2), sampled without replacement",
+            "prc_neighbourhood": PRC_NEIGHBOURHOOD,
+            "input": "uint8 (samples rounded to 0..255)",
+        }
+    )
     inputs.cache["fidelity"] = (scores, card)
     return scores, card
-
 
 
 def precision_recall_score(inputs: EvalInputs, name: str) -> tuple[float, dict]:

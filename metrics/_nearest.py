@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from metrics import EvalInputs
+from metrics import EvalInputs, MetricSettings, fixed_setting
 
 
 def nearest_by_mse(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,11 +39,19 @@ def nearest_reference(inputs: EvalInputs) -> tuple[torch.Tensor, torch.Tensor]:
 DEFAULT_SHIFT_PIXELS = 2  # the shared augmentation's largest shift
 
 
-def shift_pixels(inputs: EvalInputs) -> int:
-    max_shift = inputs.settings.get("shift_pixels", DEFAULT_SHIFT_PIXELS)
-    if not isinstance(max_shift, int) or isinstance(max_shift, bool) or max_shift < 0:
-        raise ValueError(f"shift_pixels must be a whole number of pixels >= 0, got {max_shift!r}")
-    return max_shift
+@dataclass(frozen=True)
+class ShiftSettings(MetricSettings):
+    """Read by support_nn_shift_mse and support_nn_feat (one shifted support set for both)."""
+
+    shift_pixels: int = fixed_setting(
+        DEFAULT_SHIFT_PIXELS,
+        "largest shift s in pixels, each direction (the augmentation's largest); card: `max_shift_pixels`",
+    )
+
+    def __post_init__(self):
+        value = self.shift_pixels
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"shift_pixels must be a whole number of pixels >= 0, got {value!r}")
 
 
 def shifted_copies(images: torch.Tensor, max_shift: int) -> torch.Tensor:

@@ -40,7 +40,9 @@ def prdc_scores(inputs: EvalInputs) -> tuple[dict, dict]:
             f"(got {len(samples)} samples, {len(reference)} reference images)"
         )
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
-        scores = compute_prdc(reference.numpy().astype(np.float32), samples.numpy().astype(np.float32), PRDC_NEIGHBOURHOOD)
+        scores = compute_prdc(
+            reference.numpy().astype(np.float32), samples.numpy().astype(np.float32), PRDC_NEIGHBOURHOOD
+        )
     card = {
         **feature_card(inputs),
         "implementation": f"prdc {importlib.metadata.version('prdc')} (Naeem et al.'s reference code)",

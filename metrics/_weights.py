@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import socket
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

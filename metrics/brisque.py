@@ -76,7 +76,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(model_dir: Path):
     """OpenCV, the SVM, the feature ranges and the card facts; loaded once per folder."""
     try:
@@ -215,6 +215,7 @@ METRIC = register(
             "images, after a bicubic x2 upscale of images below 64 px; flat or degenerate samples are counted "
             "in n_failed and left out of the mean."
         ),
+        display_order=310,
     ),
     __name__,
 )

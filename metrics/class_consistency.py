@@ -4,12 +4,12 @@ A generator asked for ankle boots that draws sandals scores low here even when i
 sharp. Uses the domain evaluator's argmax over all classes of the dataset.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._features import domain_features, evaluator_for
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._features import domain_features
 
 
 def novel_class_fraction(inputs: EvalInputs) -> MetricResult:
-    evaluator = evaluator_for(inputs)
+    evaluator = inputs.evaluator
     _, logits = domain_features(inputs, "samples")
     predicted = logits.argmax(1)
     return MetricResult(
@@ -28,10 +28,14 @@ METRIC = register(
     Metric(
         compute=novel_class_fraction,
         higher_is_better=True,
-        needs=frozenset({"dataset", "novel_class"}),
+        needs=frozenset({"evaluator", "novel_class"}),
         version="1",
         reference="this benchmark (domain-classifier agreement)",
         definition="Fraction of samples whose domain-evaluator argmax class is the novel class.",
+        display_order=170,
+        # A fraction that can sit near 0, where the default relative band (10%) is noise-tight.
+        tolerance=Tolerance(absolute=0.1),
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

@@ -5,7 +5,7 @@ a fidelity measure that, unlike k-NN precision, outliers in the reference set do
 See `metrics/_prdc.py`.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
 from metrics._prdc import prdc_scores
 
 
@@ -18,7 +18,7 @@ METRIC = register(
     Metric(
         compute=density,
         higher_is_better=True,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "evaluator"}),
         version="1",
         reference="Naeem et al., Reliable Fidelity and Diversity Metrics for Generative Models, ICML 2020; prdc",
         definition=(
@@ -26,6 +26,9 @@ METRIC = register(
             "divided by k; about 1 for real images, can exceed 1."
         ),
         across_tasks="pooled",
+        display_order=150,
+        # A fraction that can sit near 0, where the default relative band (10%) is noise-tight.
+        tolerance=Tolerance(absolute=0.1),
     ),
     __name__,
 )

@@ -8,7 +8,7 @@ biased: the value is then flagged.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import fidelity_scores
+from metrics._fidelity import FidelitySettings, fidelity_scores
 
 
 def frechet_distance(inputs: EvalInputs) -> MetricResult:
@@ -16,7 +16,9 @@ def frechet_distance(inputs: EvalInputs) -> MetricResult:
     n = min(len(inputs.samples), len(inputs.reference))
     details = {}
     if n <= card["feature_dim"]:  # a covariance of n images has rank at most n - 1
-        details["flag"] = f"{n} images <= {card['feature_dim']} feature dimensions: covariance is rank-deficient, FID is biased"
+        details["flag"] = (
+            f"{n} images <= {card['feature_dim']} feature dimensions: covariance is rank-deficient, FID is biased"
+        )
     return MetricResult(float(scores["frechet_inception_distance"]), details, card)
 
 
@@ -24,7 +26,7 @@ METRIC = register(
     Metric(
         compute=frechet_distance,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "features"}),
         version="1",
         reference="Heusel et al., NeurIPS 2017; torch-fidelity",
         definition=(
@@ -32,6 +34,9 @@ METRIC = register(
             "reference (the novel class's test images), computed by torch-fidelity."
         ),
         across_tasks="pooled",
+        display_order=110,
+        settings=FidelitySettings,
+        roles=frozenset({"headline", "ranking"}),
     ),
     __name__,
 )

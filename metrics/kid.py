@@ -6,8 +6,8 @@ subsets differ and their std means something);
 value = mean over subsets, `std` = their standard deviation.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._fidelity import fidelity_scores
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._fidelity import FidelitySettings, fidelity_scores
 
 
 def kernel_distance(inputs: EvalInputs) -> MetricResult:
@@ -21,7 +21,7 @@ METRIC = register(
     Metric(
         compute=kernel_distance,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset"}),
+        needs=frozenset({"reference", "features"}),
         version="1",
         reference="Binkowski et al., ICLR 2018; torch-fidelity",
         definition=(
@@ -29,6 +29,11 @@ METRIC = register(
             "100 random subsets of half the smaller set (at most 1000), computed by torch-fidelity."
         ),
         across_tasks="pooled",
+        display_order=120,
+        settings=FidelitySettings,
+        # Large values that move a lot between small samples (smoke: 200 samples).
+        tolerance=Tolerance(absolute=500.0),
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

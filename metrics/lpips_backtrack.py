@@ -8,7 +8,7 @@ when the reference includes training images (the unconditional protocol); see
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._backtrack import backtrack_score
+from metrics._backtrack import BacktrackSettings, backtrack_score
 
 
 def held_out_backtrack(inputs: EvalInputs) -> MetricResult:
@@ -21,13 +21,16 @@ METRIC = register(
     Metric(
         compute=held_out_backtrack,
         higher_is_better=False,
-        needs=frozenset({"reference", "dataset", "capability:latent"}),
+        needs=frozenset({"reference", "features", "capability:latent"}),
         version="1",
         reference="Liu et al., FastGAN, ICLR 2021 (protocol); Zhang et al., LPIPS, CVPR 2018",
         definition=(
             "Mean over held-out reference images of the smallest perceptual distance between the image and the "
             "generator's output after optimising the latent code (Adam, fixed steps, best of restarts)."
         ),
+        display_order=210,
+        settings=BacktrackSettings,
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

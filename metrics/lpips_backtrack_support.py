@@ -6,7 +6,7 @@ held-out images of the same class has memorised them.
 """
 
 from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._backtrack import backtrack_score
+from metrics._backtrack import BacktrackSettings, backtrack_score
 
 
 def support_backtrack(inputs: EvalInputs) -> MetricResult:
@@ -17,13 +17,15 @@ METRIC = register(
     Metric(
         compute=support_backtrack,
         higher_is_better=None,
-        needs=frozenset({"support", "dataset", "capability:latent"}),
+        needs=frozenset({"support", "features", "capability:latent"}),
         version="1",
         reference="Liu et al., FastGAN, ICLR 2021 (protocol); this benchmark (support/held-out gap)",
         definition=(
             "The lpips_backtrack score with the support images as targets; compare with lpips_backtrack "
             "(a much smaller value here means the generator memorised its support set)."
         ),
+        display_order=220,
+        settings=BacktrackSettings,
     ),
     __name__,
 )

@@ -24,6 +24,7 @@ METRIC = register(
             "For each sample, its nearest evaluation-reference image by pixel MSE; "
             "the mean of those MSEs, on the [0, 1] pixel scale."
         ),
+        display_order=320,
     ),
     __name__,
 )

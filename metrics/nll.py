@@ -1,42 +1,51 @@
 """Negative log-likelihood of the held-out novel-class images, in nats per image (IWAE estimate).
 
 Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
-shared in `bench.likelihood`). The images scored are the evaluation reference (the novel
-class's TEST images, never shown to the method), binarised at 0.5: the observation model of
-the benchmark's grey-scale data is Bernoulli on binarised images, so every method is scored
-on the same 0/1 data. The method computes log p(x) through its `log_likelihood` capability.
+shared in `bench.sdk.likelihood`). The images scored are the evaluation reference (the novel
+class's TEST images, never shown to the method), binarised at 0.5 by `bench.sdk.likelihood.binarise`
+(the binarisation the methods use too): the observation model of the benchmark's grey-scale data
+is Bernoulli on binarised images, so every method is scored on the same 0/1 data. The method
+computes log p(x) through its `log_likelihood` capability.
 
-Settings (`EvalInputs.settings`, set per profile in `bench.runner.EVAL_SETTINGS`):
-`nll_importance_samples` (K, default `DEFAULT_IMPORTANCE_SAMPLES`) and `nll_max_images`
-(score the first N reference images in the split's fixed order; None or absent = all). The
-IWAE estimate is a stochastic lower bound on log p(x) that tightens with K, so the NLL is an
-upper bound that decreases with K: values are comparable only at the same K (in the card).
-Noise comes from a CPU generator seeded with `EvalInputs.seed`.
+Settings (`NllSettings`, set per profile): `nll_importance_samples` (K) and `nll_max_images`
+(score the first N reference images in the split's fixed order; None = all). The IWAE estimate
+is a stochastic lower bound on log p(x) that tightens with K, so the NLL is an upper bound that
+decreases with K: values are comparable only at the same K (in the card). Noise comes from a CPU
+generator seeded with `EvalInputs.seed`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from bench.sdk.likelihood import binarise
+from metrics import EvalInputs, Metric, MetricResult, MetricSettings, profile_setting, register
 
-DEFAULT_IMPORTANCE_SAMPLES = 100
 OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
 
 
-def binarise(x: torch.Tensor) -> torch.Tensor:
-    return (x > 0.5).to(torch.float32)
+@dataclass(frozen=True)
+class NllSettings(MetricSettings):
+    # Cost, measured on the 2-core CPU (smoke VAE, same compute as any VAE): quick ~14 s idle, ~50 s under
+    # load; paper ~12 min idle. N = None scores all reference images (1,000 Fashion-MNIST, 1,009 MNIST).
+    nll_importance_samples: int = profile_setting(100, "IWAE importance samples K per image", smoke=8, paper=5000)
+    nll_max_images: int | None = profile_setting(
+        None, "score the first N evaluation-reference images (the split's fixed order); None: all of them", smoke=64
+    )
 
 
 def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
-    settings = inputs.settings
-    k = int(settings.get("nll_importance_samples", DEFAULT_IMPORTANCE_SAMPLES))
-    max_images = settings.get("nll_max_images")
+    settings = inputs.settings_as(NllSettings)
+    k = int(settings.nll_importance_samples)
+    max_images = settings.nll_max_images
     reference = inputs.reference if max_images is None else inputs.reference[: int(max_images)]
     if reference.shape[1] != 1:
-        raise ValueError(f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels")
+        raise ValueError(
+            f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels"
+        )
     if reference.shape[0] == 0:
         raise ValueError("no reference images to score")
     x = binarise(reference)
@@ -66,8 +75,11 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
             "image_selection": "all" if n == inputs.reference.shape[0] else f"first {n} of the evaluation reference",
             "units": "nats per image",
             "noise_seed": inputs.seed,
-            **({"model_likelihood": description}
-               if (description := getattr(inputs.model, "likelihood_description", "")) else {}),
+            **(
+                {"model_likelihood": description}
+                if (description := getattr(inputs.model, "likelihood_description", ""))
+                else {}
+            ),
         },
     )
 
@@ -83,6 +95,9 @@ METRIC = register(
             "Mean over the evaluation-reference images (binarised at 0.5) of -log p(x) in nats per image, "
             "log p(x) estimated by the method with K importance samples (IWAE, K in the card)."
         ),
+        display_order=230,
+        settings=NllSettings,
+        roles=frozenset({"headline"}),
     ),
     __name__,
 )

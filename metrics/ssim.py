@@ -23,7 +23,9 @@ def mean_nearest_ssim(inputs: EvalInputs) -> MetricResult:
     value = structural_similarity(
         samples.reshape(n * c, h, w), partners.reshape(n * c, h, w), data_range=1.0, channel_axis=0
     )
-    return MetricResult(float(value), card={"implementation": f"scikit-image {skimage.__version__} structural_similarity"})
+    return MetricResult(
+        float(value), card={"implementation": f"scikit-image {skimage.__version__} structural_similarity"}
+    )
 
 
 METRIC = register(
@@ -37,6 +39,7 @@ METRIC = register(
             "For each sample, SSIM (scikit-image defaults, data_range=1) to its nearest evaluation-reference "
             "image by pixel MSE; the mean over samples."
         ),
+        display_order=330,
     ),
     __name__,
 )

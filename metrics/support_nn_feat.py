@@ -15,21 +15,25 @@ the reference rows.
 
 import torch
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._features import domain_features, evaluator_for, feature_card
-from metrics._nearest import shift_pixels, shifted_copies
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._features import domain_features, feature_card
+from metrics._nearest import ShiftSettings, shifted_copies
 
 
 def support_nearest_feature_distance(inputs: EvalInputs) -> MetricResult:
-    max_shift = shift_pixels(inputs)
+    max_shift = inputs.settings_as(ShiftSettings).shift_pixels
     samples, _ = domain_features(inputs, "samples")
-    support, _ = evaluator_for(inputs).features_and_logits(shifted_copies(inputs.support, max_shift))
+    support, _ = inputs.evaluator.features_and_logits(shifted_copies(inputs.support, max_shift))
     nearest = torch.cdist(samples.double(), support.double()).min(dim=1).values
     return MetricResult(
         float(nearest.mean()),
         {"std": float(nearest.std()) if len(nearest) > 1 else 0.0},
-        {**feature_card(inputs), "distance": "euclidean in feature space", "max_shift_pixels": max_shift,
-         "padding": "replicate"},
+        {
+            **feature_card(inputs),
+            "distance": "euclidean in feature space",
+            "max_shift_pixels": max_shift,
+            "padding": "replicate",
+        },
     )
 
 
@@ -37,13 +41,18 @@ METRIC = register(
     Metric(
         compute=support_nearest_feature_distance,
         higher_is_better=None,
-        needs=frozenset({"support", "dataset"}),
+        needs=frozenset({"support", "evaluator"}),
         version="1",
         reference="this benchmark (memorisation diagnostic)",
         definition=(
             "For each sample, the Euclidean distance in the domain evaluator's feature space to the nearest support "
             "image shifted by up to `shift_pixels` (default 2) pixels; the mean over samples. 0 for copies, small for shifted or re-lit copies."
         ),
+        display_order=430,
+        settings=ShiftSettings,
+        # Exactly 0 for the copy reference rows, where a relative band is no band at all.
+        tolerance=Tolerance(absolute=1e-6),
+        roles=frozenset({"copying"}),
     ),
     __name__,
 )

@@ -5,7 +5,7 @@ typical distance between two images of the class. Neither direction is "better" 
 high too), so the metric is a diagnostic with no direction: read it next to the reference rows.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
 from metrics._nearest import nearest_by_mse
 
 
@@ -25,6 +25,9 @@ METRIC = register(
             "For each sample, the pixel MSE ([0, 1] scale) to its nearest support image; the mean over samples. "
             "0 means the samples are copies of the support set."
         ),
+        display_order=410,
+        # Exactly 0 for the copy reference rows, where a relative band is no band at all.
+        tolerance=Tolerance(absolute=1e-6),
     ),
     __name__,
 )

@@ -7,17 +7,21 @@ maximum) and edge-replicating padding. A sample that is a support image moved by
 two scores as near 0 as an exact copy; read it next to `support_nn_mse` and the reference rows.
 """
 
-from metrics import EvalInputs, Metric, MetricResult, register
-from metrics._nearest import nearest_by_mse, shift_pixels, shifted_copies
+from metrics import EvalInputs, Metric, MetricResult, Tolerance, register
+from metrics._nearest import ShiftSettings, nearest_by_mse, shifted_copies
 
 
 def support_nearest_shifted_mse(inputs: EvalInputs) -> MetricResult:
-    max_shift = shift_pixels(inputs)
+    max_shift = inputs.settings_as(ShiftSettings).shift_pixels
     _, mse = nearest_by_mse(inputs.samples, shifted_copies(inputs.support, max_shift))
     return MetricResult(
         float(mse.mean()),
         {"fraction_below_1e-3": float((mse < 1e-3).double().mean())},
-        {"max_shift_pixels": max_shift, "padding": "replicate", "shifts": f"all integer (dy, dx) with |dy|, |dx| <= {max_shift}"},
+        {
+            "max_shift_pixels": max_shift,
+            "padding": "replicate",
+            "shifts": f"all integer (dy, dx) with |dy|, |dx| <= {max_shift}",
+        },
     )
 
 
@@ -32,6 +36,11 @@ METRIC = register(
             "For each sample, the smallest pixel MSE to any support image translated by up to `shift_pixels` (default 2) "
             "pixels in each direction; the mean over samples. 0 for copies and shifted copies."
         ),
+        display_order=420,
+        settings=ShiftSettings,
+        # Exactly 0 for the copy reference rows, where a relative band is no band at all.
+        tolerance=Tolerance(absolute=1e-6),
+        roles=frozenset({"copying"}),
     ),
     __name__,
 )

@@ -25,7 +25,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 def _has(dataset: str) -> bool:
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
 
     spec = DATASETS.get(dataset)
     return len(spec.find_files()) == len(spec.slots)
@@ -37,6 +37,6 @@ def requires_data(dataset: str):
 
 @pytest.fixture(scope="session")
 def fashion_split():
-    from bench.splits import make_split
+    from bench.data.splits import make_split
 
     return make_split("fashion-mnist", shots=4, seed=0)

@@ -6,14 +6,19 @@ held-out images of the class: the memorisation the support/held-out gap is meant
 """
 
 import torch
-
-from bench.evaluation import evaluate
 from conftest import requires_data
+
+from bench.harness.evaluation import evaluate
 
 pytestmark = requires_data("fashion-mnist")
 BACKTRACK = ["lpips_backtrack", "lpips_backtrack_support"]
-SETTINGS = {"backtrack_images": 8, "backtrack_steps": 60, "backtrack_restarts": 2, "backtrack_lr": 0.5,
-            "perceptual_distance": "domain"}
+SETTINGS = {
+    "backtrack_images": 8,
+    "backtrack_steps": 60,
+    "backtrack_restarts": 2,
+    "backtrack_lr": 0.5,
+    "perceptual_distance": "domain",
+}
 
 
 class TableGenerator:
@@ -32,9 +37,17 @@ class TableGenerator:
 
 
 def backtrack_scores(model, split, **overrides):
-    outcomes, _ = evaluate(split.task.support, reference=split.reference, support=split.task.support,
-                           dataset="fashion-mnist", novel_class=9, model=model, metric_names=BACKTRACK,
-                           seed=0, settings={**SETTINGS, **overrides})
+    outcomes, _ = evaluate(
+        split.task.support,
+        reference=split.reference,
+        support=split.task.support,
+        dataset="fashion-mnist",
+        novel_class=9,
+        model=model,
+        metric_names=BACKTRACK,
+        seed=0,
+        settings={**SETTINGS, **overrides},
+    )
     return outcomes
 
 
@@ -55,8 +68,9 @@ def test_a_generator_that_covers_the_class_reaches_held_out_images(fashion_split
 
 def test_more_optimisation_never_hurts(fashion_split):
     model = TableGenerator(fashion_split.reference[:16])
-    short, long = (backtrack_scores(model, fashion_split, backtrack_steps=steps)["lpips_backtrack"]["value"]
-                   for steps in (5, 80))
+    short, long = (
+        backtrack_scores(model, fashion_split, backtrack_steps=steps)["lpips_backtrack"]["value"] for steps in (5, 80)
+    )
     assert long < short
 
 
@@ -88,9 +102,16 @@ def test_held_out_images_are_the_targets_when_the_reference_includes_seen_ones(f
     must target the held-out images, so a generator that memorised the reference's first images gains nothing."""
     memoriser = TableGenerator(fashion_split.reference[:8])
     held_out = fashion_split.reference[8:16]
-    outcomes, _ = evaluate(fashion_split.reference[:8], reference=fashion_split.reference, held_out=held_out,
-                           dataset="fashion-mnist", model=memoriser, metric_names=["lpips_backtrack"], seed=0,
-                           settings=SETTINGS)
+    outcomes, _ = evaluate(
+        fashion_split.reference[:8],
+        reference=fashion_split.reference,
+        held_out=held_out,
+        dataset="fashion-mnist",
+        model=memoriser,
+        metric_names=["lpips_backtrack"],
+        seed=0,
+        settings=SETTINGS,
+    )
     reference_only = backtrack_scores(memoriser, fashion_split)["lpips_backtrack"]
     assert outcomes["lpips_backtrack"]["card"]["targets"] == "first 8 held-out images"
     assert outcomes["lpips_backtrack"]["value"] > 5 * reference_only["value"]

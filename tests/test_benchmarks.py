@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from metrics._nearest import nearest_by_mse
 
 
@@ -18,6 +18,7 @@ def test_nearest_search_1000_by_1000(benchmark):
 
 def test_pixel_metrics_1000_samples(benchmark):
     samples, reference, support = _images(1000, 0), _images(1000, 1), _images(4, 2)
-    outcomes, _ = benchmark(evaluate, samples, reference=reference, support=support,
-                            metric_names=["mse", "ssim", "support_nn_mse"])
+    outcomes, _ = benchmark(
+        evaluate, samples, reference=reference, support=support, metric_names=["mse", "ssim", "support_nn_mse"]
+    )
     assert all(o["status"] == "ok" for o in outcomes.values())

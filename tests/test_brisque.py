@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import requires_data
 from skimage.filters import gaussian
 
-from bench.evaluation import evaluate
-from conftest import requires_data
+from bench.harness.evaluation import evaluate
 from metrics import EvalInputs
 from metrics.brisque import MODEL_DIR, MODEL_FILE, RANGE_FILE, brisque_scores
 
@@ -63,7 +63,9 @@ def test_full_resolution_photographs_match_opencv(name):
 
 def test_the_agreement_check_is_not_vacuous():
     # OpenCV clamps to [0, 100]; some of the photographs above must score strictly inside it.
-    inside = [0 < reference_score(getattr(skimage.data, n)()) < 100 for n in ["moon", "brick", "page", "coffee", "rocket"]]
+    inside = [
+        0 < reference_score(getattr(skimage.data, n)()) < 100 for n in ["moon", "brick", "page", "coffee", "rocket"]
+    ]
     assert all(inside)
 
 
@@ -142,7 +144,10 @@ def test_missing_model_files_say_what_to_install(tmp_path, monkeypatch):
 
 def test_card_names_the_implementation_and_the_model_hash():
     card = brisque(to_tensor(small_grey("camera")[None]))["card"]
-    assert card["implementation"].startswith("opencv-contrib-python-headless") and "QualityBRISQUE" in card["implementation"]
+    assert (
+        card["implementation"].startswith("opencv-contrib-python-headless")
+        and "QualityBRISQUE" in card["implementation"]
+    )
     assert card["model"]["sha256"] == hashlib.sha256(open(MODEL, "rb").read()).hexdigest()
     assert card["model"]["path"] == MODEL and card["higher_is_better"] is False
 
@@ -156,7 +161,7 @@ def test_the_samples_are_not_modified():
 
 @requires_data("fashion-mnist")
 def test_real_fashion_mnist_scores_better_than_noise():
-    from bench.splits import load_dataset, to_float
+    from bench.data.splits import load_dataset, to_float
 
     _, data = load_dataset("fashion-mnist")
     real = to_float(data.test_images[:300])

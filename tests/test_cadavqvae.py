@@ -11,11 +11,19 @@ import pytest
 import scipy.linalg
 import torch
 
-from bench.datasets import DATASETS, ImageDataset
-from bench.semantics import class_embeddings, embedding_card
-from bench.splits import FewShotTask, SplitInfo
-from methods.cadavqvae import (CADAVQVAE, CADAVQVAEBudget, CADAVQVAEConfig, VectorQuantiser, gaussian_w2, mixture_log_prob,
-                               mmd, prototypical_loss)
+from bench.data.datasets import DATASETS, ImageDataset
+from bench.sdk.semantics import class_embeddings, embedding_card
+from bench.sdk.task import FewShotTask, SplitInfo
+from methods.cadavqvae import (
+    CADAVQVAE,
+    CADAVQVAEBudget,
+    CADAVQVAEConfig,
+    SemanticEncoderVQVAE,
+    gaussian_w2,
+    mixture_log_prob,
+    mmd,
+    prototypical_loss,
+)
 
 DESCRIBED = ("fashion-mnist", "mnist", "cifar10")
 TINY = CADAVQVAEBudget(episodes=2, adapt_steps=2, pool_size=8)
@@ -50,7 +58,9 @@ def test_mmd_is_near_zero_for_one_distribution_and_grows_with_a_mean_shift():
 
 def test_w2_of_diagonal_gaussians_equals_the_closed_form():
     # Hand example: N((0, 0), diag(1, 1)) and N((3, 4), diag(4, 1)): |mu|^2 = 25, |sigma1 - sigma2|^2 = 1.
-    w2 = gaussian_w2(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[math.log(4.0), 0.0]]))
+    w2 = gaussian_w2(
+        torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[math.log(4.0), 0.0]])
+    )
     assert w2.item() == pytest.approx(math.sqrt(26), rel=1e-6)
     # Against the general Gaussian formula |mu1 - mu2|^2 + tr(S1 + S2 - 2 (S2^1/2 S1 S2^1/2)^1/2).
     g = _gen(3)
@@ -64,11 +74,13 @@ def test_w2_of_diagonal_gaussians_equals_the_closed_form():
 # -- vector quantiser -----------------------------------------------------------------------------
 def test_quantiser_picks_the_nearest_code_per_chunk_and_passes_gradients_straight_through():
     torch.manual_seed(0)
-    quantiser = VectorQuantiser(num_embeddings=7, embedding_dim=3)
+    encoder = SemanticEncoderVQVAE(semantic_dim=5, latent_size=12, num_embeddings=7, embedding_dim=3)
+    quantiser = encoder.quantiser
     with torch.no_grad():
         quantiser.codebook.copy_(torch.randn(7, 3, generator=_gen(1)))
     z_e = torch.randn(4, 12, generator=_gen(2), requires_grad=True)
-    out = quantiser(z_e)
+    encoder.to_latent.forward = lambda h: z_e  # the semantic encoder's latent before quantisation
+    out = encoder(torch.zeros(4, 5)).quantised
     codebook = quantiser.codebook.detach()
     for row in range(4):
         for chunk in range(4):
@@ -81,11 +93,11 @@ def test_quantiser_picks_the_nearest_code_per_chunk_and_passes_gradients_straigh
     torch.testing.assert_close(z_e.grad, weights)  # straight through: dz_q/dz_e = identity
     # The codebook loss moves only the codes, the commitment loss only the encoder's output.
     z_e.grad = None
-    out = quantiser(z_e)
+    out = encoder(torch.zeros(4, 5)).quantised
     out.codebook_loss.backward()
     assert z_e.grad is None and quantiser.codebook.grad.abs().sum() > 0
     quantiser.codebook.grad = None
-    out = quantiser(z_e)
+    out = encoder(torch.zeros(4, 5)).quantised
     out.commitment_loss.backward()
     assert quantiser.codebook.grad is None and z_e.grad.abs().sum() > 0
 
@@ -117,7 +129,10 @@ def test_contrastive_loss_is_lower_for_separated_classes_than_for_mixed_ones():
 def test_mixture_density_matches_torch_distributions():
     g = _gen(5)
     weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
-    means, logvars = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    means, logvars = (
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+    )
     z = torch.randn(10, 4, generator=g, dtype=torch.float64)
     reference = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=weights),
@@ -129,8 +144,11 @@ def test_mixture_density_matches_torch_distributions():
 def test_samples_are_drawn_from_the_distribution_whose_density_is_the_likelihood_prior():
     method = CADAVQVAE(CADAVQVAEConfig(latent_size=2))
     weights = torch.tensor([0.1, 0.3, 0.6])
-    method.mixture = {"weights": weights, "means": torch.tensor([[-20.0, 0.0], [0.0, 20.0], [20.0, 0.0]]),
-                      "logvars": torch.zeros(3, 2)}
+    method.mixture = {
+        "weights": weights,
+        "means": torch.tensor([[-20.0, 0.0], [0.0, 20.0], [20.0, 0.0]]),
+        "logvars": torch.zeros(3, 2),
+    }
     z = method.sample_latent(20_000, _gen(6))
     nearest = torch.cdist(z, method.mixture["means"]).argmin(1)
     torch.testing.assert_close(nearest.bincount(minlength=3) / 20_000, weights, atol=0.015, rtol=0)
@@ -145,33 +163,36 @@ def test_every_class_has_a_description_and_distinct_unit_embeddings(name):
     dataset = DATASETS.get(name)
     assert len(dataset.class_descriptions) == dataset.num_classes
     assert all(len(text.split()) >= 6 for text in dataset.class_descriptions)
-    vectors = class_embeddings(name)
+    vectors = class_embeddings(dataset.class_descriptions)
     assert vectors.shape == (dataset.num_classes, 256) and vectors.dtype == torch.float32
     torch.testing.assert_close(vectors.norm(dim=1), torch.ones(dataset.num_classes))
     cosine = vectors @ vectors.T - 2 * torch.eye(dataset.num_classes)
     assert cosine.max() < 0.9  # no two classes embed (nearly) alike
-    card = embedding_card(name)
+    card = embedding_card(dataset.class_descriptions)
     assert card["dim"] == 256 and card["package"] == "wordllama 0.4.0.post1"
-    assert card["descriptions_sha256"] == hashlib.sha256(json.dumps(list(dataset.class_descriptions)).encode()).hexdigest()
+    assert (
+        card["descriptions_sha256"] == hashlib.sha256(json.dumps(list(dataset.class_descriptions)).encode()).hexdigest()
+    )
 
 
 def test_embeddings_carry_meaning_the_ankle_boot_is_nearest_to_the_other_shoes():
-    vectors = class_embeddings("fashion-mnist")
+    vectors = class_embeddings(DATASETS.get("fashion-mnist").class_descriptions)
     names = DATASETS.get("fashion-mnist").class_names
     similarity = vectors @ vectors[names.index("Ankle boot")]
     similarity[names.index("Ankle boot")] = -1
     assert names[int(similarity.argmax())] in ("Sneaker", "Sandal")
 
 
-def test_a_dataset_without_descriptions_gives_a_clear_error():
-    with pytest.raises(ValueError, match="omniglot has no class descriptions") as info:
-        class_embeddings("omniglot")
-    assert all(name in str(info.value) for name in DESCRIBED)
+def test_no_descriptions_give_a_clear_error():
+    with pytest.raises(ValueError, match="no class descriptions were given"):
+        class_embeddings(DATASETS.get("omniglot").class_descriptions)
 
 
 def test_descriptions_must_be_one_per_class():
     with pytest.raises(ValueError, match="1 class descriptions for 2 classes"):
-        ImageDataset("toy", "Toy", ("a", "b"), (1, 4, 4), (), "none", "none", 1, False, class_descriptions=("only one",))
+        ImageDataset(
+            "toy", "Toy", ("a", "b"), (1, 4, 4), (), "none", "none", 1, False, class_descriptions=("only one",)
+        )
 
 
 # -- episodes and the transfer protocol on a synthetic task -----------------------------------------
@@ -180,11 +201,31 @@ def _task(dataset: str = "fashion-mnist", base: bool = True, novel: int = 9, sha
     classes = [c for c in range(10) if c != novel] if base else []
     labels = torch.tensor(classes, dtype=torch.int64).repeat_interleave(12)
     images = (labels.float() / 10).view(-1, 1, 1, 1).expand(-1, *shape).clone()
-    info = SplitInfo(dataset=dataset, protocol="novel-class", version=1, split_id="synthetic", novel_class=novel,
-                     novel_class_name=str(novel), shots=3, seed=0, support_indices=(0, 1, 2), n_base=len(labels),
-                     n_reference=0, sha256="")
-    return FewShotTask(base_images=images, base_labels=labels, support=torch.full((3, *shape), novel / 10),
-                       image_shape=shape, num_classes=10, novel_class=novel, allows_hflip=False, info=info)
+    info = SplitInfo(
+        dataset=dataset,
+        protocol="novel-class",
+        version=1,
+        split_id="synthetic",
+        novel_class=novel,
+        novel_class_name=str(novel),
+        shots=3,
+        seed=0,
+        support_indices=(0, 1, 2),
+        n_base=len(labels),
+        n_reference=0,
+        sha256="",
+    )
+    return FewShotTask(
+        base_images=images,
+        base_labels=labels,
+        support=torch.full((3, *shape), novel / 10),
+        image_shape=shape,
+        num_classes=10,
+        novel_class=novel,
+        allows_hflip=False,
+        info=info,
+        class_descriptions=tuple(DATASETS.get(dataset).class_descriptions or ()),
+    )
 
 
 def test_episodes_contain_only_base_classes_with_support_then_query_images():
@@ -212,8 +253,9 @@ def test_pretraining_never_sees_the_novel_class_description(monkeypatch):
     task = _task()
     trained = []
     for novel_row in (torch.zeros(256), torch.ones(256) / 16):
-        def table(dataset, row=novel_row):
-            vectors = class_embeddings(dataset).clone()
+
+        def table(descriptions, row=novel_row):
+            vectors = class_embeddings(descriptions).clone()
             vectors[9] = row
             return vectors
 

@@ -7,11 +7,20 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from bench.check import (BASELINE_SCHEMA, NOT_COMPARABLE, OK, REGRESSION, SKIPPED, SPREAD_SAFETY, BaselineError, check,
-                         write_baseline)
-from bench.cli import app
-from bench.leaderboard import card_fingerprint
-from bench.store import ResultStore
+from bench.harness.check import (
+    BASELINE_SCHEMA,
+    NOT_COMPARABLE,
+    OK,
+    REGRESSION,
+    SKIPPED,
+    SPREAD_SAFETY,
+    BaselineError,
+    check,
+    write_baseline,
+)
+from bench.harness.cli import app
+from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CARD = {"n_samples": 1000, "feature_weights_sha256": "aaaa"}
@@ -52,7 +61,9 @@ def make_store(path, records):
 @pytest.fixture
 def baseline(tmp_path):
     """A baseline of vae's mse and brisque over seeds 0 and 1 (mse mean 0.06, brisque mean 30)."""
-    source = make_store(tmp_path / "a", [record("vae", 0, mse=0.05, brisque=29.0), record("vae", 1, mse=0.07, brisque=31.0)])
+    source = make_store(
+        tmp_path / "a", [record("vae", 0, mse=0.05, brisque=29.0), record("vae", 1, mse=0.07, brisque=31.0)]
+    )
     path = tmp_path / "baseline.json"
     assert write_baseline(source, path, relative=0.1, absolute=0.0) == 2
     return path
@@ -106,8 +117,10 @@ def test_a_card_mismatch_is_not_comparable_and_fails_only_with_strict(tmp_path, 
 def test_an_unavailable_outcome_is_skipped_with_its_reason_even_with_strict(tmp_path, baseline):
     reason = "BRISQUE model files not found: /usr/share/opencv4/quality/brisque_model_live.yml"
     results = tmp_path / "current"
-    make_store(results, [record("vae", s, mse=0.06, brisque={"status": "unavailable", "reason": reason, "card": CARD})
-                         for s in (0, 1)])
+    make_store(
+        results,
+        [record("vae", s, mse=0.06, brisque={"status": "unavailable", "reason": reason, "card": CARD}) for s in (0, 1)],
+    )
     row = rows_by_metric(ResultStore(results), baseline)["brisque"]
     assert row.status == SKIPPED and reason in row.reason and not row.regressed
     for flags in ([], ["--strict"]):
@@ -118,8 +131,13 @@ def test_an_unavailable_outcome_is_skipped_with_its_reason_even_with_strict(tmp_
 
 def test_an_error_a_failed_run_or_a_missing_result_is_a_regression(tmp_path, baseline):
     results = tmp_path / "current"
-    make_store(results, [record("vae", 0, mse=0.06, brisque={"status": "error", "error": "ValueError: boom", "card": CARD}),
-                         record("vae", 1, mse=0.06, brisque=30.0)])
+    make_store(
+        results,
+        [
+            record("vae", 0, mse=0.06, brisque={"status": "error", "error": "ValueError: boom", "card": CARD}),
+            record("vae", 1, mse=0.06, brisque=30.0),
+        ],
+    )
     rows = rows_by_metric(ResultStore(results), baseline)
     assert rows["brisque"].status == REGRESSION and "boom" in rows["brisque"].reason
     make_store(results, [record("vae", 1, status="failed")])
@@ -147,8 +165,14 @@ def test_a_real_move_beyond_tolerance_is_a_regression(tmp_path, baseline):
 
 def test_an_old_schema_baseline_says_to_regenerate_it(tmp_path):
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"schema": 1, "entries": [
-        {"split_id": SPLIT, "profile": "smoke", "method": "vae", "metric": "mse", "mean": 0.06}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "entries": [{"split_id": SPLIT, "profile": "smoke", "method": "vae", "metric": "mse", "mean": 0.06}],
+            }
+        )
+    )
     with pytest.raises(BaselineError, match="regenerate it with `bench baseline"):
         check(ResultStore(tmp_path / "r"), path)
     result = invoke("check", "--baseline", path, "--results-dir", tmp_path / "r")
@@ -156,19 +180,30 @@ def test_an_old_schema_baseline_says_to_regenerate_it(tmp_path):
 
 
 # Two machines' means of mse over seeds 0 and 1: machine A, machine C.
-MACHINE_A = {"vae": (0.05, 0.07), "gan": (0.09, 0.11), "cgan": (0.02, 0.02), "dcgan": (0.05, 0.05), "infogan": (0.05, 0.05)}
+MACHINE_A = {
+    "vae": (0.05, 0.07),
+    "gan": (0.09, 0.11),
+    "cgan": (0.02, 0.02),
+    "dcgan": (0.05, 0.05),
+    "infogan": (0.05, 0.05),
+}
 MACHINE_C = {"vae": (0.052, 0.072), "gan": (0.085, 0.105), "cgan": (0.023, 0.023)}
 
 
 @pytest.fixture
 def spread_baseline(tmp_path):
     a = make_store(tmp_path / "a", [record(m, s, mse=v[s], ssim=0.3) for m, v in MACHINE_A.items() for s in (0, 1)])
-    c = make_store(tmp_path / "c", [record(m, s, mse=v[s], ssim=0.3) for m, v in MACHINE_C.items() for s in (0, 1)]
-                   # Not the same measurement (another card) or not the same seeds: not part of the spread.
-                   + [record("dcgan", s, mse=ok(0.5, {**CARD, "n_samples": 10}), ssim=0.3) for s in (0, 1)]
-                   + [record("infogan", 0, mse=0.9, ssim=0.3)])
+    c = make_store(
+        tmp_path / "c",
+        [record(m, s, mse=v[s], ssim=0.3) for m, v in MACHINE_C.items() for s in (0, 1)]
+        # Not the same measurement (another card) or not the same seeds: not part of the spread.
+        + [record("dcgan", s, mse=ok(0.5, {**CARD, "n_samples": 10}), ssim=0.3) for s in (0, 1)]
+        + [record("infogan", 0, mse=0.9, ssim=0.3)],
+    )
     path = tmp_path / "baseline.json"
-    result = invoke("baseline", "--out", path, "--results-dir", a.root, "--spread-from", c.root, "--spread-note", "avx2 run")
+    result = invoke(
+        "baseline", "--out", path, "--results-dir", a.root, "--spread-from", c.root, "--spread-note", "avx2 run"
+    )
     assert result.exit_code == 0, result.output
     return path
 
@@ -206,8 +241,14 @@ def test_a_move_just_inside_the_spread_tolerance_passes_and_just_outside_fails(t
     assert tolerance > 0.1 * mean  # wider than the default tolerance
     for factor, exit_code in ((1 - 1e-6), 0), ((1 + 1e-6), 1):
         results = tmp_path / f"moved{factor}"
-        make_store(results, [record(m, s, mse=v[s] + (tolerance * factor if m == method else 0.0), ssim=0.3)
-                             for m, v in MACHINE_A.items() for s in (0, 1)])
+        make_store(
+            results,
+            [
+                record(m, s, mse=v[s] + (tolerance * factor if m == method else 0.0), ssim=0.3)
+                for m, v in MACHINE_A.items()
+                for s in (0, 1)
+            ],
+        )
         rows = {(r.method, r.metric): r for r in check(ResultStore(results), spread_baseline)}
         assert rows[(method, "mse")].tolerance == pytest.approx(tolerance, rel=1e-9)
         assert rows[(method, "mse")].status == (OK if exit_code == 0 else REGRESSION)
@@ -224,11 +265,18 @@ def test_a_spread_source_without_the_same_sweep_is_refused(tmp_path):
 
 
 def test_differences_inside_the_absolute_floor_do_not_widen_the_relative_band():
-    from bench.check import measure_spread
+    from bench.harness.check import measure_spread
 
     def entry(method, metric, mean):
-        return {"split_id": SPLIT, "profile": "smoke", "method": method, "metric": metric, "mean": mean,
-                "card": "c", "seeds": [0]}
+        return {
+            "split_id": SPLIT,
+            "profile": "smoke",
+            "method": method,
+            "metric": metric,
+            "mean": mean,
+            "card": "c",
+            "seeds": [0],
+        }
 
     here = [entry("gan", "precision", 0.010), entry("vae", "precision", 0.50)]
     there = [entry("gan", "precision", 0.005), entry("vae", "precision", 0.30)]

@@ -2,11 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import requires_data
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.splits import load_dataset
-from conftest import requires_data
+from bench.data.splits import load_dataset
+from bench.harness.cli import app
 
 runner = CliRunner()
 
@@ -15,18 +15,24 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["run", "--methods", "vaee", "--dataset", "fashion-mnist"], "Did you mean 'vae'?"),
-    (["run", "--methods", "vae", "--dataset", "fashion-mnst"], "Did you mean 'fashion-mnist'?"),
-    (["run", "--methods", "vae", "--dataset", "mnist", "--profile", "quik"], "Did you mean 'quick'?"),
-    (["run", "--methods", "vae", "--dataset", "mnist", "--metrics", "mse,ssmi"], "Did you mean 'ssim'?"),
-    (["run", "--methods", "vae", "--dataset", "mnist", "--shots", "0"], "--shots must be"),
-    (["run", "--methods", "vae", "--dataset", "mnist", "--seeds", "0,x"], "--seeds takes"),
-    (["run", "--methods", "vae", "--dataset", "mnist", "--device", "tpu"], "--device"),
-    (["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "ankle bot"], "Did you mean 'Ankle boot'?"),
-    (["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "12"], "out of range"),
-    (["list", "method"], "Did you mean 'methods'?"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "--methods", "vaee", "--dataset", "fashion-mnist"], "Did you mean 'vae'?"),
+        (["run", "--methods", "vae", "--dataset", "fashion-mnst"], "Did you mean 'fashion-mnist'?"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--profile", "quik"], "Did you mean 'quick'?"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--metrics", "mse,ssmi"], "Did you mean 'ssim'?"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--shots", "0"], "--shots must be"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--seeds", "0,x"], "--seeds takes"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--device", "tpu"], "--device"),
+        (
+            ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "ankle bot"],
+            "Did you mean 'Ankle boot'?",
+        ),
+        (["run", "--methods", "vae", "--dataset", "fashion-mnist", "--novel-class", "12"], "out of range"),
+        (["list", "method"], "Did you mean 'methods'?"),
+    ],
+)
 def test_bad_names_exit_2_with_valid_choices(args, expected, tmp_path):
     result = invoke(*args, *(["--results-dir", tmp_path / "r"] if args[0] == "run" else []))
     assert result.exit_code == 2, result.output
@@ -42,10 +48,24 @@ def test_list_shows_every_registry():
 
 @requires_data("fashion-mnist")
 def test_run_smoke_two_seeds_writes_records_and_leaderboard(tmp_path):
-    result = invoke("run", "--methods", "vae", "--dataset", "fashion-mnist", "--profile", "smoke",
-                    "--seeds", "0,1", "--samples", "60", "--results-dir", tmp_path / "results", "--json")
+    result = invoke(
+        "run",
+        "--methods",
+        "vae",
+        "--dataset",
+        "fashion-mnist",
+        "--profile",
+        "smoke",
+        "--seeds",
+        "0,1",
+        "--samples",
+        "60",
+        "--results-dir",
+        tmp_path / "results",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout[result.stdout.index("["):])
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert [r["key"]["seed"] for r in records] == [0, 1] and all(r["status"] == "ok" for r in records)
     assert len(list((tmp_path / "results" / "runs").rglob("*.json"))) == 2
     board = (tmp_path / "leaderboard.md").read_text()
@@ -70,12 +90,15 @@ def test_evaluate_scores_real_images_better_than_noise(tmp_path):
     assert scores["real"]["ssim"]["value"] > scores["noise"]["ssim"]["value"]
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.full((10, 28, 28), np.nan, dtype=np.float32), "NaN"),
-    (np.zeros((10, 32, 32), dtype=np.uint8), "shape"),
-    (np.full((10, 28, 28), 2.0, dtype=np.float32), "[0, 1]"),
-    (np.zeros((10, 28, 28), dtype=np.int64), "dtype"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((10, 28, 28), np.nan, dtype=np.float32), "NaN"),
+        (np.zeros((10, 32, 32), dtype=np.uint8), "shape"),
+        (np.full((10, 28, 28), 2.0, dtype=np.float32), "[0, 1]"),
+        (np.zeros((10, 28, 28), dtype=np.int64), "dtype"),
+    ],
+)
 @requires_data("fashion-mnist")
 def test_evaluate_rejects_bad_sample_files(tmp_path, array, message):
     path = tmp_path / "bad.npz"
@@ -88,14 +111,31 @@ def test_evaluate_rejects_bad_sample_files(tmp_path, array, message):
 
 def test_check_exits_1_naming_the_regression(tmp_path):
     from test_leaderboard_check import SPLIT, record
-    from bench.leaderboard import card_fingerprint
-    from bench.store import ResultStore
+
+    from bench.harness.leaderboard import card_fingerprint
+    from bench.harness.store import ResultStore
 
     store = ResultStore(tmp_path / "results")
     store.write(record("vae", 0, 0.08, 0.2))
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"schema": 2, "entries": [
-        {"split_id": SPLIT, "profile": "quick", "method": "vae", "metric": "mse", "mean": 0.06, "card": card_fingerprint({}), "seeds": [0]}]}))
+    baseline.write_text(
+        json.dumps(
+            {
+                "schema": 2,
+                "entries": [
+                    {
+                        "split_id": SPLIT,
+                        "profile": "quick",
+                        "method": "vae",
+                        "metric": "mse",
+                        "mean": 0.06,
+                        "card": card_fingerprint({}),
+                        "seeds": [0],
+                    }
+                ],
+            }
+        )
+    )
     result = invoke("check", "--baseline", baseline, "--results-dir", tmp_path / "results")
     assert result.exit_code == 1 and "regression: vae mse" in result.output
     result = invoke("baseline", "--out", tmp_path / "new.json", "--results-dir", tmp_path / "results")
@@ -105,18 +145,33 @@ def test_check_exits_1_naming_the_regression(tmp_path):
 
 @requires_data("fashion-mnist")
 def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
-    result = invoke("run", "--methods", "vae,support-copy", "--dataset", "fashion-mnist", "--profile", "smoke",
-                    "--novel-class", "all", "--metrics", "mse,support_nn_mse", "--samples", "20",
-                    "--results-dir", tmp_path / "results", "--json")
+    result = invoke(
+        "run",
+        "--methods",
+        "vae,support-copy",
+        "--dataset",
+        "fashion-mnist",
+        "--profile",
+        "smoke",
+        "--novel-class",
+        "all",
+        "--metrics",
+        "mse,support_nn_mse",
+        "--samples",
+        "20",
+        "--results-dir",
+        tmp_path / "results",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout[result.stdout.index("["):])
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert sorted({r["split"]["novel_class"] for r in records}) == list(range(10)) and len(records) == 20
     _, data = load_dataset("fashion-mnist")
     for record in records:  # every run's support set comes from its own held-out class
         assert set(data.train_labels[list(record["split"]["support_indices"])]) == {record["split"]["novel_class"]}
     board = (tmp_path / "leaderboard.md").read_text()
     assert "fashion-mnist/novel*-4shot.v1 · profile `smoke` · class rotation over 10 held-out classes" in board
-    rotation = board[board.index("class rotation over"):]
+    rotation = board[board.index("class rotation over") :]
     assert "| `vae` | 1.00 |" in rotation and "`support-copy` (reference)" in rotation
     assert "| `support-copy` | " not in rotation  # reference rows are never ranked
 
@@ -124,11 +179,26 @@ def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
 @requires_data("cifar10")
 def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
     # Pixel and quality metrics only, to keep it short; the evaluator metrics on RGB are covered by the shipped weights' tests.
-    result = invoke("run", "--methods", "vae,support-copy", "--dataset", "cifar10", "--shots", "1", "--profile", "smoke",
-                    "--metrics", "mse,ssim,brisque,support_nn_mse", "--samples", "40", "--results-dir", tmp_path / "results",
-                    "--json")
+    result = invoke(
+        "run",
+        "--methods",
+        "vae,support-copy",
+        "--dataset",
+        "cifar10",
+        "--shots",
+        "1",
+        "--profile",
+        "smoke",
+        "--metrics",
+        "mse,ssim,brisque,support_nn_mse",
+        "--samples",
+        "40",
+        "--results-dir",
+        tmp_path / "results",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout[result.stdout.index("["):])
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records) and records[0]["split"]["split_id"] == "cifar10/novel9-1shot.v1"
     assert all(o["status"] == "ok" for r in records for o in r["metrics"].values())
     board = (tmp_path / "leaderboard.md").read_text()
@@ -153,11 +223,24 @@ def image_folder(tmp_path_factory):
 @requires_data("fashion-mnist")
 def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, image_folder):
     with pytest.warns(UserWarning, match=r"1 unreadable files skipped: \['sneaker/broken.png'\]"):
-        result = invoke("run", "--methods", "vae,support-copy", "--dataset", f"folder:{image_folder}@28", "--profile",
-                        "smoke", "--metrics", "mse,ssim,support_nn_mse", "--samples", "20",
-                        "--results-dir", tmp_path / "results", "--json")
+        result = invoke(
+            "run",
+            "--methods",
+            "vae,support-copy",
+            "--dataset",
+            f"folder:{image_folder}@28",
+            "--profile",
+            "smoke",
+            "--metrics",
+            "mse,ssim,support_nn_mse",
+            "--samples",
+            "20",
+            "--results-dir",
+            tmp_path / "results",
+            "--json",
+        )
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout[result.stdout.index("["):])
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records)
     split = records[0]["split"]
     assert split["split_id"].startswith("folder-shoes-") and split["novel_class_name"] == "sneaker"
@@ -168,8 +251,8 @@ def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, imag
 
 @requires_data("fashion-mnist")
 def test_an_image_folder_split_keeps_reference_images_out_of_training(image_folder):
-    from bench.datasets import DATASETS
-    from bench.splits import make_split
+    from bench.data.datasets import DATASETS
+    from bench.data.splits import make_split
 
     name = DATASETS.get(f"folder:{image_folder}@28").name
     first, again = make_split(name, shots=3, seed=0), make_split(name, shots=3, seed=0)
@@ -181,12 +264,18 @@ def test_an_image_folder_split_keeps_reference_images_out_of_training(image_fold
 
 def test_bad_image_folders_say_what_is_wrong(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'empty'}", "--results-dir", tmp_path / "r")
+    result = invoke(
+        "run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'empty'}", "--results-dir", tmp_path / "r"
+    )
     assert result.exit_code == 2 and "no files and no class sub-folders" in " ".join(result.output.split())
     (tmp_path / "one" / "cats").mkdir(parents=True)
-    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'one'}", "--results-dir", tmp_path / "r")
+    result = invoke(
+        "run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'one'}", "--results-dir", tmp_path / "r"
+    )
     assert result.exit_code == 2 and "at least 2 class sub-folders" in " ".join(result.output.split())
-    result = invoke("run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'missing'}", "--results-dir", tmp_path / "r")
+    result = invoke(
+        "run", "--methods", "vae", "--dataset", f"folder:{tmp_path / 'missing'}", "--results-dir", tmp_path / "r"
+    )
     assert result.exit_code == 1 and "is not a folder" in " ".join(result.output.split())
 
 
@@ -208,10 +297,25 @@ def flat_folder(tmp_path_factory):
 def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat_folder, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no InceptionV3 weights here
     with pytest.warns(UserWarning, match="1 unreadable files skipped"):
-        result = invoke("run", "--methods", "vae,support-copy,imle", "--dataset", f"folder:{flat_folder}@28", "--shots", "36",
-                        "--profile", "smoke", "--metrics", "fid,density,class_consistency,mse,support_nn_mse",
-                        "--samples", "20", "--results-dir", tmp_path / "results", "--json")
-    records = json.loads(result.stdout[result.stdout.index("["):])
+        result = invoke(
+            "run",
+            "--methods",
+            "vae,support-copy,imle",
+            "--dataset",
+            f"folder:{flat_folder}@28",
+            "--shots",
+            "36",
+            "--profile",
+            "smoke",
+            "--metrics",
+            "fid,density,class_consistency,mse,support_nn_mse",
+            "--samples",
+            "20",
+            "--results-dir",
+            tmp_path / "results",
+            "--json",
+        )
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records), result.output
     split = records[0]["split"]
     assert split["protocol"] == "unconditional" and split["split_id"].endswith("/unconditional-36shot.v1")
@@ -220,7 +324,9 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
     assert metrics["mse"]["status"] == "ok" and metrics["support_nn_mse"]["status"] == "ok"
     # No classes, no domain evaluator: the distribution metrics use InceptionV3 and say which file is missing.
     assert "weights-inception-2015-12-05-6726825d.pth" in metrics["fid"]["reason"]
-    assert "no classes" in metrics["density"]["error"] and "no classes" in metrics["class_consistency"]["error"]
+    # The metrics that only the domain evaluator can compute are not applicable, with the reason.
+    for name in ("density", "class_consistency"):
+        assert metrics[name]["status"] == "not_applicable" and "no classes" in metrics[name]["reason"]
     assert records[0]["training_log"]["pretrain"].startswith("skipped")
     assert records[2]["method"]["name"] == "imle" and records[2]["metrics"]["mse"]["status"] == "ok"
     # The support copies reach the support set exactly; the VAE does not.
@@ -230,8 +336,8 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
 
 @requires_data("fashion-mnist")
 def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
-    from bench.datasets import DATASETS
-    from bench.splits import make_run_split
+    from bench.data.datasets import DATASETS
+    from bench.data.splits import make_run_split
 
     name = DATASETS.get(f"folder:{flat_folder}@28").name
     first, again, other = (make_run_split(name, 10, seed) for seed in (0, 0, 1))
@@ -248,13 +354,21 @@ def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
 
 @requires_data("fashion-mnist")
 def test_evaluate_uses_the_shipped_evaluator_and_trains_nothing(tmp_path, monkeypatch):
-    from bench import evaluator
+    from bench.features import evaluator
 
     monkeypatch.setattr(evaluator, "_train", lambda *a, **k: pytest.fail("bench evaluate must not train a ruler"))
     _, data = load_dataset("fashion-mnist")
     np.savez(tmp_path / "boots.npz", samples=data.train_images[data.train_labels == 9][-200:, 0])
-    result = invoke("evaluate", "--samples", tmp_path / "boots.npz", "--dataset", "fashion-mnist", "--metrics", "fid,coverage",
-                    "--json")
+    result = invoke(
+        "evaluate",
+        "--samples",
+        tmp_path / "boots.npz",
+        "--dataset",
+        "fashion-mnist",
+        "--metrics",
+        "fid,coverage",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     fid = json.loads(result.stdout)["metrics"]["fid"]
     assert fid["card"]["feature_weights_sha256"] == evaluator.PINNED_WEIGHTS["fashion-mnist"].sha256
@@ -264,18 +378,50 @@ def test_evaluate_uses_the_shipped_evaluator_and_trains_nothing(tmp_path, monkey
 def test_evaluate_scores_a_stored_omniglot_sample_file_as_the_run_did(tmp_path):
     """Task sets: samples in task order, per-task metrics averaged, as `bench run` stores and scores them."""
     metrics = "mse,ssim,support_nn_mse"
-    result = invoke("run", "--methods", "support-augment", "--dataset", "omniglot", "--shots", "1", "--characters", "3",
-                    "--profile", "smoke", "--samples", "30", "--metrics", metrics, "--results-dir", tmp_path / "results",
-                    "--json")
+    result = invoke(
+        "run",
+        "--methods",
+        "support-augment",
+        "--dataset",
+        "omniglot",
+        "--shots",
+        "1",
+        "--characters",
+        "3",
+        "--profile",
+        "smoke",
+        "--samples",
+        "30",
+        "--metrics",
+        metrics,
+        "--results-dir",
+        tmp_path / "results",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout[result.stdout.index("["):])[0]
+    record = json.loads(result.stdout[result.stdout.index("[") :])[0]
     stored = tmp_path / "results" / record["artifacts"]["samples"]
-    result = invoke("evaluate", "--samples", stored, "--dataset", "omniglot", "--shots", "1", "--characters", "3",
-                    "--metrics", metrics, "--json")
+    result = invoke(
+        "evaluate",
+        "--samples",
+        stored,
+        "--dataset",
+        "omniglot",
+        "--shots",
+        "1",
+        "--characters",
+        "3",
+        "--metrics",
+        metrics,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)["metrics"]
-    assert {name: scored[name]["value"] for name in scored} == {name: record["metrics"][name]["value"] for name in scored}
+    assert {name: scored[name]["value"] for name in scored} == {
+        name: record["metrics"][name]["value"] for name in scored
+    }
     np.savez(tmp_path / "odd.npz", samples=np.zeros((31, 28, 28), np.uint8))
-    result = invoke("evaluate", "--samples", tmp_path / "odd.npz", "--dataset", "omniglot", "--shots", "1",
-                    "--characters", "3")
+    result = invoke(
+        "evaluate", "--samples", tmp_path / "odd.npz", "--dataset", "omniglot", "--shots", "1", "--characters", "3"
+    )
     assert result.exit_code == 2 and "cannot be divided among the 3 tasks" in result.output

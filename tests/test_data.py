@@ -3,11 +3,11 @@ import hashlib
 
 import numpy as np
 import pytest
-
-from bench.datasets import DATASETS, DataIntegrityError, DataNotFoundError
-from bench.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
-from tests_helpers import write_idx
 from conftest import requires_data
+from tests_helpers import write_idx
+
+from bench.data.datasets import DATASETS, DataIntegrityError, DataNotFoundError
+from bench.data.datasets._base import ArraySlot, DataFile, ImageDataset, read_idx
 
 
 def test_idx_decoding_matches_header_and_bytes():
@@ -23,8 +23,12 @@ def test_idx_decoding_matches_header_and_bytes():
 
 
 def _toy_dataset(filename: str, content: bytes) -> ImageDataset:
-    data_file = DataFile(filename, read_idx, content_sha256=frozenset({hashlib.sha256(content).hexdigest()}),
-                         urls=("http://127.0.0.1:9/unreachable.gz",))
+    data_file = DataFile(
+        filename,
+        read_idx,
+        content_sha256=frozenset({hashlib.sha256(content).hexdigest()}),
+        urls=("http://127.0.0.1:9/unreachable.gz",),
+    )
     slot = ArraySlot("train_images", (data_file,))
     return ImageDataset("toy", "Toy", ("a", "b"), (1, 2, 2), (slot,), "none", "none", 1, False)
 

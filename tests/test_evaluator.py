@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from bench.evaluator import DomainCNN, EvaluatorConfig, _train, weights_digest
-from bench.progress import NullReporter
+from bench.features.evaluator import DomainCNN, EvaluatorConfig, _train, weights_digest
+from bench.sdk.progress import NullReporter
 
 
 def _tiny_data(seed: int = 0):
@@ -22,7 +22,9 @@ def test_training_twice_gives_identical_weights_and_a_different_seed_does_not():
     config = EvaluatorConfig(width=4, epochs=1, batch_size=64)
     first, card = _train(_tiny_data(), (1, 12, 12), 3, config, NullReporter())
     second, _ = _train(_tiny_data(), (1, 12, 12), 3, config, NullReporter())
-    other, _ = _train(_tiny_data(), (1, 12, 12), 3, EvaluatorConfig(width=4, epochs=1, batch_size=64, seed=1), NullReporter())
+    other, _ = _train(
+        _tiny_data(), (1, 12, 12), 3, EvaluatorConfig(width=4, epochs=1, batch_size=64, seed=1), NullReporter()
+    )
     assert weights_digest(first) == weights_digest(second)
     assert weights_digest(first) != weights_digest(other)
     assert card["test_accuracy"] > 0.6  # well above chance (1/3): training did run
@@ -41,20 +43,28 @@ def test_weights_digest_sees_every_parameter():
 import json  # noqa: E402
 
 import pytest  # noqa: E402
-
-from bench import evaluator as module  # noqa: E402
-from bench.evaluator import (PINNED_WEIGHTS, EvaluatorWeightsError, find_pinned_weights, load_domain_evaluator,  # noqa: E402
-                             read_evaluator)
 from conftest import requires_data  # noqa: E402
+
+from bench.features import evaluator as module  # noqa: E402
+from bench.features.evaluator import (  # noqa: E402
+    PINNED_WEIGHTS,
+    EvaluatorWeightsError,
+    find_pinned_weights,
+    load_domain_evaluator,
+    read_evaluator,
+)
 
 
 def test_every_dataset_with_classes_ships_pinned_weights():
-    from bench.datasets import DATASETS
-    from bench.datasets.folder import FolderDataset
+    from bench.data.datasets import DATASETS
+    from bench.data.datasets.folder import FolderDataset
 
     # Image folders (registered by `folder:PATH`) cannot be covered by a shipped file: they train on first use.
-    with_classes = {name for name in DATASETS.names() if DATASETS.get(name).evaluator_num_classes >= 2
-                    and not isinstance(DATASETS.get(name), FolderDataset)}
+    with_classes = {
+        name
+        for name in DATASETS.names()
+        if DATASETS.get(name).evaluator_num_classes >= 2 and not isinstance(DATASETS.get(name), FolderDataset)
+    }
     assert with_classes == set(PINNED_WEIGHTS)
     for name in PINNED_WEIGHTS:
         assert find_pinned_weights(name).parent == module.SHIPPED_WEIGHTS_DIR
@@ -63,7 +73,7 @@ def test_every_dataset_with_classes_ships_pinned_weights():
 @pytest.mark.parametrize("dataset", sorted(PINNED_WEIGHTS))
 def test_the_pinned_accuracy_is_what_the_shipped_weights_score_on_the_test_split(dataset):
     """Recomputed here from the test split, not read from the file's card."""
-    from bench.splits import load_dataset
+    from bench.data.splits import load_dataset
 
     try:
         spec, data = load_dataset(dataset)
@@ -91,7 +101,11 @@ def test_a_missing_file_is_an_error_naming_it_and_how_to_restore_it(monkeypatch,
     with pytest.raises(EvaluatorWeightsError) as info:
         load_domain_evaluator("fashion-mnist")
     message = str(info.value)
-    assert PINNED_WEIGHTS["fashion-mnist"].file in message and "git checkout" in message and "bench evaluator train" in message
+    assert (
+        PINNED_WEIGHTS["fashion-mnist"].file in message
+        and "git checkout" in message
+        and "bench evaluator train" in message
+    )
 
 
 def test_an_altered_file_is_refused_and_the_override_folder_is_searched_first(monkeypatch, tmp_path):
@@ -125,7 +139,7 @@ def test_saved_evaluators_round_trip_to_identical_weights(tmp_path):
 def test_bench_evaluator_list_shows_each_pinned_file_and_where_it_was_found():
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.harness.cli import app
 
     result = CliRunner().invoke(app, ["evaluator", "list", "--json"])
     assert result.exit_code == 0, result.output

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.export import COLUMNS, export_frame
-from bench.leaderboard import card_fingerprint
-from bench.store import ResultStore, RunKey
+from bench.harness.cli import app
+from bench.harness.export import COLUMNS, export_frame
+from bench.harness.leaderboard import card_fingerprint
+from bench.harness.store import ResultStore, RunKey
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CODE = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False}
@@ -148,12 +148,15 @@ def test_a_truncated_record_is_reported_and_skipped(store):
     _check_rows(pd.read_csv(io.StringIO(result.stdout), dtype=AS_TEXT))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--format", "xlsx"], "Valid formats: csv, jsonl, parquet"),
-    (["--format", "parquet"], "--out"),
-    (["--methods", "dcgn"], "Did you mean 'dcgan'?"),
-    (["--metrics", "kdi"], "Did you mean 'kid'?"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--format", "xlsx"], "Valid formats: csv, jsonl, parquet"),
+        (["--format", "parquet"], "--out"),
+        (["--methods", "dcgn"], "Did you mean 'dcgan'?"),
+        (["--metrics", "kdi"], "Did you mean 'kid'?"),
+    ],
+)
 def test_usage_errors_exit_2(store, args, expected):
     result = invoke("export", "--results-dir", store.root, *args)
     assert result.exit_code == 2, result.output

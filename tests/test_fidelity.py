@@ -7,10 +7,10 @@ and cached in BENCH_CACHE_DIR.
 import numpy as np
 import pytest
 import torch
-
-from bench.evaluation import evaluate
-from bench.splits import load_dataset, to_float
 from conftest import requires_data
+
+from bench.data.splits import load_dataset, to_float
+from bench.harness.evaluation import evaluate
 
 pytestmark = requires_data("fashion-mnist")
 FIDELITY = ["fid", "kid", "precision", "recall", "class_consistency"]
@@ -18,7 +18,7 @@ FIDELITY = ["fid", "kid", "precision", "recall", "class_consistency"]
 
 @pytest.fixture(scope="module")
 def evaluator():
-    from bench.evaluator import load_domain_evaluator
+    from bench.features.evaluator import load_domain_evaluator
 
     return load_domain_evaluator("fashion-mnist")
 
@@ -38,8 +38,16 @@ def sandals():
 
 
 def score(samples, split, metrics=FIDELITY, **settings):
-    outcomes, _ = evaluate(samples, reference=split.reference, support=split.task.support, dataset="fashion-mnist",
-                           novel_class=9, metric_names=metrics, seed=0, settings=settings)
+    outcomes, _ = evaluate(
+        samples,
+        reference=split.reference,
+        support=split.task.support,
+        dataset="fashion-mnist",
+        novel_class=9,
+        metric_names=metrics,
+        seed=0,
+        settings=settings,
+    )
     for name, outcome in outcomes.items():
         assert outcome["status"] == "ok", (name, outcome)
     return {name: outcome["value"] for name, outcome in outcomes.items()}, outcomes
@@ -73,7 +81,9 @@ def test_evaluator_is_accurate_and_its_card_is_complete(evaluator):
 
 def test_fid_matches_an_independent_computation(evaluator, fashion_split, unseen):
     values, outcomes = score(unseen, fashion_split, ["fid"])
-    expected = _independent_fid(_float32_features(evaluator, unseen), _float32_features(evaluator, fashion_split.reference))
+    expected = _independent_fid(
+        _float32_features(evaluator, unseen), _float32_features(evaluator, fashion_split.reference)
+    )
     assert values["fid"] == pytest.approx(expected, rel=1e-6)
     assert outcomes["fid"]["card"]["feature_weights_sha256"] == evaluator.card["weights_sha256"]
 
@@ -108,8 +118,14 @@ def test_kid_subsets_are_smaller_than_the_sample_set(fashion_split, unseen):
 
 
 def test_too_few_samples_for_precision_and_recall_leave_fid_standing(fashion_split, unseen):
-    outcomes, _ = evaluate(unseen[:3], reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,
-                           metric_names=["fid", "precision", "recall"], seed=0)
+    outcomes, _ = evaluate(
+        unseen[:3],
+        reference=fashion_split.reference,
+        dataset="fashion-mnist",
+        novel_class=9,
+        metric_names=["fid", "precision", "recall"],
+        seed=0,
+    )
     assert outcomes["fid"]["status"] == "ok" and "rank-deficient" in outcomes["fid"]["flag"]
     for name in ("precision", "recall"):
         assert outcomes[name]["status"] == "error" and "more than k=3" in outcomes[name]["error"]
@@ -141,8 +157,14 @@ def test_copies_of_the_support_set_are_caught(fashion_split, unseen):
 
 def test_inception_features_fail_clearly_without_weights(fashion_split, unseen, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    outcomes, _ = evaluate(unseen[:20], reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,
-                           metric_names=["fid"], settings={"feature_extractor": "inception-v3-compat"})
+    outcomes, _ = evaluate(
+        unseen[:20],
+        reference=fashion_split.reference,
+        dataset="fashion-mnist",
+        novel_class=9,
+        metric_names=["fid"],
+        settings={"feature_extractor": "inception-v3-compat"},
+    )
     assert outcomes["fid"]["status"] == "unavailable"
     assert "weights-inception-2015-12-05-6726825d.pth" in outcomes["fid"]["reason"]
     assert str(tmp_path / "torch-home") in outcomes["fid"]["reason"]
@@ -151,11 +173,11 @@ def test_inception_features_fail_clearly_without_weights(fashion_split, unseen, 
 def test_a_weak_evaluator_is_refused(monkeypatch):
     import dataclasses
 
-    from bench import evaluator as module
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
+    from bench.features import evaluator as module
 
     strict = dataclasses.replace(DATASETS.get("fashion-mnist"), evaluator_min_accuracy=0.9999)
     monkeypatch.setitem(DATASETS._entries, "fashion-mnist", strict)
-    monkeypatch.setattr("bench.splits.load_dataset", lambda name: (strict, load_dataset("fashion-mnist")[1]))
+    monkeypatch.setattr("bench.data.splits.load_dataset", lambda name: (strict, load_dataset("fashion-mnist")[1]))
     with pytest.raises(module.EvaluatorTooWeak, match="below the required 0.9999"):
         module.load_domain_evaluator("fashion-mnist")

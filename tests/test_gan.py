@@ -1,13 +1,12 @@
-"""The shared GAN and Reptile machinery, checked against independent computations and by meaning."""
+"""The shared GAN machinery, checked against independent computations and by meaning (Reptile: test_reptile.py)."""
 
 import pytest
 import torch
 import torch.nn as nn
-
-from bench.method import TrainingDiverged
-from methods._gan import CollapseCheck, Player, alternate, critic_wgan_gp, gradient_penalty
-from methods._reptile import reptile_step
 from conftest import requires_data
+
+from bench.sdk.method import TrainingDiverged
+from methods._gan import CollapseCheck, Player, alternate, critic_wgan_gp, gradient_penalty
 
 
 def test_gradient_penalty_of_a_linear_critic_is_its_slope_norm_off_one():
@@ -18,7 +17,9 @@ def test_gradient_penalty_of_a_linear_critic_is_its_slope_norm_off_one():
     penalty = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(1))
     assert penalty.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
     unit = w / w.norm()
-    assert gradient_penalty(lambda x: (x * unit).flatten(1).sum(1), real, fake, torch.Generator()).item() == pytest.approx(0, abs=1e-10)
+    assert gradient_penalty(
+        lambda x: (x * unit).flatten(1).sum(1), real, fake, torch.Generator()
+    ).item() == pytest.approx(0, abs=1e-10)
 
 
 def test_wgan_critic_loss_rewards_separating_real_from_fake():
@@ -27,20 +28,6 @@ def test_wgan_critic_loss_rewards_separating_real_from_fake():
     confused = critic_wgan_gp(lambda x: -x.flatten(1).mean(1), real, fake, torch.Generator().manual_seed(0))
     assert separating["wasserstein"] == pytest.approx(2.0) and confused["wasserstein"] == pytest.approx(-2.0)
     assert separating["loss"] < confused["loss"]
-
-
-def test_reptile_with_unit_sgd_lands_on_the_adapted_weights_and_interpolates_below():
-    meta, adapted = nn.Linear(3, 2), nn.Linear(3, 2)
-    start = [p.detach().clone() for p in meta.parameters()]
-    target = [p.detach().clone() for p in adapted.parameters()]
-    distance = reptile_step(meta, adapted, torch.optim.SGD(meta.parameters(), lr=1.0))
-    assert distance == pytest.approx(sum((a - b).pow(2).sum() for a, b in zip(start, target)).sqrt().item())
-    for p, t in zip(meta.parameters(), target):
-        torch.testing.assert_close(p.detach(), t)
-    meta.load_state_dict(dict(zip(("weight", "bias"), start)))
-    reptile_step(meta, adapted, torch.optim.SGD(meta.parameters(), lr=0.25))
-    for p, s, t in zip(meta.parameters(), start, target):
-        torch.testing.assert_close(p.detach(), s + 0.25 * (t - s))
 
 
 def _player(name, values):
@@ -57,8 +44,11 @@ def test_a_non_finite_loss_stops_training_with_the_step():
 def test_a_collapsed_discriminator_is_detected_and_a_balanced_one_is_not():
     def discriminator(p_real, p_fake):
         parameter = nn.Parameter(torch.zeros(()))
-        return Player("d", lambda step: {"loss": parameter * 0 + 1.0, "p_real": torch.tensor(p_real),
-                                         "p_fake": torch.tensor(p_fake)}, torch.optim.SGD([parameter], lr=0.1))
+        return Player(
+            "d",
+            lambda step: {"loss": parameter * 0 + 1.0, "p_real": torch.tensor(p_real), "p_fake": torch.tensor(p_fake)},
+            torch.optim.SGD([parameter], lr=0.1),
+        )
 
     generator = _player("g", lambda step: torch.tensor(1.0))
     with pytest.raises(TrainingDiverged, match="discriminator collapse"):

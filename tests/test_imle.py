@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from conftest import requires_data
 
 from methods._imle import IMLEBudget, pairwise_squared_distances
 from methods.adaimle import AdaptiveIMLE
 from methods.imle import IMLE
 from methods.rsimle import RejectionSamplingIMLE
-from conftest import requires_data
 
 
 def test_chunked_distances_equal_brute_force():

@@ -2,8 +2,8 @@
 
 import re
 
-from bench.leaderboard import AUGMENT_DIVERSITY, COPIES, write_leaderboard
-from bench.store import ResultStore
+from bench.harness.leaderboard import AUGMENT_DIVERSITY, COPIES, write_leaderboard
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CARD = {"version": "1", "feature_weights_sha256": "a" * 64, "n_samples": 1000}
@@ -16,12 +16,17 @@ def record(method, values, seed=0, is_reference=False, cards=None, loss_curves=F
     if loss_curves:
         artifacts["loss_curves"] = f"plots/{SPLIT}/{method}/quick/seed{seed}.png"
     return {
-        "schema": 1, "status": "ok",
+        "schema": 1,
+        "status": "ok",
         "key": {"method": method, "split_id": SPLIT, "profile": "quick", "seed": seed},
         "method": {"name": method, "is_reference": is_reference},
-        "evaluation": {"n_samples": 1000}, "timings": {"fit": 1.0}, "artifacts": artifacts,
-        "metrics": {name: {"status": "ok", "value": value, "card": dict((cards or {}).get(name, CARD))}
-                    for name, value in values.items()},
+        "evaluation": {"n_samples": 1000},
+        "timings": {"fit": 1.0},
+        "artifacts": artifacts,
+        "metrics": {
+            name: {"status": "ok", "value": value, "card": dict((cards or {}).get(name, CARD))}
+            for name, value in values.items()
+        },
     }
 
 
@@ -36,14 +41,15 @@ def render(tmp_path, records):
 
 def headline(text):
     """The first section's headline: the text from its section heading to its full table."""
-    section = text[text.index("\n## "):]
-    return section[:section.index("All metrics")]
+    section = text[text.index("\n## ") :]
+    return section[: section.index("All metrics")]
 
 
-def headline_rows(text):
-    """{method: [rank, method cell, metric cells..., verdict]} of the first headline table."""
+def headline_rows(text, whole_page=True):
+    """{method: [rank, method cell, metric cells..., verdict]} of the first headline table (of `text` itself when it
+    is not a whole page)."""
     rows = {}
-    for line in headline(text).splitlines():
+    for line in (headline(text) if whole_page else text).splitlines():
         if line.startswith("| ") and not line.startswith("| # |"):
             cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
             rows[re.search(r"\[?([\w-]+)\]?", cells[1].strip("*")).group(1)] = cells
@@ -64,20 +70,25 @@ def full_row(text, method):
 
 
 def test_headline_ranks_by_fid_and_bolds_the_best_method_per_direction(tmp_path):
-    text = render(tmp_path, [
-        record("a", {"fid": 100.0, "precision": 0.5, "mse": 0.03}, loss_curves=True),
-        record("a", {"fid": 120.0, "precision": 0.6, "mse": 0.03}, seed=1, loss_curves=True),
-        record("b", {"fid": 50.0, "precision": 0.4, "mse": 0.02}),
-        record("c", {"fid": 200.0, "precision": 0.9, "mse": 0.01}),
-        record("oracle", {"fid": 5.0, "precision": 0.95, "mse": 0.001}, is_reference=True),  # better, but the scale
-    ])
+    text = render(
+        tmp_path,
+        [
+            record("a", {"fid": 100.0, "precision": 0.5, "mse": 0.03}, loss_curves=True),
+            record("a", {"fid": 120.0, "precision": 0.6, "mse": 0.03}, seed=1, loss_curves=True),
+            record("b", {"fid": 50.0, "precision": 0.4, "mse": 0.02}),
+            record("c", {"fid": 200.0, "precision": 0.9, "mse": 0.01}),
+            record("oracle", {"fid": 5.0, "precision": 0.95, "mse": 0.001}, is_reference=True),  # better, but the scale
+        ],
+    )
     assert "Ranked by fid ↓" in headline(text)
     assert headline_columns(text) == ["#", "method", "fid ↓", "precision ↑", "verdict"]  # mse is not a key metric
     rows = headline_rows(text)
     assert list(rows) == ["b", "a", "c", "oracle"] and [r[0] for r in rows.values()] == ["1", "2", "3", "ref"]
     assert cell(text, "b", "fid ↓") == "**50.0**"  # lower is better
     assert cell(text, "c", "precision ↑") == "**0.900**"  # higher is better
-    assert cell(text, "a", "fid ↓") == "110±14" and cell(text, "a", "precision ↑") == "0.550±0.071"  # mean±std, no interval
+    assert (
+        cell(text, "a", "fid ↓") == "110±14" and cell(text, "a", "precision ↑") == "0.550±0.071"
+    )  # mean±std, no interval
     assert cell(text, "oracle", "fid ↓") == "5.000" and rows["oracle"][1].startswith("*[oracle][")
     assert sum("**" in c for r in rows.values() for c in r[2:]) == 2
     # The method links the grid of its lowest seed and, when recorded, its loss curves.
@@ -98,14 +109,17 @@ def test_a_metric_without_direction_is_never_bold_nor_ranked_by(tmp_path):
 
 def test_a_row_measured_with_another_card_gets_a_footnote_and_is_kept_apart(tmp_path):
     other = {"fid": OTHER_CARD}
-    text = render(tmp_path, [
-        record("a", {"fid": 100.0, "precision": 0.5}),
-        record("b", {"fid": 120.0, "precision": 0.6}),
-        record("c", {"fid": 50.0, "precision": 0.7}, cards=other),  # lowest fid, but another evaluator
-        record("c", {"fid": 70.0, "precision": 0.7}, seed=1, cards=other),
-        record("d", {"fid": 10.0, "precision": 0.1}),  # one seed measured one way, the other another way
-        record("d", {"fid": 30.0, "precision": 0.1}, seed=1, cards=other),
-    ])
+    text = render(
+        tmp_path,
+        [
+            record("a", {"fid": 100.0, "precision": 0.5}),
+            record("b", {"fid": 120.0, "precision": 0.6}),
+            record("c", {"fid": 50.0, "precision": 0.7}, cards=other),  # lowest fid, but another evaluator
+            record("c", {"fid": 70.0, "precision": 0.7}, seed=1, cards=other),
+            record("d", {"fid": 10.0, "precision": 0.1}),  # one seed measured one way, the other another way
+            record("d", {"fid": 30.0, "precision": 0.1}, seed=1, cards=other),
+        ],
+    )
     rows = headline_rows(text)
     assert list(rows) == ["a", "b", "c", "d"] and [r[0] for r in rows.values()] == ["1", "2", "–", "–"]
     assert cell(text, "a", "fid ↓") == "**100**"  # not c's 60 nor d's 10 or 30
@@ -113,7 +127,9 @@ def test_a_row_measured_with_another_card_gets_a_footnote_and_is_kept_apart(tmp_
     assert cell(text, "c", "precision ↑") == "**0.700±0.000**"  # the same card as the others there: compared
     assert cell(text, "d", "fid ↓") == "cards differ by seed"  # never averaged across cards
     note = next(line for line in headline(text).splitlines() if line.startswith("¹ "))
-    assert note.startswith("¹ `c`: fid measured otherwise than `a`, `b`: feature_weights_sha256: bbbbbbbb… vs aaaaaaaa…")
+    assert note.startswith(
+        "¹ `c`: fid measured otherwise than `a`, `b`: feature_weights_sha256: bbbbbbbb… vs aaaaaaaa…"
+    )
     assert "`d`" not in note and "precision" not in note
     assert "60.00 ± 14.14 [50.00, 70.00]¹" in full_row(text, "c") and "¹" not in full_row(text, "a")
     assert "cards differ across seeds" in full_row(text, "d")
@@ -121,19 +137,41 @@ def test_a_row_measured_with_another_card_gets_a_footnote_and_is_kept_apart(tmp_
 
 
 def test_nothing_extra_is_printed_when_every_card_agrees(tmp_path):
-    text = render(tmp_path, [record("a", {"fid": 100.0, "recall": 0.5}), record("b", {"fid": 120.0, "recall": 0.6}),
-                             record("support-augment", {"fid": 90.0, "recall": 0.4}, is_reference=True)])
-    sections = text[text.index("\n## "):]
+    text = render(
+        tmp_path,
+        [
+            record("a", {"fid": 100.0, "recall": 0.5}),
+            record("b", {"fid": 120.0, "recall": 0.6}),
+            record("support-augment", {"fid": 90.0, "recall": 0.4}, is_reference=True),
+        ],
+    )
+    sections = text[text.index("\n## ") :]
     assert not re.search("[¹²³⁴⁵⁶⁷⁸⁹]", sections) and "measured otherwise" not in text and "(card" not in text
 
 
 def test_headline_fits_a_screen_and_has_no_card_tags(tmp_path):
-    metrics = {"fid": 1234.5, "kid": 23456.7, "precision": 0.312, "recall": 0.004, "density": 0.2, "coverage": 0.101,
-               "class_consistency": 0.993, "lpips_backtrack": 0.596, "lpips_backtrack_support": 0.14, "nll": 191.9,
-               "brisque": 47.3, "mse": 0.031, "ssim": 0.57, "support_nn_mse": 0.04, "support_nn_shift_mse": 0.01,
-               "support_nn_feat": 22.1}
+    metrics = {
+        "fid": 1234.5,
+        "kid": 23456.7,
+        "precision": 0.312,
+        "recall": 0.004,
+        "density": 0.2,
+        "coverage": 0.101,
+        "class_consistency": 0.993,
+        "lpips_backtrack": 0.596,
+        "lpips_backtrack_support": 0.14,
+        "nll": 191.9,
+        "brisque": 47.3,
+        "mse": 0.031,
+        "ssim": 0.57,
+        "support_nn_mse": 0.04,
+        "support_nn_shift_mse": 0.01,
+        "support_nn_feat": 22.1,
+    }
     floors = {**metrics, "recall": 0.5, "coverage": 0.5, "support_nn_shift_mse": 0.02, "support_nn_feat": 14.0}
-    other = {m: OTHER_CARD for m in metrics if m not in ("recall", "coverage", "support_nn_shift_mse", "support_nn_feat")}
+    other = {
+        m: OTHER_CARD for m in metrics if m not in ("recall", "coverage", "support_nn_shift_mse", "support_nn_feat")
+    }
     records = []
     for seed in range(3):
         jitter = 1 + 0.1 * seed
@@ -155,42 +193,114 @@ def test_headline_fits_a_screen_and_has_no_card_tags(tmp_path):
 
 
 FLOORS = [
-    record("support-copy", {"recall": 0.0, "coverage": 0.02, "support_nn_shift_mse": 0.0, "support_nn_feat": 0.0},
-           is_reference=True),
-    record("support-augment", {"recall": 0.02, "coverage": 0.2, "support_nn_shift_mse": 0.02, "support_nn_feat": 14.0},
-           is_reference=True),
+    record(
+        "support-copy",
+        {"recall": 0.0, "coverage": 0.02, "support_nn_shift_mse": 0.0, "support_nn_feat": 0.0},
+        is_reference=True,
+    ),
+    record(
+        "support-augment",
+        {"recall": 0.02, "coverage": 0.2, "support_nn_shift_mse": 0.02, "support_nn_feat": 14.0},
+        is_reference=True,
+    ),
 ]
 
 
 def test_the_two_verdicts_fire_independently(tmp_path):
-    text = render(tmp_path, FLOORS + [
-        # close to the support set (shifted copies) but diverse: copies only
-        record("near-diverse", {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.01, "support_nn_feat": 20.0}),
-        # feature distance between the two floors: at or below the larger one, so it copies
-        record("near-in-features", {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.05, "support_nn_feat": 9.0}),
-        # far from the support set but with low coverage (collapsed, under-trained): the diversity verdict only
-        record("far-narrow", {"recall": 0.3, "coverage": 0.1, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
-        record("near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 20.0}),
-        record("far-diverse", {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
-    ])
+    text = render(
+        tmp_path,
+        FLOORS
+        + [
+            # close to the support set (shifted copies) but diverse: copies only
+            record(
+                "near-diverse", {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.01, "support_nn_feat": 20.0}
+            ),
+            # feature distance between the two floors: at or below the larger one, so it copies
+            record(
+                "near-in-features",
+                {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.05, "support_nn_feat": 9.0},
+            ),
+            # far from the support set but with low coverage (collapsed, under-trained): the diversity verdict only
+            record(
+                "far-narrow", {"recall": 0.3, "coverage": 0.1, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}
+            ),
+            record(
+                "near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 20.0}
+            ),
+            record(
+                "far-diverse", {"recall": 0.5, "coverage": 0.6, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}
+            ),
+        ],
+    )
     verdict = {m: cell(text, m, "verdict") for m in headline_rows(text) if not m.startswith("support-")}
     assert verdict == {
-        "near-diverse": COPIES.short, "near-in-features": COPIES.short, "far-narrow": AUGMENT_DIVERSITY.short,
-        "near-narrow": f"{COPIES.short}; {AUGMENT_DIVERSITY.short}", "far-diverse": "-",
+        "near-diverse": COPIES.short,
+        "near-in-features": COPIES.short,
+        "far-narrow": AUGMENT_DIVERSITY.short,
+        "near-narrow": f"{COPIES.short}; {AUGMENT_DIVERSITY.short}",
+        "far-diverse": "-",
     }
     assert full_row(text, "near-diverse").endswith(
-        f"| **{COPIES.full}** (support_nn_shift_mse 0.01 <= support-augment 0.02) |")
-    assert full_row(text, "near-in-features").endswith(f"| **{COPIES.full}** (support_nn_feat 9 <= support-augment 14) |")
-    assert full_row(text, "far-narrow").endswith(f"| **{AUGMENT_DIVERSITY.full}** (coverage 0.1 <= support-augment 0.2) |")
+        f"| **{COPIES.full}** (support_nn_shift_mse 0.01 <= support-augment 0.02) |"
+    )
+    assert full_row(text, "near-in-features").endswith(
+        f"| **{COPIES.full}** (support_nn_feat 9 <= support-augment 14) |"
+    )
+    assert full_row(text, "far-narrow").endswith(
+        f"| **{AUGMENT_DIVERSITY.full}** (coverage 0.1 <= support-augment 0.2) |"
+    )
     # Both wordings are defined once, in the page header.
-    assert text.count(COPIES.full) == 1 + 3 and f"*{AUGMENT_DIVERSITY.full}*" in text[:text.index("\n## ")]
+    assert text.count(COPIES.full) == 1 + 3 and f"*{AUGMENT_DIVERSITY.full}*" in text[: text.index("\n## ")]
 
 
 def test_no_floor_row_or_another_card_means_no_verdict(tmp_path):
-    alone = render(tmp_path / "alone", [
-        record("near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 1.0})])
+    alone = render(
+        tmp_path / "alone",
+        [
+            record(
+                "near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 1.0}
+            )
+        ],
+    )
     assert cell(alone, "near-narrow", "verdict") == "not checked"
-    measured_otherwise = render(tmp_path / "other", FLOORS + [
-        record("near-narrow", {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 1.0},
-               cards={"recall": OTHER_CARD, "coverage": OTHER_CARD})])
+    measured_otherwise = render(
+        tmp_path / "other",
+        FLOORS
+        + [
+            record(
+                "near-narrow",
+                {"recall": 0.01, "coverage": 0.1, "support_nn_shift_mse": 0.01, "support_nn_feat": 1.0},
+                cards={"recall": OTHER_CARD, "coverage": OTHER_CARD},
+            )
+        ],
+    )
     assert cell(measured_otherwise, "near-narrow", "verdict") == f"{COPIES.short} (diversity not checked)"
+
+
+def test_the_readme_example_is_the_headline_table_regenerated_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n<!-- example:start -->\nstale numbers\n<!-- example:end -->\n\n## After\n")
+    text = render(
+        tmp_path,
+        [
+            record("vae", {"fid": 700.0}),
+            record("dcgan", {"fid": 650.0}),
+            record("support-copy", {"fid": 600.0}, is_reference=True),
+        ],
+    )
+    updated = readme.read_text()
+    assert (
+        "stale numbers" not in updated and updated.startswith("# Title\n\nintro\n") and updated.endswith("## After\n")
+    )
+    block = updated[updated.index("<!-- example:start -->") : updated.index("<!-- example:end -->")]
+    assert headline_rows(block, whole_page=False) == headline_rows(text)  # the same rows the leaderboard shows
+    assert list(headline_rows(block, whole_page=False)) == ["dcgan", "vae", "support-copy"]
+    render(tmp_path, [record("vae", {"fid": 700.0})])  # regenerating replaces the block, never appends
+    assert readme.read_text().count("<!-- example:start -->") == 1
+
+
+def test_a_readme_without_markers_is_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# My project\n")
+    render(tmp_path, [record("vae", {"fid": 700.0})])
+    assert readme.read_text() == "# My project\n"

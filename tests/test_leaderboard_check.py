@@ -3,9 +3,9 @@ import statistics
 
 import pytest
 
-from bench.check import BASELINE_SCHEMA, BaselineError, check, write_baseline
-from bench.leaderboard import card_fingerprint, write_leaderboard
-from bench.store import ResultStore
+from bench.harness.check import BASELINE_SCHEMA, BaselineError, check, write_baseline
+from bench.harness.leaderboard import card_fingerprint, write_leaderboard
+from bench.harness.store import ResultStore
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 
@@ -35,8 +35,11 @@ def record(method, seed, mse=None, ssim=None, status="ok", is_reference=False, p
 def store(tmp_path):
     s = ResultStore(tmp_path / "results")
     for rec in [
-        record("vae", 0, 0.06, 0.20), record("vae", 1, 0.07, 0.25), record("vae", 2, 0.05, 0.30),
-        record("gan", 0, 0.09, 0.10), record("gan", 1, status="failed"),
+        record("vae", 0, 0.06, 0.20),
+        record("vae", 1, 0.07, 0.25),
+        record("vae", 2, 0.05, 0.30),
+        record("gan", 0, 0.09, 0.10),
+        record("gan", 1, status="failed"),
         record("support-copy", 0, 0.04, 0.50, is_reference=True),
     ]:
         s.write(rec)
@@ -89,15 +92,29 @@ def test_unreadable_records_are_reported_not_fatal(store, tmp_path):
 
 def _baseline(tmp_path, entries, **default):
     path = tmp_path / "baseline.json"
-    path.write_text(json.dumps({"schema": BASELINE_SCHEMA, "default_tolerance": default or {"absolute": 0.0, "relative": 0.1},
-                                "entries": entries}))
+    path.write_text(
+        json.dumps(
+            {
+                "schema": BASELINE_SCHEMA,
+                "default_tolerance": default or {"absolute": 0.0, "relative": 0.1},
+                "entries": entries,
+            }
+        )
+    )
     return path
 
 
 def _entry(method, metric, mean, seeds=(0, 1, 2), **tol):
     # The records above carry no card: every value is measured with the empty card.
-    entry = {"split_id": SPLIT, "profile": "quick", "method": method, "metric": metric, "mean": mean,
-             "card": card_fingerprint({}), "seeds": list(seeds)}
+    entry = {
+        "split_id": SPLIT,
+        "profile": "quick",
+        "method": method,
+        "metric": metric,
+        "mean": mean,
+        "card": card_fingerprint({}),
+        "seeds": list(seeds),
+    }
     if tol:
         entry["tolerance"] = tol
     return entry
@@ -105,14 +122,17 @@ def _entry(method, metric, mean, seeds=(0, 1, 2), **tol):
 
 def test_check_follows_each_metrics_direction(store, tmp_path):
     # vae: mse mean 0.06 (lower is better), ssim mean 0.25 (higher is better).
-    path = _baseline(tmp_path, [
-        _entry("vae", "mse", 0.059),                  # 0.06 within 10% of 0.059: ok
-        _entry("vae", "mse", 0.05),                   # 0.06 > 0.05 + 0.005: regression
-        _entry("vae", "mse", 0.07),                   # better than baseline: ok
-        _entry("vae", "ssim", 0.30, absolute=0.01),  # 0.25 < 0.30 - 0.03: regression
-        _entry("vae", "ssim", 0.20),                  # better: ok
-        _entry("dcgan", "mse", 0.1, seeds=[0]),       # no current result: regression
-    ])
+    path = _baseline(
+        tmp_path,
+        [
+            _entry("vae", "mse", 0.059),  # 0.06 within 10% of 0.059: ok
+            _entry("vae", "mse", 0.05),  # 0.06 > 0.05 + 0.005: regression
+            _entry("vae", "mse", 0.07),  # better than baseline: ok
+            _entry("vae", "ssim", 0.30, absolute=0.01),  # 0.25 < 0.30 - 0.03: regression
+            _entry("vae", "ssim", 0.20),  # better: ok
+            _entry("dcgan", "mse", 0.1, seeds=[0]),  # no current result: regression
+        ],
+    )
     verdicts = [row.regressed for row in check(store, path)]
     assert verdicts == [False, True, False, True, False, True]
 
@@ -123,11 +143,14 @@ def test_written_baseline_passes_against_its_own_results(store, tmp_path):
     assert not any(row.regressed for row in check(store, tmp_path / "b.json"))
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[]", "not a baseline file"),
-    ("{", "not valid JSON"),
-    ('{"schema": 2, "entries": [{"method": "vae"}]}', "lacks"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", "not a baseline file"),
+        ("{", "not valid JSON"),
+        ('{"schema": 2, "entries": [{"method": "vae"}]}', "lacks"),
+    ],
+)
 def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -140,7 +163,7 @@ def test_malformed_baselines_say_what_is_wrong(tmp_path, store, content, message
 def test_bootstrap_interval_brackets_the_mean_within_the_range_of_seeds():
     import numpy as np
 
-    from bench.leaderboard import bootstrap_interval
+    from bench.harness.leaderboard import bootstrap_interval
 
     values = np.array([0.06, 0.07, 0.05, 0.09])
     low, high = bootstrap_interval(values)
@@ -180,7 +203,13 @@ def test_columns_follow_the_metric_reading_order(store, tmp_path):
     assert header.index("mse") < header.index("ssim")
     from metrics import in_display_order
 
-    assert in_display_order(["support_nn_mse", "zeta", "fid", "alpha", "mse"]) == ["fid", "mse", "support_nn_mse", "alpha", "zeta"]
+    assert in_display_order(["support_nn_mse", "zeta", "fid", "alpha", "mse"]) == [
+        "fid",
+        "mse",
+        "support_nn_mse",
+        "alpha",
+        "zeta",
+    ]
 
 
 def test_seeds_in_a_card_do_not_split_the_aggregate(tmp_path):
@@ -197,15 +226,22 @@ def test_seeds_in_a_card_do_not_split_the_aggregate(tmp_path):
 def test_class_rotation_ranks_methods_per_class_and_averages_the_ranks():
     import pandas as pd
 
-    from bench.leaderboard import class_ranks
+    from bench.harness.leaderboard import class_ranks
 
     def rows(method, novel_class, fid, recall, card="a", is_reference=False):
         base = {"method": method, "novel_class": novel_class, "status": "ok", "is_reference": is_reference}
-        return [{**base, "metric": "fid", "value": fid, "card": card}, {**base, "metric": "recall", "value": recall, "card": card}]
+        return [
+            {**base, "metric": "fid", "value": fid, "card": card},
+            {**base, "metric": "recall", "value": recall, "card": card},
+        ]
 
     scores = pd.DataFrame(
-        rows("a", 0, 10.0, 0.5) + rows("b", 0, 20.0, 0.5) + rows("c", 0, 30.0, 0.1)  # recall: a and b tie
-        + rows("a", 1, 50.0, 0.2) + rows("b", 1, 40.0, 0.3) + rows("c", 1, 45.0, 0.9, card="other")  # class 1 fid: cards differ
+        rows("a", 0, 10.0, 0.5)
+        + rows("b", 0, 20.0, 0.5)
+        + rows("c", 0, 30.0, 0.1)  # recall: a and b tie
+        + rows("a", 1, 50.0, 0.2)
+        + rows("b", 1, 40.0, 0.3)
+        + rows("c", 1, 45.0, 0.9, card="other")  # class 1 fid: cards differ
         + rows("oracle", 0, 1.0, 0.9, is_reference=True)
     )
     ranks = class_ranks(scores).set_index(["novel_class", "metric", "method"])["rank"]
@@ -221,7 +257,7 @@ def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
         store.write(record("dcgan", seed, mse, 0.7))
     store.write(record("vae", 0, 0.05, 0.5))  # not in the publication: no row in its comparison
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
-    section = text[text.index("Compared with Batra"):]
+    section = text[text.index("Compared with Batra") :]
     row = _row(section, "dcgan").split(" | ")
     # MSE: published 3689.11 on the 0-255 scale; ours is the seed mean 0.05 on [0, 1], i.e. 0.05 * 255**2 = 3251.25.
     assert row[1:5] == ["3,689", "3,251", "0.84", "0.7"]
@@ -230,8 +266,8 @@ def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
 
 
 def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
-    from bench.leaderboard import claim_verdict, scores_frame
-    from bench.published import IMLE_RECALL_CLAIM
+    from bench.harness.leaderboard import claim_verdict, scores_frame
+    from bench.harness.published import IMLE_RECALL_CLAIM
 
     def recall_record(method, seed, value):
         rec = record(method, seed, 0.05, 0.5)
@@ -239,17 +275,27 @@ def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
         rec["metrics"]["recall"] = {"status": "ok", "value": value}
         return rec
 
-    holding = scores_frame([recall_record("rsimle", 0, 0.5), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1),
-                            recall_record("imle", 1, 0.3)])
-    assert "**held**" in claim_verdict(IMLE_RECALL_CLAIM, holding) and "`imle` 0.2" in claim_verdict(IMLE_RECALL_CLAIM, holding)
-    broken = scores_frame([recall_record("rsimle", 0, 0.1), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1)])
+    holding = scores_frame(
+        [
+            recall_record("rsimle", 0, 0.5),
+            recall_record("adaimle", 0, 0.4),
+            recall_record("imle", 0, 0.1),
+            recall_record("imle", 1, 0.3),
+        ]
+    )
+    assert "**held**" in claim_verdict(IMLE_RECALL_CLAIM, holding) and "`imle` 0.2" in claim_verdict(
+        IMLE_RECALL_CLAIM, holding
+    )
+    broken = scores_frame(
+        [recall_record("rsimle", 0, 0.1), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1)]
+    )
     assert "**did not hold**" in claim_verdict(IMLE_RECALL_CLAIM, broken)
     partial = scores_frame([recall_record("imle", 0, 0.1)])
     assert "Not checked here" in claim_verdict(IMLE_RECALL_CLAIM, partial)
 
 
 def test_descriptive_card_keys_do_not_split_rows_but_measurement_keys_do():
-    from bench.leaderboard import card_fingerprint
+    from bench.harness.leaderboard import card_fingerprint
 
     card = {"version": "1", "feature_weights_sha256": "abc", "n_samples": 1000, "sample_seed": 3}
     same = {**card, "evaluator_trained_on": "all classes of the train split", "sample_seed": 4}

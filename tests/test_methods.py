@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import requires_data
 
 from methods import METHODS
-from conftest import requires_data
 
 pytestmark = requires_data("fashion-mnist")
 
@@ -66,7 +66,9 @@ def test_transfer_and_latent_contracts(name, fashion_split):
         pretrained.pretrain(fashion_split.task, cls.profiles["smoke"], 0)
         adapted = copy.deepcopy(pretrained)
         adapted.adapt(fashion_split.task, cls.profiles["smoke"], 0)
-        assert torch.equal(adapted.sample(8, torch.Generator().manual_seed(2)), fitted.sample(8, torch.Generator().manual_seed(2)))
+        assert torch.equal(
+            adapted.sample(8, torch.Generator().manual_seed(2)), fitted.sample(8, torch.Generator().manual_seed(2))
+        )
     if "latent" in cls.capabilities:  # backtracking optimises latents through decode
         z = fitted.sample_latent(4, torch.Generator().manual_seed(0)).requires_grad_(True)
         fitted.decode(z).sum().backward()

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import requires_data
 from skimage.metrics import structural_similarity
 
-from bench.evaluation import evaluate
+from bench.harness.evaluation import evaluate
 from metrics import METRICS, EvalInputs, Metric, MetricResult
 from metrics._nearest import nearest_by_mse
-from conftest import requires_data
 
 
 @pytest.fixture
@@ -49,10 +49,14 @@ def test_ssim_on_colour_images_averages_channels():
     samples, reference = torch.rand(5, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
     outcomes, _ = evaluate(samples, reference=reference, metric_names=["ssim"])
     index, _ = _brute_force_nearest(samples, reference)
-    expected = np.mean([
-        structural_similarity(samples[i].double().numpy(), reference[j].double().numpy(), data_range=1.0, channel_axis=0)
-        for i, j in enumerate(index)
-    ])
+    expected = np.mean(
+        [
+            structural_similarity(
+                samples[i].double().numpy(), reference[j].double().numpy(), data_range=1.0, channel_axis=0
+            )
+            for i, j in enumerate(index)
+        ]
+    )
     assert outcomes["ssim"]["value"] == pytest.approx(expected, rel=1e-9)
 
 
@@ -83,8 +87,14 @@ def test_unmet_needs_are_not_applicable_and_errors_are_recorded(images, monkeypa
 
 
 def test_capability_needs_are_checked_against_the_model():
-    metric = Metric(compute=lambda i: MetricResult(1.0), higher_is_better=False,
-                    needs=frozenset({"capability:log_likelihood"}), version="1", reference="-", definition="-")
+    metric = Metric(
+        compute=lambda i: MetricResult(1.0),
+        higher_is_better=False,
+        needs=frozenset({"capability:log_likelihood"}),
+        version="1",
+        reference="-",
+        definition="-",
+    )
     inputs = EvalInputs(samples=torch.zeros(2, 1, 4, 4), model=object(), capabilities=frozenset({"latent"}))
     assert metric.missing_needs(inputs) == ["the method has no 'log_likelihood' capability"]
     inputs.capabilities = frozenset({"log_likelihood"})
@@ -93,7 +103,7 @@ def test_capability_needs_are_checked_against_the_model():
 
 @requires_data("fashion-mnist")
 def test_real_unseen_images_score_better_than_noise(fashion_split):
-    from bench.splits import load_dataset, to_float
+    from bench.data.splits import load_dataset, to_float
 
     _, data = load_dataset("fashion-mnist")
     unseen = data.train_images[data.train_labels == 9]

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from bench.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
-from bench.runner import RunSpec, run_benchmark
-from bench.splits import load_dataset, make_character_tasks, make_split
-from bench.store import ResultStore
 from conftest import requires_data
+
+from bench.data.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
+from bench.data.splits import load_dataset, make_character_tasks, make_split
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore
 from methods import METHODS
 
 pytestmark = requires_data("omniglot")
@@ -23,14 +23,26 @@ def _rows(images: torch.Tensor) -> set[bytes]:
 
 def test_vectorised_area_resize_equals_opencv_per_image():
     drawings = np.load(load_dataset("omniglot")[1].provenance["evaluation"]["path"])["images"][:2, :5]
-    expected = np.stack([[np.round(cv2.resize((~d).astype(np.float32), (28, 28), interpolation=cv2.INTER_AREA) * 255)
-                          for d in character] for character in drawings])
+    expected = np.stack(
+        [
+            [
+                np.round(cv2.resize((~d).astype(np.float32), (28, 28), interpolation=cv2.INTER_AREA) * 255)
+                for d in character
+            ]
+            for character in drawings
+        ]
+    )
     np.testing.assert_array_equal(shrink(drawings)[:, :, 0], expected.astype(np.uint8))
 
 
 def test_loaded_arrays_hold_ink_as_white_and_divide_drawers_for_the_evaluator():
     dataset, data = load_dataset("omniglot")
-    assert data.train_images.shape == (N_BACKGROUND * 16, 1, 28, 28) and data.test_images.shape == (N_BACKGROUND * 4, 1, 28, 28)
+    assert data.train_images.shape == (N_BACKGROUND * 16, 1, 28, 28) and data.test_images.shape == (
+        N_BACKGROUND * 4,
+        1,
+        28,
+        28,
+    )
     assert data.extra["evaluation_images"].shape == (N_EVALUATION, DRAWERS, 1, 28, 28)
     # Ink is a minority of the pixels: the background is black after inversion.
     assert data.train_images.mean() < 40
@@ -52,8 +64,12 @@ def test_character_tasks_follow_the_protocol(shots):
         drawers = list(split.info.support_indices)
         others = [d for d in range(DRAWERS) if d not in drawers]
         assert len(drawers) == shots and split.reference.shape[0] == DRAWERS - shots
-        np.testing.assert_array_equal((split.task.support * 255).round().to(torch.uint8).numpy(), evaluation[character, drawers])
-        np.testing.assert_array_equal((split.reference * 255).round().to(torch.uint8).numpy(), evaluation[character, others])
+        np.testing.assert_array_equal(
+            (split.task.support * 255).round().to(torch.uint8).numpy(), evaluation[character, drawers]
+        )
+        np.testing.assert_array_equal(
+            (split.reference * 255).round().to(torch.uint8).numpy(), evaluation[character, others]
+        )
         # No reference drawing is in the support set or in the base (training) data.
         assert not _rows(split.reference) & _rows(split.task.support)
         assert not _rows(split.reference) & base_rows
@@ -77,7 +93,7 @@ def test_protocol_errors_are_clear():
         make_character_tasks("omniglot", 20, 0, characters=3)
     with pytest.raises(ValueError, match="omniglot-characters"):
         make_split("omniglot", 1, 0)
-    from bench.datasets import DATASETS
+    from bench.data.datasets import DATASETS
 
     with pytest.raises(ValueError, match="--characters"):
         DATASETS.get("omniglot").novel_classes("all")
@@ -101,8 +117,16 @@ def test_pretraining_once_and_adapting_copies_equals_fitting_each_task():
 
 def test_a_run_over_characters_stores_per_task_metrics_and_their_mean(tmp_path):
     store = ResultStore(tmp_path)
-    spec = RunSpec(["vae"], dataset="omniglot", shots=1, seeds=[0], profile="smoke", characters=3, n_samples=30,
-                   metrics=["mse", "support_nn_mse", "nll", "class_consistency"])
+    spec = RunSpec(
+        ["vae"],
+        dataset="omniglot",
+        shots=1,
+        seeds=[0],
+        profile="smoke",
+        characters=3,
+        n_samples=30,
+        metrics=["mse", "support_nn_mse", "nll", "class_consistency"],
+    )
     outcome = run_benchmark(spec, store)[0]
     record = outcome.record
     assert outcome.status == "ok" and record["key"]["split_id"] == "omniglot/characters3-1shot.v1"
@@ -116,7 +140,7 @@ def test_a_run_over_characters_stores_per_task_metrics_and_their_mean(tmp_path):
     # The stored samples say which task each belongs to; each task's mse is reproduced from them.
     stored = np.load(store.root / record["artifacts"]["samples"])
     assert stored["samples"].shape == (30, 1, 28, 28) and stored["task"].tolist() == [0] * 10 + [1] * 10 + [2] * 10
-    from bench.evaluation import evaluate
+    from bench.harness.evaluation import evaluate
 
     split = make_character_tasks("omniglot", 1, 0, 3).splits[1]
     samples = torch.from_numpy(stored["samples"][stored["task"] == 1]).float() / 255
@@ -129,8 +153,16 @@ def test_a_run_over_characters_stores_per_task_metrics_and_their_mean(tmp_path):
 @pytest.mark.parametrize("name", ["dcgan", "cgan", "infogan", "figr"])
 def test_every_gan_runs_over_characters(tmp_path, name):
     """No per-dataset code in the methods: the GANs take Omniglot's shape and its 1,623 classes from the task."""
-    spec = RunSpec([name], dataset="omniglot", shots=1, seeds=[0], profile="smoke", characters=2, n_samples=8,
-                   metrics=["mse", "support_nn_mse"])
+    spec = RunSpec(
+        [name],
+        dataset="omniglot",
+        shots=1,
+        seeds=[0],
+        profile="smoke",
+        characters=2,
+        n_samples=8,
+        metrics=["mse", "support_nn_mse"],
+    )
     outcome = run_benchmark(spec, ResultStore(tmp_path))[0]
     assert outcome.status == "ok", outcome.record.get("failure")
     assert all(outcome.record["metrics"][m]["status"] == "ok" for m in ("mse", "support_nn_mse"))

@@ -2,9 +2,9 @@
 
 import numpy as np
 import torch
-
-from bench.plots import LATENT_PLOT_BASE_PER_CLASS, project_2d
 from conftest import requires_data
+
+from bench.harness.plots import LATENT_PLOT_BASE_PER_CLASS, project_2d
 
 
 def test_projection_is_the_top_two_principal_components():
@@ -24,7 +24,7 @@ def test_projection_is_the_top_two_principal_components():
 
 @requires_data("fashion-mnist")
 def test_latent_groups_embed_base_support_and_query_images(fashion_split):
-    from bench.runner import latent_groups
+    from bench.harness.artifacts import latent_groups
 
     class Flatten:
         def embed(self, x):

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 import torch
-
-from bench.evaluation import evaluate
-from bench.leaderboard import write_leaderboard
-from bench.method import ReferenceRow
-from bench.runner import RunSpec, run_benchmark
-from bench.splits import load_dataset, to_float
-from bench.store import ResultStore
 from conftest import requires_data
+
+from bench.data.splits import load_dataset, to_float
+from bench.harness.evaluation import evaluate
+from bench.harness.leaderboard import write_leaderboard
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore
+from bench.sdk.method import ReferenceRow
 from methods import METHODS, method_names
 
 pytestmark = requires_data("fashion-mnist")
@@ -20,8 +20,15 @@ REFERENCES = ["oracle", "support-copy", "support-augment"]
 @pytest.fixture(scope="module")
 def reference_runs(tmp_path_factory):
     store = ResultStore(tmp_path_factory.mktemp("references") / "results")
-    spec = RunSpec(REFERENCES, dataset="fashion-mnist", shots=4, seeds=[0], profile="smoke", n_samples=500,
-                   metrics=["fid", "recall", "coverage", "support_nn_mse"])
+    spec = RunSpec(
+        REFERENCES,
+        dataset="fashion-mnist",
+        shots=4,
+        seeds=[0],
+        profile="smoke",
+        n_samples=500,
+        metrics=["fid", "recall", "coverage", "support_nn_mse"],
+    )
     outcomes = run_benchmark(spec, store)
     assert [o.status for o in outcomes] == ["ok"] * 3
     return {o.key.method: {name: m["value"] for name, m in o.record["metrics"].items()} for o in outcomes}
@@ -95,8 +102,14 @@ def shifted_and_unseen(fashion_split):
 
 
 def _memorisation(samples, split):
-    outcomes, _ = evaluate(samples, reference=split.reference, support=split.task.support, dataset="fashion-mnist",
-                           novel_class=9, metric_names=["support_nn_mse", "support_nn_shift_mse", "support_nn_feat"])
+    outcomes, _ = evaluate(
+        samples,
+        reference=split.reference,
+        support=split.task.support,
+        dataset="fashion-mnist",
+        novel_class=9,
+        metric_names=["support_nn_mse", "support_nn_shift_mse", "support_nn_feat"],
+    )
     return {name: outcome["value"] for name, outcome in outcomes.items()}
 
 
@@ -113,7 +126,9 @@ def test_the_shifted_distance_of_an_exact_shift_is_zero():
     support[:, :, 8:20, 8:20] = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     # Black borders: rolling by up to 2 px is then exactly a shift, whatever the padding.
     moved = torch.cat([torch.roll(support, shift, dims=(-2, -1)) for shift in [(1, -2), (-2, 2), (0, 1)]])
-    outcomes, _ = evaluate(moved, reference=None, support=support, metric_names=["support_nn_mse", "support_nn_shift_mse"])
+    outcomes, _ = evaluate(
+        moved, reference=None, support=support, metric_names=["support_nn_mse", "support_nn_shift_mse"]
+    )
     assert outcomes["support_nn_shift_mse"]["value"] < 1e-12 < outcomes["support_nn_mse"]["value"]
     beyond = torch.roll(support, (0, 3), dims=(-2, -1))
     outcomes, _ = evaluate(beyond, reference=None, support=support, metric_names=["support_nn_shift_mse"])
@@ -132,11 +147,16 @@ def _independent_density_coverage(real: np.ndarray, fake: np.ndarray, k: int) ->
 
 
 def test_density_and_coverage_match_an_independent_computation(fashion_split, shifted_and_unseen):
-    from bench.evaluator import load_domain_evaluator
+    from bench.features.evaluator import load_domain_evaluator
 
     samples = shifted_and_unseen[1][:400]
-    outcomes, _ = evaluate(samples, reference=fashion_split.reference, dataset="fashion-mnist", novel_class=9,
-                           metric_names=["density", "coverage"])
+    outcomes, _ = evaluate(
+        samples,
+        reference=fashion_split.reference,
+        dataset="fashion-mnist",
+        novel_class=9,
+        metric_names=["density", "coverage"],
+    )
     evaluator = load_domain_evaluator("fashion-mnist")
     fake = evaluator.features_and_logits((samples * 255).round() / 255)[0].double().numpy()
     real = evaluator.features_and_logits(fashion_split.reference)[0].double().numpy()
@@ -153,10 +173,13 @@ SPLIT = "fashion-mnist/novel9-4shot.v1"
 
 def _record(method, values, is_reference=False):
     return {
-        "schema": 1, "status": "ok",
+        "schema": 1,
+        "status": "ok",
         "key": {"method": method, "split_id": SPLIT, "profile": "smoke", "seed": 0},
         "method": {"name": method, "is_reference": is_reference},
-        "evaluation": {"n_samples": 200}, "timings": {"fit": 1.0}, "artifacts": {},
+        "evaluation": {"n_samples": 200},
+        "timings": {"fit": 1.0},
+        "artifacts": {},
         "metrics": {name: {"status": "ok", "value": value, "card": {"version": "1"}} for name, value in values.items()},
     }
 
@@ -170,10 +193,16 @@ def test_reference_rows_are_never_ranked_and_verdicts_name_what_failed(tmp_path)
     floors = {"recall": 0.02, "coverage": 0.2, "support_nn_shift_mse": 0.02, "support_nn_feat": 14.0}
     for record in [
         _record("support-augment", floors, is_reference=True),
-        _record("support-copy", {"recall": 0.0, "coverage": 0.02, "support_nn_shift_mse": 0.0, "support_nn_feat": 0.0}, True),
-        _record("oracle", {"recall": 0.86, "coverage": 0.97, "support_nn_shift_mse": 0.048, "support_nn_feat": 21.0}, True),
+        _record(
+            "support-copy", {"recall": 0.0, "coverage": 0.02, "support_nn_shift_mse": 0.0, "support_nn_feat": 0.0}, True
+        ),
+        _record(
+            "oracle", {"recall": 0.86, "coverage": 0.97, "support_nn_shift_mse": 0.048, "support_nn_feat": 21.0}, True
+        ),
         _record("generalises", {"recall": 0.4, "coverage": 0.6, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
-        _record("copies-shifted", {"recall": 0.3, "coverage": 0.5, "support_nn_shift_mse": 0.003, "support_nn_feat": 20.0}),
+        _record(
+            "copies-shifted", {"recall": 0.3, "coverage": 0.5, "support_nn_shift_mse": 0.003, "support_nn_feat": 20.0}
+        ),
         _record("collapsed", {"recall": 0.01, "coverage": 0.5, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
     ]:
         store.write(record)

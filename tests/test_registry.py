@@ -1,8 +1,8 @@
 import pytest
 
-from bench.datasets import DATASETS
-from bench.method import CAPABILITIES, PROFILES, Method
-from bench.registry import Registry, UnknownNameError
+from bench.data.datasets import DATASETS
+from bench.sdk.method import CAPABILITIES, PROFILES, Method
+from bench.sdk.registry import Registry, UnknownNameError
 from methods import METHODS
 from metrics import METRICS
 

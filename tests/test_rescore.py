@@ -1,14 +1,18 @@
 """Generate, then score: stored samples and checkpoints are scored again without training."""
 
 import json
+from dataclasses import dataclass
 
 import pytest
-
-from bench.cli import app
-from bench.rescore import rescore
-from bench.runner import RunSpec, run_benchmark
-from bench.store import ResultStore
 from conftest import requires_data
+
+from bench.harness.cli import app
+from bench.harness.rescore import rescore
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore
+from metrics import METRICS as REGISTERED_METRICS
+from metrics import Metric, profile_setting
+from metrics.nll import NllSettings
 
 pytestmark = requires_data("fashion-mnist")
 
@@ -20,8 +24,9 @@ METRICS = ["fid", "coverage", "class_consistency", "nll", "lpips_backtrack", "ms
 def stored_runs(tmp_path_factory):
     """A smoke VAE run (a model with checkpoints) and a reference row (no model), stored once."""
     root = tmp_path_factory.mktemp("rescore") / "results"
-    spec = RunSpec(["vae", "support-augment"], dataset="fashion-mnist", shots=4, profile="smoke", n_samples=60,
-                   metrics=METRICS)
+    spec = RunSpec(
+        ["vae", "support-augment"], dataset="fashion-mnist", shots=4, profile="smoke", n_samples=60, metrics=METRICS
+    )
     outcomes = run_benchmark(spec, ResultStore(root))
     assert [o.status for o in outcomes] == ["ok", "ok"]
     return root
@@ -52,11 +57,17 @@ def test_rescoring_unchanged_code_reproduces_every_outcome_exactly(stored_runs, 
 def test_a_metric_change_is_picked_up_without_training(stored_runs, tmp_path, monkeypatch):
     store = _copy(stored_runs, tmp_path)
     before = _metrics(store)["vae"]["mse"]["value"]
-    import bench.runner as runner
 
-    # A different evaluation setting stands in for changed metric code: the stored samples are scored again.
-    monkeypatch.setitem(runner.EVAL_SETTINGS, "smoke", {**runner.EVAL_SETTINGS["smoke"], "nll_importance_samples": 2})
-    monkeypatch.setattr("bench.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
+    # A different declared setting stands in for changed metric code: the stored samples are scored again.
+    @dataclass(frozen=True)
+    class FewerImportanceSamples(NllSettings):
+        nll_importance_samples: int = profile_setting(100, "K", smoke=2)
+
+    nll = REGISTERED_METRICS.get("nll")
+    monkeypatch.setitem(
+        REGISTERED_METRICS._entries, "nll", Metric(**{**nll.__dict__, "settings": FewerImportanceSamples})
+    )
+    monkeypatch.setattr("bench.sdk.method.Method.fit", lambda *a, **k: pytest.fail("rescoring must not train"))
     outcomes = {o.key.method: o for o in rescore(store, methods=["vae"], metric_names=["nll", "mse"])}
     record = next(r for r in store.records() if r["key"]["method"] == "vae")
     assert outcomes["vae"].changed == ["nll"]
@@ -88,8 +99,9 @@ def test_runs_without_samples_fail_to_rescore_with_a_reason_and_the_cli_says_so(
     store = _copy(stored_runs, tmp_path)
     record = next(r for r in store.records() if r["key"]["method"] == "support-augment")
     (store.root / record["artifacts"]["samples"]).unlink()
-    result = CliRunner().invoke(app, ["rescore", "--results-dir", str(store.root), "--json",
-                                      "--leaderboard", str(tmp_path / "lb.md")])
+    result = CliRunner().invoke(
+        app, ["rescore", "--results-dir", str(store.root), "--json", "--leaderboard", str(tmp_path / "lb.md")]
+    )
     assert result.exit_code == 1
     rows = {row["key"]["method"]: row for row in json.loads(result.stdout)}
     assert rows["support-augment"]["status"] == "failed" and "samples" in rows["support-augment"]["reason"]

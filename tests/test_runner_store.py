@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-from bench.method import Method, TrainingDiverged
-from bench.runner import RunSpec, run_benchmark
-from bench.store import ResultStore, RunKey
-from methods import METHODS
 from conftest import REPO, requires_data
+
+from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.store import ResultStore, RunKey
+from bench.sdk.method import Method, TrainingDiverged
+from methods import METHODS
 
 pytestmark = requires_data("fashion-mnist")
 
@@ -47,18 +47,20 @@ def test_two_seeds_write_two_complete_records(tmp_path):
     store = ResultStore(tmp_path)
     outcomes = run_benchmark(RunSpec(["vae"], seeds=[0, 1], **SMOKE), store)
     assert [o.status for o in outcomes] == ["ok", "ok"]
-    for seed, outcome in zip((0, 1), outcomes):
+    for seed in (0, 1):
         record = store.load(RunKey("vae", "fashion-mnist/novel9-4shot.v1", "smoke", seed))
         assert record["split"]["seed"] == seed and len(record["split"]["support_indices"]) == 4
         assert record["split"]["sha256"] and record["method"]["config"]["latent_dim"] > 0
         assert record["method"]["budget"] == {"pretrain_steps": 20, "finetune_steps": 10, "pool_size": 32}
-        assert {"fit", "fit.pretrain", "fit.finetune", "sample", "evaluate", "split", "store", "total"} <= set(record["timings"])
+        assert {"fit", "fit.pretrain", "fit.finetune", "sample", "evaluate", "split", "store", "total"} <= set(
+            record["timings"]
+        )
         assert {"torch", "torch_threads"} <= set(record["environment"]) and "commit" in record["code"]
         assert {m["status"] for m in record["metrics"].values()} == {"ok"}
         assert (tmp_path / record["artifacts"]["grid"]).is_file()
         assert (tmp_path / record["artifacts"]["samples"]).is_file()
         # The VAE embeds images: its latent-space plot and loss curves are saved with the run.
-        assert (tmp_path / record["artifacts"]["latent_plot"]).is_file() and "latent_plot" in record["timings"]
+        assert (tmp_path / record["artifacts"]["latent_plot"]).is_file() and "store.latent_plot" in record["timings"]
         assert (tmp_path / record["artifacts"]["loss_curves"]).is_file()
 
 
@@ -93,7 +95,10 @@ def test_a_diverged_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, mo
     assert failed["failure"]["diverged"] is True and "nan at step 3" in failed["failure"]["reason"]
     assert "metrics" not in failed
     # A failed run is tried again on the next sweep; a finished one is not.
-    assert [o.status for o in run_benchmark(RunSpec(["diverging", "vae"], seeds=[0], **SMOKE), store)] == ["failed", "skipped"]
+    assert [o.status for o in run_benchmark(RunSpec(["diverging", "vae"], seeds=[0], **SMOKE), store)] == [
+        "failed",
+        "skipped",
+    ]
 
 
 def test_interrupted_record_write_leaves_nothing(tmp_path, monkeypatch):
@@ -113,9 +118,9 @@ def test_killed_run_leaves_no_record(tmp_path):
     script = textwrap.dedent(f"""
         import time, torch
         from dataclasses import dataclass
-        from bench.method import Method
-        from bench.runner import RunSpec, run_benchmark
-        from bench.store import ResultStore
+        from bench.sdk.method import Method
+        from bench.harness.runner import RunSpec, run_benchmark
+        from bench.harness.store import ResultStore
         from methods import METHODS
 
         @dataclass
@@ -165,8 +170,9 @@ def _other_evaluation_settings(record):
     record["evaluation"]["settings"]["backtrack_steps"] += 1
 
 
-@pytest.mark.parametrize("change", [_measured_on_other_files, _older_metric_version, _metric_missing,
-                                    _other_evaluation_settings])
+@pytest.mark.parametrize(
+    "change", [_measured_on_other_files, _older_metric_version, _metric_missing, _other_evaluation_settings]
+)
 def test_a_stored_run_measured_differently_is_stale_and_rerun(tmp_path, change):
     store = ResultStore(tmp_path)
     spec = RunSpec(["vae"], seeds=[0], metrics=["mse", "ssim"], **SMOKE)

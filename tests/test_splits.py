@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
-
-from bench.splits import load_dataset, make_split
 from conftest import requires_data
 
+from bench.data.splits import load_dataset, make_split
 
 
 def _rows(images: torch.Tensor) -> set[bytes]:
@@ -27,10 +26,14 @@ def test_split_follows_the_protocol(name, novel, n_train, n_test, n_classes):
     assert info.split_id == f"{name}/novel{novel}-4shot.v1" and info.novel_class == novel
     # Support: train images of the novel class, the ones named by the recorded indices.
     assert all(data.train_labels[i] == novel for i in info.support_indices)
-    np.testing.assert_array_equal((task.support * 255).round().to(torch.uint8).numpy(), data.train_images[list(info.support_indices)])
+    np.testing.assert_array_equal(
+        (task.support * 255).round().to(torch.uint8).numpy(), data.train_images[list(info.support_indices)]
+    )
     # Reference: exactly the novel class's test images.
     assert split.reference.shape[0] == n_test == int((data.test_labels == novel).sum())
-    np.testing.assert_array_equal((split.reference * 255).round().to(torch.uint8).numpy(), data.test_images[data.test_labels == novel])
+    np.testing.assert_array_equal(
+        (split.reference * 255).round().to(torch.uint8).numpy(), data.test_images[data.test_labels == novel]
+    )
     # Base set: every other train image, and no novel-class image.
     assert task.base_images.shape[0] == len(data.train_labels) - n_train and not (task.base_labels == novel).any()
     assert set(task.base_labels.tolist()) == set(range(n_classes)) - {novel}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.evaluation import aggregate_over_tasks, mark_pooled
+from bench.harness.evaluation import aggregate_over_tasks, mark_pooled
 
 
 def _ok(value, flag=None):

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from bench.training import make_generator, seeded_init
+from bench.sdk.likelihood import binarise
+from bench.sdk.training import make_generator, seeded_init
 from methods import METHODS
-from methods._vae import binarise, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import gaussian_kl, reconstruction_loss, reparameterise
 from methods.vce import VCE, ConvertorEncoder, VCEBudget, VCEConfig, columns_reached
 
 
@@ -71,7 +72,9 @@ def test_lmvae_step_follows_algorithm_1():
             p -= 0.01 * g
     for got, want in zip(method.model.parameters(), reference.parameters()):
         assert torch.allclose(got, want, atol=1e-6)
-    assert any(not torch.equal(a, b) for a, b in zip(method.model.convertor.parameters(), before.convertor.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(method.model.convertor.parameters(), before.convertor.parameters())
+    )
 
 
 def _prior_monte_carlo(model, x_bin, condition, draws=200_000, seed=11):
@@ -136,7 +139,8 @@ def test_unknown_loss_and_classless_tasks_are_refused(fashion_split):
         VCEConfig(loss="introvae")
     import dataclasses
 
-    classless = dataclasses.replace(fashion_split.task, base_images=torch.empty(0, 1, 28, 28),
-                                    base_labels=torch.empty(0, dtype=torch.long))
+    classless = dataclasses.replace(
+        fashion_split.task, base_images=torch.empty(0, 1, 28, 28), base_labels=torch.empty(0, dtype=torch.long)
+    )
     with pytest.raises(ValueError, match="pairs of images of one class"):
         VCE().fit(classless, VCEBudget(1, 4, 0, 0, 1, 1), 0)

@@ -1,9 +1,9 @@
-"""The VQ-VAE method: vector quantiser, PixelCNN prior, discrete importance-sampling likelihood.
+"""The VQ-VAE method: vector quantiser, residual block, PixelCNN prior, the likelihood over code maps.
 
 Expected values come from independent computations: brute-force nearest neighbours
 (torch.cdist), exhaustive enumeration of every code map of a tiny model (torch.distributions
-Bernoulli for p(x|c)), closed-form marginals of a factorised toy model, and properties
-(causality by perturbation, normalisation, the sampler's frequencies).
+Bernoulli for p(x|c)), and properties (causality by perturbation, normalisation, the sampler's
+frequencies). The discrete importance-sampling estimator itself: test_likelihood.py.
 """
 
 import dataclasses
@@ -12,18 +12,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import requires_data
 from torch.distributions import Bernoulli
 
-from bench.training import seeded_init
-from methods.vqvae import (
-    VQVAE,
-    ConvVQVAE,
-    PixelCNNPrior,
-    VectorQuantiser,
-    VQVAEConfig,
-    discrete_importance_log_likelihood,
-)
-from conftest import requires_data
+from bench.sdk.training import seeded_init
+from methods._nets import ResidualBlock, VectorQuantiser
+from methods.vqvae import VQVAE, ConvVQVAE, PixelCNNPrior, VQVAEConfig, paper_residual_block
 
 
 # -- the vector quantiser ------------------------------------------------------------------------
@@ -34,23 +29,25 @@ def test_quantiser_returns_the_nearest_code_with_straight_through_gradients(upda
     with torch.no_grad():
         quantiser.codebook.copy_(torch.randn(10, 4, generator=g))
     quantiser.eval()  # no EMA update: the codebook stays what the brute force compares against
-    z_e = torch.randn(3, 4, 5, 6, generator=g, requires_grad=True)
+    z_e = torch.randn(3, 5, 6, 4, generator=g, requires_grad=True)  # vectors on the last dimension
     out = quantiser(z_e)
-    vectors = z_e.detach().permute(0, 2, 3, 1).reshape(-1, 4)
+    vectors = z_e.detach().reshape(-1, 4)
     nearest = torch.cdist(vectors, quantiser.codebook.detach()).argmin(1)
-    assert torch.equal(out["codes"].reshape(-1), nearest)
-    torch.testing.assert_close(out["z_q"].detach().permute(0, 2, 3, 1).reshape(-1, 4), quantiser.codebook.detach()[nearest])
+    assert torch.equal(out.codes.reshape(-1), nearest)
+    torch.testing.assert_close(out.z_q.detach().reshape(-1, 4), quantiser.codebook.detach()[nearest])
     # Straight-through: d(sum w * z_q)/d z_e = w exactly.
     weights = torch.randn(z_e.shape, generator=g)
-    (grad,) = torch.autograd.grad((out["z_q"] * weights).sum(), z_e, retain_graph=True)
+    (grad,) = torch.autograd.grad((out.z_q * weights).sum(), z_e, retain_graph=True)
     torch.testing.assert_close(grad, weights)
     # The commitment term pulls z_e towards its code: its gradient is 2 (z_e - e) / batch.
-    (grad,) = torch.autograd.grad(out["commitment"], z_e, retain_graph=True)
-    torch.testing.assert_close(grad, 2 * (z_e - out["z_q"]).detach() / z_e.shape[0])
+    (grad,) = torch.autograd.grad(out.commitment_loss, z_e, retain_graph=True)
+    torch.testing.assert_close(grad, 2 * (z_e - out.z_q).detach() / z_e.shape[0])
     if update == "loss":  # the codebook learns from the codebook term only, towards its assigned outputs
-        (grad,) = torch.autograd.grad((out["z_q"] * weights).sum(), quantiser.codebook, allow_unused=True, retain_graph=True)
+        (grad,) = torch.autograd.grad(
+            (out.z_q * weights).sum(), quantiser.codebook, allow_unused=True, retain_graph=True
+        )
         assert grad is None or not grad.any()
-        (grad,) = torch.autograd.grad(out["codebook"], quantiser.codebook)
+        (grad,) = torch.autograd.grad(out.codebook_loss, quantiser.codebook)
         counts = torch.bincount(nearest, minlength=10).float()
         sums = torch.zeros(10, 4).index_add_(0, nearest, vectors)
         torch.testing.assert_close(grad, 2 * (counts[:, None] * quantiser.codebook.detach() - sums) / z_e.shape[0])
@@ -66,7 +63,7 @@ def test_ema_moves_assigned_codes_to_the_mean_of_their_encoder_outputs():
     centres = torch.tensor([[0.5, 0.5], [3.5, -0.5], [-0.5, 3.5]])
     assignment = torch.arange(60) % 3
     points = centres[assignment] + 0.2 * torch.randn(60, 2, generator=g)
-    z_e = points.T.reshape(1, 2, 6, 10)
+    z_e = points.reshape(1, 6, 10, 2)
     mean_of = torch.stack([points[assignment == j].mean(0) for j in range(3)])
     quantiser.eval()
     quantiser(z_e)
@@ -80,6 +77,33 @@ def test_ema_moves_assigned_codes_to_the_mean_of_their_encoder_outputs():
     torch.testing.assert_close(quantiser.codebook[:3], mean_of, rtol=0, atol=1e-3)
     # An unused code keeps its place, also once its count has decayed to nothing (0.9^200 ~ 1e-9).
     torch.testing.assert_close(quantiser.codebook[3], start[3], rtol=1e-6, atol=0)
+
+
+def test_codebook_initialisations_spread_as_named():
+    torch.manual_seed(0)
+    uniform = VectorQuantiser(64, 32, init="uniform").codebook
+    normal = VectorQuantiser(64, 32, update="loss", init="normal").codebook.detach()
+    assert uniform.abs().max() <= 1 / 64 and uniform.std() > 0.5 / (64 * 3**0.5)  # U(-a, a) has std a / sqrt(3)
+    assert abs(float(normal.mean())) < 0.05 and abs(float(normal.std()) - 1) < 0.05
+    with pytest.raises(ValueError, match="unknown codebook init"):
+        VectorQuantiser(4, 2, init="zeros")
+
+
+def test_the_papers_residual_block_is_x_plus_conv1x1_relu_conv3x3_relu():
+    torch.manual_seed(0)
+    block = paper_residual_block(6)
+    x = torch.randn(2, 6, 5, 5, generator=torch.Generator().manual_seed(1))
+    convs = [m for m in block.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3), (1, 1)]
+    first, second = convs
+    expected = x + F.conv2d(
+        F.relu(F.conv2d(F.relu(x), first.weight, first.bias, padding=1)), second.weight, second.bias
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+    # Nothing but the two convolutions is learned: no normalisation, no PReLU slopes.
+    assert isinstance(block, ResidualBlock)
+    assert sum(p.numel() for p in block.parameters()) == sum(p.numel() for c in convs for p in c.parameters())
 
 
 # -- the PixelCNN prior --------------------------------------------------------------------------
@@ -153,95 +177,17 @@ def test_prior_is_normalised_and_ancestral_sampling_draws_from_it(tiny_prior):
     assert not torch.equal(again, tiny_prior.sample(50, torch.Generator().manual_seed(5)))
 
 
-# -- the discrete importance-sampling estimator on a factorised toy model --------------------------
-# P positions with M codes each: p(c) = prod_p pi_p(c_p), p(x|c) = prod_p f_p(x, c_p). Then the
-# posterior is the product of the per-position posteriors and log p(x) = sum_p logsumexp_m.
-P, M = 5, 4
-
-
-@pytest.fixture(scope="module")
-def factorised():
-    g = torch.Generator().manual_seed(0)
-    log_pi = torch.log_softmax(torch.randn(P, M, generator=g, dtype=torch.float64) * 2, -1)
-    x = torch.randn(6, P, generator=g, dtype=torch.float64)
-    centres = torch.randn(P, M, generator=g, dtype=torch.float64)
-
-    def log_f(x_rows, codes):  # (m, P), (m, P) -> (m, P): a Gaussian around the code's centre
-        return -0.5 * (x_rows - centres.gather(1, codes.T).T).pow(2) - 0.5 * math.log(2 * math.pi)
-
-    def log_joint(x_rows, codes):
-        return (log_f(x_rows, codes) + log_pi.gather(1, codes.T).T).sum(1)
-
-    per_position = -0.5 * (x[:, :, None] - centres[None]).pow(2) - 0.5 * math.log(2 * math.pi) + log_pi[None]  # (n, P, M)
-    exact = torch.logsumexp(per_position, -1).sum(1)
-
-    def posterior(xb):
-        return torch.log_softmax(-0.5 * (xb[:, :, None] - centres[None]).pow(2) + log_pi[None], -1)
-
-    def mismatched(xb):  # too flat and biased towards code 0: valid but inefficient
-        logits = posterior(xb) * 0.3
-        logits[..., 0] += 1.0
-        return torch.log_softmax(logits, -1)
-
-    return {"x": x, "exact": exact, "joint": log_joint, "posterior": posterior, "mismatched": mismatched}
-
-
-@pytest.mark.parametrize("k", [1, 9])
-def test_exact_posterior_proposal_gives_the_exact_marginal(factorised, k):
-    f = factorised
-    estimate, ess = discrete_importance_log_likelihood(
-        f["x"], f["posterior"], f["joint"], k, torch.Generator().manual_seed(1), return_ess=True
-    )
-    assert estimate.dtype == torch.float64 and estimate.shape == (6,)
-    torch.testing.assert_close(estimate, f["exact"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(ess, torch.full((6,), float(k), dtype=torch.float64), rtol=1e-9, atol=0)
-
-
-def test_mismatched_proposal_converges_and_tightens_with_k(factorised):
-    f = factorised
-    repeats = 8
-    x = f["x"].repeat_interleave(repeats, 0)
-    run = lambda k, seed: discrete_importance_log_likelihood(x, f["mismatched"], f["joint"], k, torch.Generator().manual_seed(seed)).view(6, repeats)
-    estimates = run(3000, 2)
-    error = estimates.mean(1) - f["exact"]
-    assert (error.abs() <= 5 * estimates.std(1) / math.sqrt(repeats) + 1e-3).all(), error
-    single = run(1, 3)
-    assert (single.mean(1) < f["exact"] - 0.1).all()  # K = 1 is the ELBO, clearly below log p(x)
-
-
-def test_estimator_noise_does_not_depend_on_batching(factorised):
-    f = factorised
-    run = lambda **kw: discrete_importance_log_likelihood(f["x"], f["mismatched"], f["joint"], 37, torch.Generator().manual_seed(4), **kw)
-    reference = run(batch_size=64, chunk_size=10_000)
-    for batch_size, chunk_size in [(1, 1), (2, 5), (4, 1000), (6, 37)]:
-        torch.testing.assert_close(run(batch_size=batch_size, chunk_size=chunk_size), reference, rtol=0, atol=1e-12)
-    assert not torch.equal(discrete_importance_log_likelihood(f["x"], f["mismatched"], f["joint"], 37, torch.Generator().manual_seed(5)), reference)
-    with pytest.raises(ValueError, match="num_samples"):
-        discrete_importance_log_likelihood(f["x"], f["posterior"], f["joint"], 0, torch.Generator())
-
-
-def test_codes_without_proposal_mass_are_never_drawn(factorised):
-    f = factorised
-    drawn = []
-
-    def joint(x_rows, codes):
-        drawn.append(codes)
-        return f["joint"](x_rows, codes)
-
-    def two_codes(xb):  # all mass on codes 1 and 2
-        log_q = torch.full((xb.shape[0], P, M), -math.inf, dtype=torch.float64)
-        log_q[..., 1:3] = math.log(0.5)
-        return log_q
-
-    estimate = discrete_importance_log_likelihood(f["x"], two_codes, joint, 200, torch.Generator().manual_seed(6))
-    codes = torch.cat(drawn)
-    assert torch.isfinite(estimate).all() and set(codes.unique().tolist()) == {1, 2}
-
-
 # -- the method's log_likelihood on a tiny model whose code maps can be enumerated ---------------------
 # A wide proposal (tau = 4 against codes ~2 apart): every code map gets drawn, so the estimate can converge.
-TINY = VQVAEConfig(codebook_size=3, embedding_dim=2, width=4, prior_channels=8, prior_layers=2, prior_first_kernel=3,
-                   proposal_temperature=4.0)
+TINY = VQVAEConfig(
+    codebook_size=3,
+    embedding_dim=2,
+    width=4,
+    prior_channels=8,
+    prior_layers=2,
+    prior_first_kernel=3,
+    proposal_temperature=4.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -262,9 +208,11 @@ def _exact_log_px(method, x_bin):
     """log sum over all 81 code maps of p(x|c) p(c), with p(x|c) from torch.distributions."""
     maps = _all_code_maps(3, (2, 2))
     with torch.no_grad():
-        logits = method.model.decode_logits(method.model.quantiser.lookup(maps))
+        logits = method.model.decode_logits(method.model.code_map(maps))
         log_prior = method.prior.log_prob(maps).double()
-        log_lik = torch.stack([Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(1).sum(1).double() for x in x_bin])
+        log_lik = torch.stack(
+            [Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(1).sum(1).double() for x in x_bin]
+        )
     return torch.logsumexp(log_lik + log_prior, dim=1), log_lik + log_prior
 
 
@@ -273,7 +221,9 @@ def test_likelihood_estimate_matches_exhaustive_enumeration(tiny_method):
     x_bin = (images > 0.5).float()
     exact, _ = _exact_log_px(method, x_bin)
     repeats = 6
-    estimates = method.log_likelihood(images.repeat_interleave(repeats, 0), 2000, torch.Generator().manual_seed(7)).view(4, repeats)
+    estimates = method.log_likelihood(
+        images.repeat_interleave(repeats, 0), 2000, torch.Generator().manual_seed(7)
+    ).view(4, repeats)
     error = estimates.mean(1) - exact
     assert (error.abs() <= 5 * estimates.std(1) / math.sqrt(repeats) + 2e-3).all(), (estimates.mean(1), exact)
     # The estimate is a lower bound that tightens with K: in expectation below log p(x), increasing in K.
@@ -319,7 +269,10 @@ def test_likelihood_binarises_restores_the_mode_and_is_deterministic(tiny_method
     try:
         torch.testing.assert_close(method.log_likelihood(images, 16, g()), full, rtol=1e-6, atol=1e-4)
     finally:
-        method.likelihood_batch_size, method.likelihood_chunk_size = VQVAE.likelihood_batch_size, VQVAE.likelihood_chunk_size
+        method.likelihood_batch_size, method.likelihood_chunk_size = (
+            VQVAE.likelihood_batch_size,
+            VQVAE.likelihood_chunk_size,
+        )
 
 
 # -- shapes, latents and the protocol ------------------------------------------------------------
@@ -329,7 +282,9 @@ def test_other_image_shapes_and_latents_on_the_codebook(shape):
     method = VQVAE(config)
     with seeded_init(0):
         method.model = ConvVQVAE(shape, config).eval()
-        method.prior = PixelCNNPrior(8, method.model.map_shape, 8, config.prior_layers, config.prior_first_kernel).eval()
+        method.prior = PixelCNNPrior(
+            8, method.model.map_shape, 8, config.prior_layers, config.prior_first_kernel
+        ).eval()
     h, w = shape[1] // 4, shape[2] // 4
     assert method.latent_dim == 4 * h * w
     z = method.sample_latent(5, torch.Generator().manual_seed(0))
@@ -349,7 +304,9 @@ def test_other_image_shapes_and_latents_on_the_codebook(shape):
 @requires_data("fashion-mnist")
 def test_without_base_images_pretraining_is_skipped(fashion_split):
     task = dataclasses.replace(
-        fashion_split.task, base_images=fashion_split.task.base_images[:0], base_labels=fashion_split.task.base_labels[:0]
+        fashion_split.task,
+        base_images=fashion_split.task.base_images[:0],
+        base_labels=fashion_split.task.base_labels[:0],
     )
     method = VQVAE()
     method.fit(task, VQVAE.profiles["smoke"], 0)

@@ -1,0 +1,182 @@
+"""`folder:PATH[@SIZE]`: a folder of images as a dataset, with or without one sub-folder per class.
+
+Every readable image (OpenCV: png, jpg, bmp, ...) is read, turned into grey (when every image is
+grey) or RGB, and resized to SIZE x SIZE (default 64; `cv2.INTER_AREA` when shrinking,
+`cv2.INTER_CUBIC` when enlarging). Unreadable files are skipped, counted and named in the
+provenance of every record, and reported with a warning.
+
+- With class sub-folders (`PATH/<class>/*`): each class is divided into train (80%) and test
+  (20%, at least one image) by a fixed seeded permutation, so the novel-class protocol applies
+  unchanged: support from the novel class's train part, reference = its test part.
+- Without (`PATH/*`, images only): the unconditional protocol (`bench.data.splits.make_unconditional_split`)
+  of the IMLE/FastGAN papers. The images are divided once, by a fixed seed, into a train part
+  (90%) and a held-out part (10%, at least one image): train = `train_images`, held-out =
+  `test_images`, all labelled 0. There are no classes, so no domain evaluator: the
+  distribution metrics use InceptionV3 features (the weights must be available).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.data.datasets._base import DataNotFoundError, ImageDataset, LoadedData
+
+PREFIX = "folder:"
+DEFAULT_SIZE = 64
+TEST_FRACTION = 0.2
+HELD_OUT_FRACTION = 0.1  # of a folder without classes: the backtracking targets
+DIVISION_SEED = 0  # the train/test division is part of the dataset's definition, not of a run's seed
+
+
+def parse(spec: str) -> tuple[Path, int]:
+    body = spec.strip()[len(PREFIX) :]
+    size = DEFAULT_SIZE
+    if "@" in body and body.rsplit("@", 1)[1].isdigit():
+        body, size_text = body.rsplit("@", 1)
+        size = int(size_text)
+    if size < 8:
+        raise ValueError(f"{spec}: image size {size} is too small (at least 8)")
+    root = Path(body).expanduser().resolve()
+    if not root.is_dir():
+        raise DataNotFoundError(f"{spec}: {root} is not a folder")
+    return root, size
+
+
+def _read(path: Path, size: int) -> np.ndarray | None:
+    """(H, W) grey or (H, W, 3) RGB uint8 resized to size x size; None when OpenCV cannot read it."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    if image.ndim == 3:
+        image = image[:, :, :3]  # drop alpha
+        image = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+@dataclass(frozen=True)
+class FolderDataset(ImageDataset):
+    root: Path = Path(".")
+    image_size: int = DEFAULT_SIZE
+
+    def find_files(self) -> dict[str, Path]:
+        return {slot: self.root for slot in ("train_images", "train_labels", "test_images", "test_labels")}
+
+    @property
+    def has_classes(self) -> bool:
+        return "novel-class" in self.protocols
+
+    def load(self, download: bool = True) -> LoadedData:
+        images, labels, unreadable = [], [], []
+        folders = [self.root / c for c in self.class_names] if self.has_classes else [self.root]
+        for label, folder in enumerate(folders):
+            for path in sorted(p for p in folder.iterdir() if p.is_file()):
+                image = _read(path, self.image_size)
+                if image is None:
+                    unreadable.append(str(path.relative_to(self.root)))
+                    continue
+                images.append(image)
+                labels.append(label)
+        if unreadable:
+            warnings.warn(f"{self.name}: {len(unreadable)} unreadable files skipped: {unreadable[:10]}", stacklevel=2)
+        channels = self.image_shape[0]
+        array = np.stack([_as_channels(image, channels) for image in images])
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) < 2:
+            raise ValueError(f"{self.root}: {len(labels)} readable image(s); at least 2 are needed")
+        test = np.zeros(len(labels), dtype=bool)
+        rng = np.random.default_rng(DIVISION_SEED)
+        fraction = TEST_FRACTION if self.has_classes else HELD_OUT_FRACTION
+        for label in range(len(self.class_names)):
+            members = np.flatnonzero(labels == label)
+            n_test = max(1, int(round(fraction * len(members))))
+            test[rng.permutation(members)[:n_test]] = True
+        digest = hashlib.sha256(array.tobytes() + labels.tobytes() + test.tobytes()).hexdigest()
+        source = {
+            "path": str(self.root),
+            "content_sha256": digest,
+            "exact": True,
+            "note": f"{len(labels)} images, {len(self.class_names) if self.has_classes else 'no'} classes, resized to "
+            f"{self.image_size}x{self.image_size} (INTER_AREA shrinking, INTER_CUBIC enlarging); seeded "
+            f"{1 - fraction:.0%}/{fraction:.0%} " + ("train/test per class" if self.has_classes else "train/held-out"),
+            "unreadable_files": unreadable,
+        }
+        return LoadedData(
+            array[~test],
+            labels[~test],
+            array[test],
+            labels[test],
+            provenance={slot: source for slot in ("train_images", "train_labels", "test_images", "test_labels")},
+        )
+
+
+def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[None]
+        return np.repeat(image, channels, axis=0) if channels == 3 else image
+    return image.transpose(2, 0, 1)
+
+
+def folder_dataset(spec: str) -> FolderDataset:
+    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`."""
+    root, size = parse(spec)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) == 1:
+        raise ValueError(
+            f"{spec}: the novel-class protocol needs at least 2 class sub-folders, found {classes}; "
+            f"for one set of images, put them directly in {root}"
+        )
+    stem = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "images"
+    key = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
+    common = dict(
+        image_size=size,
+        root=root,
+        slots=(),
+        citation=f"local image folder {root}",
+        license="that of the images",
+        allows_hflip=False,
+    )  # unknown content: no mirror symmetry assumed
+    if not classes:
+        if not any(p.is_file() for p in root.iterdir()):
+            raise ValueError(f"{spec}: {root} holds no files and no class sub-folders")
+        return FolderDataset(
+            name=f"folder-{stem}-{key}",
+            title=f"Image folder {root} (no classes)",
+            class_names=(root.name,),
+            image_shape=(3 if _any_colour([root], size) else 1, size, size),
+            default_novel_class=0,
+            notes="made from a folder of images without classes: the unconditional protocol",
+            protocols=("unconditional",),
+            evaluator_classes=0,
+            evaluator_trained_on="nothing: a folder without classes has no labels to train a domain evaluator on",
+            feature_extractor="inception-v3-compat",
+            **common,
+        )
+    return FolderDataset(
+        name=f"folder-{stem}-{key}",
+        title=f"Image folder {root}",
+        class_names=tuple(classes),
+        image_shape=(3 if _any_colour([root / c for c in classes], size) else 1, size, size),
+        default_novel_class=len(classes) - 1,
+        notes="made from a folder of images with one sub-folder per class",
+        **common,
+    )
+
+
+def _any_colour(folders: list[Path], size: int) -> bool:
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            image = _read(path, size) if path.is_file() else None
+            if image is not None and image.ndim == 3 and not (image == image[:, :, :1]).all():
+                return True
+    return False

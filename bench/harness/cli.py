@@ -1,0 +1,678 @@
+"""The `bench` command line: list, run, evaluate, leaderboard, check, baseline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.sdk.method import PROFILES
+from bench.sdk.registry import UnknownNameError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A benchmark for few-shot image generation.")
+out = Console()
+err = Console(stderr=True)
+
+USAGE_ERROR = 2
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--seeds takes comma-separated integers like 0,1,2; got '{text}'")
+    if not seeds or any(s < 0 for s in seeds):
+        fail(f"--seeds takes non-negative integers like 0,1,2; got '{text}'")
+    return list(dict.fromkeys(seeds))
+
+
+def check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        fail(str(UnknownNameError("profile", profile, list(PROFILES))))
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        fail(f"--device must be cpu or cuda[:N], got '{device}'")
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+@app.command("list")
+def list_entries(
+    what: str = typer.Argument(..., help="methods, metrics or datasets"),
+    markdown: bool = typer.Option(
+        False, "--markdown", help="metrics only: print the Markdown reference (docs/metric-reference.md is this output)"
+    ),
+) -> None:
+    """List registered methods, metrics or datasets."""
+    choices = ["methods", "metrics", "datasets"]
+    if what not in choices:
+        fail(str(UnknownNameError("list", what, choices)))
+    if markdown:
+        if what != "metrics":
+            fail(f"--markdown lists metrics only, not {what}")
+        from bench.harness.metric_docs import metric_reference
+
+        sys.stdout.write(metric_reference())
+        return
+    out.print({"methods": _methods_table, "metrics": _metrics_table, "datasets": _datasets_table}[what]())
+
+
+def _methods_table() -> Table:
+    from methods import METHODS
+
+    table = Table("method", "kind", "capabilities", "profiles", "reference", title="Methods")
+    table.columns[0].no_wrap = True
+    for name, cls in METHODS.items():
+        kind = "reference row" if cls.is_reference else "method"
+        table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
+    return table
+
+
+def _metrics_table() -> Table:
+    from metrics import METRICS, in_display_order
+
+    table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
+    table.columns[0].no_wrap = True
+    for name in in_display_order(METRICS.names()):
+        metric = METRICS.get(name)
+        better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
+        table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
+    return table
+
+
+def _datasets_table() -> Table:
+    from bench.data.datasets import DATASETS
+
+    table = Table(title="Datasets", show_lines=True)
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("details")
+    for name, dataset in DATASETS.items():
+        found = dataset.find_files()
+        if len(found) == len(dataset.slots):
+            files = "found in " + ", ".join(sorted({str(p.parent) for p in found.values()}))
+        else:
+            files = f"[yellow]missing {len(dataset.slots) - len(found)} of {len(dataset.slots)} arrays[/] (set BENCH_DATA_DIR, or run once online to download)"
+        novel = dataset.default_novel_class
+        if "novel-class" in dataset.protocols:
+            protocol_note = f"default novel class {novel} ({dataset.class_names[novel]})"
+        else:
+            protocol_note = "novel classes drawn by the seed (see docs/protocol.md)"
+        names = [f"{i} {c}" for i, c in enumerate(dataset.class_names)]
+        if len(names) > 12:  # Omniglot has 1,623: show the two ends
+            names = names[:5] + [f"... ({len(names)} classes) ..."] + names[-3:]
+        details = "\n".join(
+            [
+                f"{dataset.title}: {'x'.join(map(str, dataset.image_shape))} images; protocols: {', '.join(dataset.protocols)}; "
+                + protocol_note,
+                "classes: " + ", ".join(names),
+                f"files: {files}",
+                f"source: {dataset.citation}; licence: {dataset.license}",
+            ]
+        )
+        table.add_row(name, details)
+    return table
+
+
+@app.command()
+def run(
+    methods: str = typer.Option(
+        ..., "--methods", help="comma-separated method names, or 'all' (every method, then the reference rows)"
+    ),
+    dataset: str = typer.Option(..., "--dataset"),
+    shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
+    seeds: str = typer.Option("0", "--seeds", help="comma-separated support draws, e.g. 0,1,2"),
+    profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper"),
+    novel_class: str | None = typer.Option(
+        None,
+        "--novel-class",
+        help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)",
+    ),
+    characters: int | None = typer.Option(
+        None, "--characters", help="omniglot: novel characters per run, drawn by the seed, one task each (default 20)"
+    ),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    leaderboard: Path | None = typer.Option(
+        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+    ),
+    device: str = typer.Option("cpu", "--device"),
+    n_samples: int | None = typer.Option(None, "--samples", help="samples to evaluate (default per profile)"),
+    metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="rerun runs that are already stored"),
+    as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
+) -> None:
+    """Train, sample, evaluate and store every (method, seed); then render the leaderboard."""
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.harness.store import ResultStore
+
+    spec = _run_spec(
+        methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
+    )
+    store = ResultStore(results_dir)
+    summary = _run_with_progress(spec, store)
+    written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    if as_json:
+        print(json.dumps([o.record for o in summary], indent=2))
+    else:
+        _print_run_summary(summary, spec.metrics)
+        out.print(f"records in {results_dir / 'runs'}; leaderboard written to {written}")
+    if any(o.status == "failed" for o in summary):
+        raise typer.Exit(1)
+
+
+def _run_spec(
+    methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
+):
+    """The `RunSpec` of `bench run`'s options, every name and number checked before anything is built."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
+    from bench.harness.plan import RunSpec
+    from methods import METHODS, method_names
+    from metrics import METRICS
+
+    check_profile(profile)
+    check_device(device)
+    seed_list = parse_seeds(seeds)
+    try:
+        # `all`: every method, then the reference rows that give the leaderboard its scale.
+        method_list = METHODS.resolve(methods, method_names(references=False) + method_names(methods=False))
+        dataset_name = DATASETS.get(dataset).name
+        metric_list = METRICS.resolve(metric_names) if metric_names else None
+        validate_shots(shots)
+        DATASETS.get(dataset).novel_classes(novel_class)
+    except (UnknownNameError, ValueError) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    if n_samples is not None and n_samples < 2:
+        fail("--samples must be at least 2")
+    if characters is not None and characters < 1:
+        fail("--characters must be at least 1")
+    return RunSpec(
+        method_list,
+        dataset_name,
+        shots,
+        seed_list,
+        profile,
+        novel_class=novel_class,
+        characters=characters or DEFAULT_CHARACTERS,
+        device=device,
+        n_samples=n_samples,
+        metrics=metric_list,
+        overwrite=overwrite,
+    )
+
+
+def _run_with_progress(spec, store) -> list:
+    """`run_benchmark` under progress bars; failed runs are reported as they happen. Returns the outcomes."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.harness.runner import run_benchmark
+    from bench.sdk.progress import RichReporter
+
+    summary = []
+    total = len(DATASETS.get(spec.dataset).novel_classes(spec.novel_class)) * len(spec.methods) * len(spec.seeds)
+    try:
+        with progress_bars() as progress:
+            overall = progress.add_task("runs", total=total)
+
+            def on_outcome(outcome) -> None:
+                progress.advance(overall)
+                summary.append(outcome)
+                if outcome.status == "failed":
+                    err.print(
+                        f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
+                        f"{outcome.record['failure']['reason']}"
+                    )
+
+            run_benchmark(spec, store, RichReporter(progress), on_outcome)
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    except ValueError as exc:
+        fail(str(exc))
+    return summary
+
+
+def _print_run_summary(summary, metric_list) -> None:
+    """One column per method (mean over its seeds), one row per metric: the leaderboard has the spread."""
+    from metrics import METRICS, in_display_order
+
+    names = metric_list or in_display_order(METRICS.names())
+    by_method: dict[str, list] = {}
+    for outcome in summary:
+        by_method.setdefault(outcome.key.method, []).append(outcome)
+    table = Table(
+        "metric",
+        *[f"{method}\n({len(runs)} run{'s' * (len(runs) > 1)})" for method, runs in by_method.items()],
+        title="Runs (mean over each method's runs: seeds and held-out classes)",
+    )
+    table.columns[0].no_wrap = True
+
+    def status(runs) -> str:
+        counts: dict[str, int] = {}
+        for outcome in runs:
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+    def cell(runs, name: str) -> str:
+        results = [(o.record or {}).get("metrics", {}).get(name, {}) for o in runs if o.status != "failed"]
+        values = [r["value"] for r in results if r.get("status") == "ok"]
+        if values:
+            return f"{sum(values) / len(values):.4g}"
+        states = {r.get("status", "-") for r in results} or {"-"}
+        return ", ".join(sorted({"not_applicable": "n/a"}.get(state, state) for state in states))
+
+    table.add_row("runs", *[status(runs) for runs in by_method.values()], end_section=True)
+    for name in names:
+        table.add_row(f"{name} {METRICS.get(name).arrow}", *[cell(runs, name) for runs in by_method.values()])
+    fit_means = []
+    for runs in by_method.values():
+        fits = [(o.record or {}).get("timings", {}).get("fit") for o in runs if o.status != "failed"]
+        fits = [fit for fit in fits if fit is not None]
+        fit_means.append(f"{sum(fits) / len(fits):.1f}" if fits else "-")
+    table.add_row("fit seconds", *fit_means)
+    out.print(table)
+
+
+@app.command("evaluate")
+def evaluate_samples(
+    samples: Path = typer.Option(..., "--samples", help=".npz (or .npy) of uint8 or [0,1] float images"),
+    dataset: str = typer.Option(..., "--dataset"),
+    novel_class: str | None = typer.Option(
+        None, "--class", help="class the samples should depict (default: the dataset's novel class)"
+    ),
+    shots: int = typer.Option(4, "--shots", help="the split whose support set memorisation is measured against"),
+    seed: int = typer.Option(0, "--seed", help="the support draw of that split"),
+    characters: int | None = typer.Option(
+        None, "--characters", help="omniglot: novel characters drawn by --seed (default 20); samples in task order"
+    ),
+    key: str | None = typer.Option(None, "--key", help="array name inside the .npz"),
+    metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
+    from bench.harness.samples import SampleFileError, load_samples
+    from bench.harness.scoring import score
+    from bench.sdk.progress import NullReporter
+    from metrics import METRICS, profile_settings
+
+    try:
+        spec = DATASETS.get(dataset)
+        metric_list = METRICS.resolve(metric_names) if metric_names else None
+        images = load_samples(samples, spec.image_shape, key)
+        split = make_run_split(spec.name, shots, seed, novel_class, characters or DEFAULT_CHARACTERS)
+    except (UnknownNameError, ValueError, SampleFileError) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
+    if len(images) % n_tasks or len(images) // n_tasks < 2:
+        fail(
+            f"{samples}: {len(images)} images cannot be divided among the {n_tasks} tasks of {split.info.split_id}: "
+            f"give the same number (at least 2) per novel character, in task order (as `bench run` stores them)"
+        )
+    # Scored as `bench run` scores (the same function, the evaluation seed derived from --seed), so rescoring a stored
+    # sample file reproduces the run's values; metrics that need a fitted model are not applicable.
+    timings: dict[str, float] = {}
+    outcomes, task_outcomes = score(
+        split, images, [None] * n_tasks, profile_settings("quick"), metric_list, NullReporter(), timings
+    )
+    result = {
+        "samples": str(samples),
+        "n_samples": int(images.shape[0]),
+        "split": {k: v for k, v in split.info.to_dict().items() if k != "data_provenance"},
+        "metrics": outcomes,
+        "timings": timings,
+    }
+    if task_outcomes is not None:
+        result["tasks"] = task_outcomes
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("metric", "value", "better", "notes", title=f"{samples} vs {split.info.split_id} (seed {seed})")
+    for name, outcome in outcomes.items():
+        arrow = METRICS.get(name).arrow
+        if outcome["status"] == "ok":
+            table.add_row(name, f"{outcome['value']:.5g}", arrow, outcome.get("flag", ""))
+        else:
+            table.add_row(name, outcome["status"], arrow, outcome.get("reason") or outcome.get("error", ""))
+    out.print(table)
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    output: Path | None = typer.Option(None, "--out", help="default: leaderboard.md beside the results dir"),
+) -> None:
+    """Render leaderboard.md from the stored run records."""
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.harness.store import ResultStore
+
+    path, errors = write_leaderboard(
+        ResultStore(results_dir), output or results_dir.resolve().parent / "leaderboard.md"
+    )
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    out.print(f"leaderboard written to {path}")
+
+
+@app.command("rescore")
+def rescore_command(
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated methods (default: every stored run)"),
+    metric_names: str | None = typer.Option(
+        None, "--metrics", help="comma-separated metrics (default: those each run holds)"
+    ),
+    leaderboard: Path | None = typer.Option(
+        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+    ),
+    device: str = typer.Option("cpu", "--device", help="where checkpoints are loaded for the model metrics"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score stored runs again (their samples and checkpoints) with the current evaluator and metrics; no training."""
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.leaderboard import write_leaderboard
+    from bench.harness.rescore import rescore
+    from bench.harness.store import ResultStore
+    from bench.sdk.progress import RichReporter
+    from methods import METHODS
+    from metrics import METRICS
+
+    check_device(device)
+    try:
+        method_list = METHODS.resolve(methods) if methods else None
+        metric_list = METRICS.resolve(metric_names) if metric_names else None
+    except UnknownNameError as exc:
+        fail(str(exc))
+    if not (results_dir / "runs").is_dir():
+        fail(f"{results_dir} holds no run records (no {results_dir / 'runs'} folder)")
+    store = ResultStore(results_dir)
+    errors: list[str] = []
+    try:
+        with progress_bars() as bars:
+            outcomes = rescore(store, method_list, metric_list, RichReporter(bars), device, errors)
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    written, _ = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    if as_json:
+        fields = ("status", "reason", "kept", "changed")
+        print(json.dumps([{"key": o.key.to_dict(), **{f: getattr(o, f) for f in fields}} for o in outcomes], indent=2))
+    else:
+        _print_rescore_table(outcomes)
+        out.print(f"{sum(o.status == 'rescored' for o in outcomes)} runs rescored; leaderboard written to {written}")
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
+
+
+def _print_rescore_table(outcomes) -> None:
+    table = Table("split", "method", "profile", "seed", "result", "changed metrics", "notes", title="Rescore")
+    for o in outcomes:
+        notes = o.reason or "; ".join(f"{name}: {why}" for name, why in o.kept.items())
+        key = o.key
+        table.add_row(
+            key.split_id, key.method, key.profile, str(key.seed), o.status, ", ".join(o.changed) or "none", notes
+        )
+    out.print(table)
+
+
+@app.command("check")
+def check_command(
+    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (see `bench baseline`)"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    strict: bool = typer.Option(False, "--strict", help="fail on entries measured with another card or seed set too"),
+) -> None:
+    """Compare stored results with a baseline; exit 1 naming every regression (and, with --strict, every entry not comparable)."""
+    from rich.markup import escape
+
+    from bench.harness.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
+    from bench.harness.store import ResultStore
+
+    try:
+        rows = check(ResultStore(results_dir), baseline)
+    except BaselineError as exc:
+        fail(str(exc))
+    colour = {OK: "green", REGRESSION: "red", NOT_COMPARABLE: "red" if strict else "yellow"}
+    table = Table(
+        "split", "profile", "method", "metric", "baseline", "current", "tolerance", "result", title="Regression check"
+    )
+    for row in rows:
+        current = "missing" if row.current is None else f"{row.current:.5g}"
+        verdict = "ok" if row.status == OK else f"{row.status.upper()}: {row.reason}"
+        table.add_row(
+            row.split_id,
+            row.profile,
+            row.method,
+            row.metric,
+            f"{row.baseline:.5g}",
+            current,
+            f"{row.tolerance:.3g}",
+            f"[{colour.get(row.status, 'dim')}]{escape(verdict)}[/]",
+        )
+    out.print(table)
+    failed = failing(rows, strict)
+    for r in failed:
+        err.print(
+            f"{r.status}: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}",
+            highlight=False,
+            markup=False,
+        )
+    out.print(summary(rows), highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("baseline")
+def baseline_command(
+    output: Path = typer.Option(..., "--out", help="baseline JSON to write"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    relative: float = typer.Option(0.1, "--relative", help="default relative tolerance"),
+    absolute: float = typer.Option(0.0, "--absolute", help="default absolute tolerance"),
+    profile: str | None = typer.Option(None, "--profile", help="only this profile's results"),
+    spread_from: Path | None = typer.Option(
+        None,
+        "--spread-from",
+        help="results of the same sweep on another machine: per-metric tolerances from the measured spread",
+    ),
+    spread_note: str | None = typer.Option(
+        None, "--spread-note", help="where --spread-from came from, recorded in the baseline"
+    ),
+) -> None:
+    """Write the current results' means as a baseline for `bench check`."""
+    from bench.harness.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
+    from bench.harness.store import ResultStore
+
+    if profile is not None:
+        check_profile(profile)
+    if spread_from is not None and not (spread_from / "runs").is_dir():
+        fail(f"--spread-from {spread_from}: no runs/ folder there (a results directory of the same sweep)")
+    try:
+        made = make_baseline(
+            ResultStore(results_dir),
+            relative,
+            absolute,
+            profile,
+            ResultStore(spread_from) if spread_from is not None else None,
+            spread_note,
+        )
+    except BaselineError as exc:
+        fail(str(exc))
+    if not made["entries"]:
+        fail(f"no successful runs in {results_dir} to make a baseline from")
+    save_baseline(made, output)
+    if "spread" in made:
+        table = Table(title=f"Tolerances: max(default, {SPREAD_SAFETY:g} × spread)")
+        table.add_column("metric", no_wrap=True)
+        for header in ("entries", "spread abs", "spread rel", "tolerance abs", "tolerance rel"):
+            table.add_column(header)
+        for metric, m in made["spread"]["metrics"].items():
+            spread = m["spread"] or {"absolute": float("nan"), "relative": float("nan")}
+            table.add_row(
+                metric,
+                str(m["n_entries"]),
+                f"{spread['absolute']:.3g}",
+                f"{spread['relative']:.3g}",
+                f"{m['tolerance']['absolute']:.3g}",
+                f"{m['tolerance']['relative']:.3g}",
+            )
+        out.print(table)
+        if all(
+            not m["spread"] or not (m["spread"]["absolute"] or m["spread"]["relative"])
+            for m in made["spread"]["metrics"].values()
+        ):
+            err.print(
+                f"[yellow]warning:[/] {results_dir} and {spread_from} agree exactly: the tolerances are the defaults. Was "
+                "the second sweep run with other float arithmetic (another machine, or another ATEN_CPU_CAPABILITY)?"
+            )
+    out.print(f"{len(made['entries'])} entries written to {output}")
+
+
+@app.command("export")
+def export_command(
+    fmt: str = typer.Option("csv", "--format", help="csv | jsonl | parquet"),
+    output: Path | None = typer.Option(None, "--out", help="file to write (default: stdout; parquet needs a file)"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    methods: str | None = typer.Option(None, "--methods", help="comma-separated methods to keep (default: all)"),
+    metric_names: str | None = typer.Option(
+        None, "--metrics", help="comma-separated metrics to keep (default: all; failed runs' rows are kept)"
+    ),
+) -> None:
+    """Write the stored results as a tidy table: one row per (run, metric), for pandas."""
+    from bench.harness.export import ExportError, ParquetEngineMissing, check_format, export_frame, write_frame
+
+    try:
+        check_format(fmt, output)
+        if not (results_dir / "runs").is_dir():
+            fail(f"{results_dir} holds no run records (no {results_dir / 'runs'} folder)")
+        frame, errors = export_frame(results_dir, methods, metric_names)
+    except (UnknownNameError, ExportError) as exc:
+        fail(str(exc))
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {message}", highlight=False, soft_wrap=True)
+    try:
+        text = write_frame(frame, fmt, output)
+    except ParquetEngineMissing as exc:
+        fail(str(exc), code=1)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        out.print(f"{len(frame)} rows written to {output}", highlight=False)
+
+
+evaluator_app = typer.Typer(
+    no_args_is_help=True, help="The domain evaluators (the ruler): list the pinned weights, train a recipe."
+)
+app.add_typer(evaluator_app, name="evaluator")
+
+
+@evaluator_app.command("list")
+def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each dataset's evaluator: recipe, pinned sha256 and test accuracy, and where the weights file was found."""
+    from bench.data.datasets import DATASETS
+    from bench.features.evaluator import (
+        PINNED_WEIGHTS,
+        EvaluatorWeightsError,
+        architecture_name,
+        config_for,
+        find_pinned_weights,
+    )
+
+    rows = []
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        if spec.evaluator_num_classes < 2:
+            continue
+        row = {"dataset": name, "architecture": architecture_name(config_for(name)), "pinned": name in PINNED_WEIGHTS}
+        if name in PINNED_WEIGHTS:
+            pinned = PINNED_WEIGHTS[name]
+            row.update(file=pinned.file, sha256=pinned.sha256, test_accuracy=pinned.test_accuracy)
+            try:
+                row["found_at"] = str(find_pinned_weights(name))
+            except EvaluatorWeightsError as exc:
+                row["problem"] = str(exc)
+        rows.append(row)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("dataset", "recipe", "sha256", "test accuracy", "weights file", title="Domain evaluators")
+    for row in rows:
+        if not row["pinned"]:
+            table.add_row(row["dataset"], row["architecture"], "-", "-", "none shipped: trained on first use")
+            continue
+        where = row.get("found_at") or f"[red]{row['problem']}[/]"
+        table.add_row(
+            row["dataset"], row["architecture"], row["sha256"][:16] + "…", f"{row['test_accuracy']:.4f}", where
+        )
+    out.print(table)
+    if any("problem" in row for row in rows):
+        raise typer.Exit(1)
+
+
+@evaluator_app.command("train")
+def evaluator_train(
+    dataset: str = typer.Option(..., "--dataset"),
+    output: Path = typer.Option(..., "--out", help="weights file to write"),
+) -> None:
+    """Train a dataset's evaluator with its pinned recipe; print the file's sha256 and the test accuracy."""
+    import time
+
+    from bench.data.datasets import DataNotFoundError
+    from bench.features.evaluator import NoDomainEvaluator, save_evaluator, train_evaluator
+    from bench.sdk.progress import RichReporter
+
+    start = time.perf_counter()
+    try:
+        with progress_bars() as bars:
+            model, card = train_evaluator(dataset, reporter=RichReporter(bars))
+    except (UnknownNameError, NoDomainEvaluator) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    digest = save_evaluator(output, model, card)
+    print(f"{output}: {output.stat().st_size:,} bytes, sha256 {digest}")
+    print(
+        f"test accuracy {card['test_accuracy']:.6f}; trained in {time.perf_counter() - start:.0f} s "
+        f"({card['architecture']}, recipe {card['recipe_version']}, torch {card['torch']})"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: runs in progress were not recorded")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""What a sweep will run, resolved once: one `RunPlan` per (novel class, seed, method).
+
+A `RunSpec` is what the user asked for (the CLI's options). `plan_sweep` resolves it into plans:
+the split or task set (built once per novel class and seed, shared by that seed's methods), the
+method class, the profile's budget, the number of samples, the metric settings, the seeds the
+run derives for sampling and evaluation, and the hash of everything that decides whether a
+stored record still measures what the plan asks. A single split is a task set of one task
+(`RunPlan.tasks`); only the seed names and the record's layout tell the two apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.data.datasets import DATASETS
+from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
+from bench.harness.store import RunKey
+from bench.sdk.method import Method
+from methods import METHODS
+from metrics import METRICS, profile_settings
+
+# Samples drawn for evaluation per profile (about the size of the evaluation reference: 1,000 ankle boots, 1,009 MNIST 9s).
+EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
+# The metric settings of a profile (handed to every metric as `EvalInputs.settings` and recorded) are
+# declared by the metrics: `metrics.profile_settings(profile)`.
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent, stable seed for one purpose (e.g. sampling) derived from the run's seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class RunSpec:
+    """A sweep as the user asks for it: methods x seeds (x novel classes) on one dataset at one profile."""
+
+    methods: list[str]
+    dataset: str
+    shots: int = 4
+    seeds: list[int] = field(default_factory=lambda: [0])
+    profile: str = "quick"
+    novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
+    characters: int = DEFAULT_CHARACTERS  # novel characters per run (omniglot-characters protocol)
+    device: str = "cpu"
+    n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
+    metrics: list[str] | None = None  # default: every registered metric
+    overwrite: bool = False
+
+
+def samples_drawn(split: Split | TaskSet, requested: int) -> int:
+    """Images a run draws: `requested` for one task; for a task set, `requested // tasks` per task (at least 2)."""
+    if isinstance(split, TaskSet):
+        return max(2, requested // len(split.splits)) * len(split.splits)
+    return requested
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, resolved: everything the runner, the artefact writers and the scorer read."""
+
+    method: str
+    method_class: type[Method]
+    split: Split | TaskSet
+    profile: str
+    budget: Any
+    n_samples: int
+    settings: dict
+    metrics: list[str] | None  # None: every registered metric
+    device: str = "cpu"
+    split_seconds: float = 0.0  # time spent building the split (charged to the first run that uses it)
+
+    @property
+    def seed(self) -> int:
+        return self.split.info.seed
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.method, self.split.info.split_id, self.profile, self.seed)
+
+    @property
+    def is_task_set(self) -> bool:
+        return isinstance(self.split, TaskSet)
+
+    @property
+    def tasks(self) -> list[Split]:
+        """The splits the method is fitted to, one model each: the task set's tasks, or the split alone."""
+        return list(self.split.splits) if self.is_task_set else [self.split]
+
+    @property
+    def samples_per_task(self) -> int:
+        return self.n_samples // len(self.tasks)
+
+    def sample_seed(self, task: int = 0) -> int:
+        return derive_seed(self.seed, f"sample:{task}" if self.is_task_set else "sample")
+
+    def evaluation_seed(self) -> int:
+        return derive_seed(self.seed, "evaluate")
+
+    @property
+    def metric_names(self) -> list[str]:
+        return self.metrics if self.metrics is not None else METRICS.names()
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 of what a stored record must share with this plan to be reused (see `record_config_hash`)."""
+        return _config_hash(
+            self.split.info.sha256,
+            self.method_class.version,
+            dataclasses.asdict(self.budget),
+            self.n_samples,
+            self.settings,
+            {name: METRICS.get(name).version for name in self.metric_names},
+        )
+
+
+def _config_hash(
+    split_sha256: str,
+    method_version: str,
+    budget: dict,
+    n_samples: int,
+    settings: dict,
+    metric_versions: dict[str, str | None],
+) -> str:
+    content = {
+        "split": split_sha256,
+        "method_version": method_version,
+        "budget": budget,
+        "n_samples": n_samples,
+        "settings": settings,
+        "metric_versions": dict(sorted(metric_versions.items())),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def record_config_hash(record: dict, metric_names: list[str]) -> str:
+    """The same hash computed from a stored record: equal to the plan's when the record measured the same data with
+    the same method version and budget, sample count and metric settings, and every metric at its current version."""
+    stored_metrics = record.get("metrics", {})
+    return _config_hash(
+        record["split"]["sha256"],
+        record["method"]["version"],
+        record["method"]["budget"],
+        record["evaluation"]["n_samples"],
+        record["evaluation"].get("settings"),
+        {name: stored_metrics.get(name, {}).get("card", {}).get("version") for name in metric_names},
+    )
+
+
+def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: float = 0.0) -> RunPlan:
+    method_class = METHODS.get(method)
+    return RunPlan(
+        method=method,
+        method_class=method_class,
+        split=split,
+        profile=spec.profile,
+        budget=method_class.budget_for(spec.profile),
+        n_samples=samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile]),
+        settings=profile_settings(spec.profile),
+        metrics=spec.metrics,
+        device=spec.device,
+        split_seconds=split_seconds,
+    )
+
+
+def plan_sweep(spec: RunSpec) -> Iterator[RunPlan]:
+    """The plans of `spec`, novel class by novel class and seed by seed, each split built once and shared by the
+    methods of its seed (its build time is charged to the first of them)."""
+    for name in spec.methods:  # unknown names and profiles fail before any split is built
+        METHODS.get(name).budget_for(spec.profile)
+    for novel_class in DATASETS.get(spec.dataset).novel_classes(spec.novel_class):
+        for seed in spec.seeds:
+            start = time.perf_counter()
+            split = make_run_split(spec.dataset, spec.shots, seed, novel_class, spec.characters)
+            seconds = time.perf_counter() - start
+            for index, method in enumerate(spec.methods):
+                yield plan_run(spec, method, split, seconds if index == 0 else 0.0)

@@ -1,0 +1,102 @@
+"""One registry mechanism for methods, metrics and datasets.
+
+An entry is registered under its module's name, so the registry key, the file and the CLI
+name always agree. A registry may write the module's underscores as hyphens (methods and
+datasets do: `bench/data/datasets/fashion_mnist.py` registers `fashion-mnist`; metrics keep
+underscores: `metrics/support_nn_mse.py` registers `support_nn_mse`); look-ups accept either. Entries are discovered by importing every module of their
+package on first use. Unknown names raise `UnknownNameError`, which lists the valid
+names and suggests the closest one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A name that is not in a registry; the message lists valid names and a suggestion."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        self.kind, self.name, self.valid = kind, name, valid
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        super().__init__(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return self.args[0]
+
+
+def key_for_module(module_name: str, separator: str = "-") -> str:
+    """Registry key of a module: its last dotted component, with `separator` for underscores."""
+    return module_name.rsplit(".", 1)[-1].replace("_", separator)
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind, discovered from the modules of one package."""
+
+    def __init__(self, kind: str, package: str, separator: str = "-"):
+        self.kind = kind
+        self.package = package
+        self.separator = separator
+        self._entries: dict[str, T] = {}
+        self._discovered = False
+
+    def register(self, entry: T, module_name: str) -> T:
+        key = key_for_module(module_name, self.separator)
+        if key in self._entries and self._entries[key] is not entry:
+            raise ValueError(f"{self.kind} '{key}' is registered twice (second time from {module_name})")
+        self._entries[key] = entry
+        return entry
+
+    def decorator(self) -> Callable[[T], T]:
+        """`@REGISTRY.decorator()` on a class or object registers it under its module's name."""
+
+        def wrap(entry: T) -> T:
+            return self.register(entry, entry.__module__)
+
+        return wrap
+
+    def _normalise(self, name: str) -> str:
+        return name.strip().replace("_", self.separator).replace("-", self.separator)
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        package = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+        self._discovered = True
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> T:
+        self._discover()
+        key = self._normalise(name)
+        if key not in self._entries:
+            raise UnknownNameError(self.kind, name, self.names())
+        return self._entries[key]
+
+    def resolve(self, spec: str, all_names: list[str] | None = None) -> list[str]:
+        """Parse a comma-separated list of names (or `all`) into validated keys, in order."""
+        self._discover()
+        parts = [self._normalise(p) for p in spec.split(",") if p.strip()]
+        if not parts:
+            raise UnknownNameError(self.kind, spec, self.names())
+        if parts == ["all"]:
+            return list(all_names if all_names is not None else self.names())
+        for part in parts:
+            self.get(part)
+        return list(dict.fromkeys(parts))
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for name in self.names():
+            yield name, self._entries[name]
