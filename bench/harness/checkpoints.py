@@ -44,6 +44,12 @@ def load_checkpoint(path: Path, sha256: str, device: str = "cpu"):
             "it was not written by this run and is not loaded"
         )
     # weights_only=False is safe here only because the digest above ties the file to the harness's own write.
-    method = torch.load(io.BytesIO(blob), map_location=device, weights_only=False)
+    try:
+        method = torch.load(io.BytesIO(blob), map_location=device, weights_only=False)
+    except (ImportError, AttributeError) as exc:  # the pickle names a class the code no longer has (moved, renamed)
+        raise CheckpointError(
+            f"checkpoint {path} was written by code whose classes have since moved or changed ({exc}); "
+            "re-run the row to store a checkpoint this code can load"
+        ) from exc
     method.device = torch.device(device)
     return method
