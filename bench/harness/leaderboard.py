@@ -42,7 +42,7 @@ HEADER = (
     "differs from the one most rows of its column share carries a footnote (¹, ², ...) saying what differs,\n"
     "and is not averaged, ranked or bolded with the others.\n"
     "↑ higher is better, ↓ lower is better, · a diagnostic with no better direction. Metric definitions: "
-    "[docs/metrics.md](docs/metrics.md); protocol: [docs/protocol.md](docs/protocol.md).\n"
+    "[docs/metric-reference.md](docs/metric-reference.md); protocol: [docs/protocol.md](docs/protocol.md).\n"
     "{verdicts}"
 )
 

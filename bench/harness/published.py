@@ -47,7 +47,7 @@ STUDY_TABLE_1 = PublishedTable(
     caveat=(
         "The study does not say which image pairs its MSE and SSIM compare, how many samples it scored or which "
         "BRISQUE implementation it used (it reports 71 for its input images); here MSE and SSIM compare each sample "
-        "with its nearest evaluation-reference image (docs/metrics.md) and BRISQUE is OpenCV's model on the 28x28 "
+        "with its nearest evaluation-reference image (docs/metric-reference.md) and BRISQUE is OpenCV's model on the 28x28 "
         "samples. The study trained at 32x32 with its own budgets. Read the columns side by side for order, not equality."
     ),
     also_measured=("fid", "precision", "recall", "class_consistency"),
