@@ -23,6 +23,8 @@ def invoke(*args):
         (["run", "--methods", "vae", "--dataset", "mnist", "--profile", "quik"], "Did you mean 'quick'?"),
         (["run", "--methods", "vae", "--dataset", "mnist", "--metrics", "mse,ssmi"], "Did you mean 'ssim'?"),
         (["run", "--methods", "vae", "--dataset", "mnist", "--shots", "0"], "--shots must be"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--jobs", "0"], "--jobs and --threads must be at least 1"),
+        (["run", "--methods", "vae", "--dataset", "mnist", "--threads", "0"], "--jobs and --threads must be"),
         (["run", "--methods", "vae", "--dataset", "mnist", "--seeds", "0,x"], "--seeds takes"),
         (["run", "--methods", "vae", "--dataset", "mnist", "--device", "tpu"], "--device"),
         (
@@ -238,6 +240,8 @@ def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, imag
             "--results-dir",
             tmp_path / "results",
             "--json",
+            "--jobs",
+            "1",  # in this process, where the warning can be caught
         )
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout[result.stdout.index("[") :])
@@ -314,6 +318,8 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
             "--results-dir",
             tmp_path / "results",
             "--json",
+            "--jobs",
+            "1",  # in this process, where the warning can be caught
         )
     records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records), result.output

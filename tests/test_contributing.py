@@ -13,9 +13,9 @@ import pytest
 from conftest import requires_data
 from test_layers import ALLOWED, project_imports
 
+from bench.harness.executor import run_benchmark
 from bench.harness.leaderboard import write_leaderboard
 from bench.harness.plan import RunSpec
-from bench.harness.runner import run_benchmark
 from bench.harness.store import ResultStore
 from methods import METHODS
 from metrics import METRICS

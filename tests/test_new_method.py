@@ -10,7 +10,8 @@ import pytest
 from conftest import requires_data
 
 import methods
-from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.executor import run_benchmark
+from bench.harness.plan import RunSpec
 from bench.harness.samples import load_samples
 from bench.harness.store import ResultStore
 from methods import METHODS

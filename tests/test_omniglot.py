@@ -10,7 +10,8 @@ from conftest import requires_data
 
 from bench.data.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
 from bench.data.splits import load_dataset, make_character_tasks, make_split
-from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.executor import run_benchmark
+from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore
 from methods import METHODS
 

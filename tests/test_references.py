@@ -7,8 +7,9 @@ from conftest import requires_data
 
 from bench.data.splits import load_dataset, to_float
 from bench.harness.evaluation import evaluate
+from bench.harness.executor import run_benchmark
 from bench.harness.leaderboard import write_leaderboard
-from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore
 from bench.sdk.method import ReferenceRow
 from methods import METHODS, method_names

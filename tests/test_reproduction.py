@@ -14,8 +14,8 @@ import pytest
 from conftest import requires_data
 
 from bench.features.evaluator import PINNED_WEIGHTS, train_evaluator
+from bench.harness.executor import run_benchmark
 from bench.harness.plan import RunSpec
-from bench.harness.runner import run_benchmark
 from bench.harness.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,9 @@ import pytest
 from conftest import requires_data
 
 from bench.harness.cli import app
+from bench.harness.executor import run_benchmark
+from bench.harness.plan import RunSpec
 from bench.harness.rescore import rescore
-from bench.harness.runner import RunSpec, run_benchmark
 from bench.harness.store import ResultStore
 from metrics import METRICS as REGISTERED_METRICS
 from metrics import Metric, profile_setting

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import REPO, requires_data
 
-from bench.harness.runner import RunSpec, run_benchmark
+from bench.harness.executor import run_benchmark
+from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore, RunKey
 from bench.sdk.method import Method, TrainingDiverged
 from methods import METHODS
@@ -119,7 +120,8 @@ def test_killed_run_leaves_no_record(tmp_path):
         import time, torch
         from dataclasses import dataclass
         from bench.sdk.method import Method
-        from bench.harness.runner import RunSpec, run_benchmark
+        from bench.harness.executor import run_benchmark
+        from bench.harness.plan import RunSpec
         from bench.harness.store import ResultStore
         from methods import METHODS
 

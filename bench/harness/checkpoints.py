@@ -9,6 +9,7 @@ Checkpoints are local artefacts and are not committed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 from pathlib import Path
@@ -24,10 +25,13 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: Path, method) -> str:
-    """Write the fitted `method` atomically; return the file's sha256 (stored in the run record)."""
-    method.reporter = NullReporter()
+    """Write the fitted `method` atomically; return the file's sha256 (stored in the run record).
+
+    The wall-clock phase timings (in the record already) are left out, so the same fit writes the same bytes."""
+    stored = copy.copy(method)
+    stored.reporter, stored.timings = NullReporter(), {}
     buffer = io.BytesIO()
-    torch.save(method, buffer)
+    torch.save(stored, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 

@@ -165,17 +165,26 @@ def run(
     n_samples: int | None = typer.Option(None, "--samples", help="samples to evaluate (default per profile)"),
     metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="rerun runs that are already stored"),
+    jobs: int | None = typer.Option(
+        None, "--jobs", help="runs side by side, each in its own process (default: one per core; 1 on CUDA)"
+    ),
+    threads: int = typer.Option(
+        1, "--threads", help="threads per run (records are reproduced bit for bit at the same count)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed); then render the leaderboard."""
+    from bench.harness.executor import default_jobs
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
     spec = _run_spec(
         methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
     )
+    if jobs is not None and jobs < 1 or threads < 1:
+        fail("--jobs and --threads must be at least 1")
     store = ResultStore(results_dir)
-    summary = _run_with_progress(spec, store)
+    summary = _run_with_progress(spec, store, jobs or default_jobs(device), threads)
     written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
@@ -231,10 +240,10 @@ def _run_spec(
     )
 
 
-def _run_with_progress(spec, store) -> list:
+def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
     """`run_benchmark` under progress bars; failed runs are reported as they happen. Returns the outcomes."""
     from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.harness.runner import run_benchmark
+    from bench.harness.executor import run_benchmark
     from bench.sdk.progress import RichReporter
 
     summary = []
@@ -252,7 +261,7 @@ def _run_with_progress(spec, store) -> list:
                         f"{outcome.record['failure']['reason']}"
                     )
 
-            run_benchmark(spec, store, RichReporter(progress), on_outcome)
+            run_benchmark(spec, store, RichReporter(progress), on_outcome, jobs=jobs, threads=threads)
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     except ValueError as exc:

@@ -1,7 +1,8 @@
 """What a sweep will run, resolved once: one `RunPlan` per (novel class, seed, method).
 
-A `RunSpec` is what the user asked for (the CLI's options). `plan_sweep` resolves it into plans:
-the split or task set (built once per novel class and seed, shared by that seed's methods), the
+A `RunSpec` is what the user asked for (the CLI's options); `plan_run` resolves one of its runs (a
+`bench.harness.executor.RunUnit`) into a plan: the split or task set (built once per novel class and seed, shared
+by that seed's methods), the
 method class, the profile's budget, the number of samples, the metric settings, the seeds the
 run derives for sampling and evaluation, and the hash of everything that decides whether a
 stored record still measures what the plan asks. A single split is a task set of one task
@@ -13,13 +14,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data.datasets import DATASETS
-from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet, make_run_split
+from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet
 from bench.harness.store import RunKey
 from bench.sdk.method import Method
 from methods import METHODS
@@ -166,17 +164,3 @@ def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: 
         device=spec.device,
         split_seconds=split_seconds,
     )
-
-
-def plan_sweep(spec: RunSpec) -> Iterator[RunPlan]:
-    """The plans of `spec`, novel class by novel class and seed by seed, each split built once and shared by the
-    methods of its seed (its build time is charged to the first of them)."""
-    for name in spec.methods:  # unknown names and profiles fail before any split is built
-        METHODS.get(name).budget_for(spec.profile)
-    for novel_class in DATASETS.get(spec.dataset).novel_classes(spec.novel_class):
-        for seed in spec.seeds:
-            start = time.perf_counter()
-            split = make_run_split(spec.dataset, spec.shots, seed, novel_class, spec.characters)
-            seconds = time.perf_counter() - start
-            for index, method in enumerate(spec.methods):
-                yield plan_run(spec, method, split, seconds if index == 0 else 0.0)

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +19,7 @@ import torch
 from bench.data.splits import Split
 from bench.harness.artifacts import ARTIFACT_WRITERS, FittedRun, write_artifacts
 from bench.harness.environment import environment, git_commit, utc_now
-from bench.harness.plan import RunPlan, RunSpec, derive_seed, plan_sweep, record_config_hash
+from bench.harness.plan import RunPlan, derive_seed, record_config_hash
 from bench.harness.scoring import add_timings, score
 from bench.harness.store import RECORD_SCHEMA, ResultStore, RunKey
 from bench.sdk.method import Method, TrainingDiverged
@@ -221,28 +220,3 @@ def is_current(record: dict, plan: RunPlan) -> bool:
     """Whether a stored record measured what `plan` asks: same data, method version and budget, sample count and
     metric settings, and every requested metric at its current version (`RunPlan.config_hash`)."""
     return record_config_hash(record, plan.metric_names) == plan.config_hash
-
-
-def run_benchmark(
-    spec: RunSpec,
-    store: ResultStore,
-    reporter: Reporter | None = None,
-    on_outcome: Callable[[RunOutcome], None] | None = None,
-) -> list[RunOutcome]:
-    """Run every plan of `spec` (`plan_sweep`).
-
-    A run already stored with status `ok` is skipped unless `spec.overwrite`, or unless it was
-    measured differently (`is_current`): then it is stale and run again.
-    """
-    reporter = reporter or NullReporter()
-    outcomes: list[RunOutcome] = []
-    for plan in plan_sweep(spec):
-        if not spec.overwrite and store.is_complete(plan.key) and is_current(store.load(plan.key), plan):
-            outcome = RunOutcome(plan.key, "skipped", store.load(plan.key))
-        else:
-            record = run_one(plan, store, reporter)
-            outcome = RunOutcome(plan.key, record["status"], record)
-        outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
-    return outcomes
