@@ -25,7 +25,7 @@ regression. Any other exception is an `error`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ def fixed_setting(default: Any, about: str) -> Any:
 
 
 S = TypeVar("S", bound="MetricSettings")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,15 +143,25 @@ class EvalInputs:
     # (the runner passes the profile's, `profile_settings(profile)`), e.g. {"nll_importance_samples": 100}.
     # A metric reads its own with `settings_as` (defaults for absent keys) and records what it used in its card.
     settings: dict = field(default_factory=dict)
-    # Shared by the metrics of one evaluation (e.g. nearest-neighbour indices used by mse and ssim).
-    cache: dict = field(default_factory=dict)
+    # The features of the image sets in the evaluation's feature spaces, each set extracted once
+    # (bench.features.extraction.FeatureBank, built by the harness): `features.extract("samples")`.
+    features: Any = None
     # Why an input is absent, when the caller knows better than the generic message (e.g. Omniglot's
     # novel characters are not among the evaluator's classes, so there is no `novel_class`).
     need_reasons: dict[str, str] = field(default_factory=dict)
+    _shared: dict = field(default_factory=dict, init=False, repr=False)
 
     def settings_as(self, settings_class: type[S]) -> S:
         """The caller's `settings` read as `settings_class`: its defaults where the caller set nothing."""
         return settings_class.from_values(self.settings)
+
+    def shared(self, compute: Callable[..., T], *args: Hashable) -> T:
+        """`compute(self, *args)`, computed once per evaluation: the metrics that read one computation share it
+        (fid, kid, precision and recall one torch-fidelity pass; mse and ssim one nearest-neighbour search)."""
+        key = (compute, args)
+        if key not in self._shared:
+            self._shared[key] = compute(self, *args)
+        return self._shared[key]
 
 
 @dataclass(frozen=True)

@@ -66,24 +66,38 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
     return features / (features.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
 
 
-def domain_distance(inputs: EvalInputs) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+@dataclass(frozen=True)
+class PerceptualDistance:
+    """D(x, y) split in two, so that the targets' features, which never change, are computed once per run:
+    `distance(x, target_features(y))` equals D(x, y)."""
+
+    target_features: Callable[[torch.Tensor], list[torch.Tensor]]
+    distance: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
+    device: torch.device
+    card: dict
+
+
+def domain_distance(inputs: EvalInputs) -> PerceptualDistance:
     evaluator = inputs.evaluator
     model = evaluator.model
 
-    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def target_features(y: torch.Tensor) -> list[torch.Tensor]:
+        return [_normalise(f) for f in model.conv_features(y)]
+
+    def distance(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         total = 0
-        for fx, fy in zip(model.conv_features(x), model.conv_features(y)):
-            total = total + (_normalise(fx) - _normalise(fy)).pow(2).sum(1).mean((1, 2))
+        for fx, fy in zip(model.conv_features(x), targets):
+            total = total + (_normalise(fx) - fy).pow(2).sum(1).mean((1, 2))
         return total
 
     card = {
         "distance": "domain perceptual distance (unweighted LPIPS form on the domain evaluator's conv blocks)",
         "distance_weights_sha256": evaluator.card["weights_sha256"],
     }
-    return distance, card
+    return PerceptualDistance(target_features, distance, next(model.parameters()).device, card)
 
 
-def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dict]:
+def lpips_distance(device: torch.device) -> PerceptualDistance:
     weights = alexnet_weights_path()
     if not weights.is_file():
         import torchvision
@@ -95,31 +109,39 @@ def lpips_distance() -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         )
     import lpips
 
-    net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
+    net = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False).to(device)
 
-    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        def prepare(images: torch.Tensor) -> torch.Tensor:
-            if images.shape[1] == 1:
-                images = images.repeat(1, 3, 1, 1)
-            side = min(images.shape[-2:])
-            if side < LPIPS_MIN_SIDE:
-                scale = LPIPS_MIN_SIDE / side
-                images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
-            return images * 2 - 1
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        side = min(images.shape[-2:])
+        if side < LPIPS_MIN_SIDE:
+            scale = LPIPS_MIN_SIDE / side
+            images = F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+        return net.scaling_layer(images * 2 - 1)
 
-        return net(prepare(x), prepare(y)).flatten()
+    def target_features(y: torch.Tensor) -> list[torch.Tensor]:
+        return [lpips.normalize_tensor(f) for f in net.net(prepare(y))]
+
+    def distance(x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        # lpips.LPIPS.forward (version 0.1, linear heads, spatial average) with the target side precomputed.
+        total = 0
+        for layer, (fx, fy) in enumerate(zip(net.net(prepare(x)), targets)):
+            diff = (lpips.normalize_tensor(fx) - fy) ** 2
+            total = total + net.lins[layer](diff).mean((2, 3), keepdim=True)
+        return total.flatten()
 
     card = {
         "distance": f"LPIPS (lpips {importlib.metadata.version('lpips')}, AlexNet, linear heads v0.1); "
         f"grey repeated to RGB, bilinear upsampling to >= {LPIPS_MIN_SIDE} px",
         "distance_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
-    return distance, card
+    return PerceptualDistance(target_features, distance, torch.device(device), card)
 
 
-def choose_distance(inputs: EvalInputs, choice: str):
+def choose_distance(inputs: EvalInputs, choice: str) -> PerceptualDistance:
     if choice == "lpips" or (choice == "auto" and alexnet_weights_path().is_file()):
-        return lpips_distance()
+        return lpips_distance(_model_device(inputs.model))
     if inputs.evaluator is None:
         raise MissingOptionalPart(
             f"the dataset has no domain evaluator and LPIPS's AlexNet weights are not at {alexnet_weights_path()}: "
@@ -128,31 +150,36 @@ def choose_distance(inputs: EvalInputs, choice: str):
     return domain_distance(inputs)
 
 
+def _model_device(model) -> torch.device:
+    return torch.device(getattr(model, "device", None) or "cpu")
+
+
 def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[torch.Tensor, dict]:
-    """Per-target best perceptual distance after optimising latents of `inputs.model`, and the card."""
+    """Per-target best perceptual distance after optimising latents of `inputs.model`, and the card.
+
+    The latents live on the model's device and the distance on the perceptual network's (the evaluation device);
+    they are one device unless the evaluation was asked to run elsewhere. Nothing is copied to the CPU per step."""
     settings = inputs.settings_as(BacktrackSettings)
-    cache_key = ("backtrack", label)
-    if cache_key in inputs.cache:
-        return inputs.cache[cache_key]
-    distance, card = choose_distance(inputs, settings.perceptual_distance)
+    perceptual = choose_distance(inputs, settings.perceptual_distance)
+    card = dict(perceptual.card)
     model = inputs.model
     n = min(len(targets), settings.backtrack_images)
-    targets = targets[:n]
     restarts = settings.backtrack_restarts
     generator = torch.Generator().manual_seed(inputs.seed)
     z = model.sample_latent(n * restarts, generator).clone().requires_grad_(True)
-    repeated = targets.repeat(restarts, 1, 1, 1)
+    with torch.no_grad():
+        target_features = perceptual.target_features(targets[:n].repeat(restarts, 1, 1, 1).to(perceptual.device))
     optimizer = torch.optim.Adam([z], lr=settings.backtrack_lr)
     with torch.enable_grad():
         for _ in range(settings.backtrack_steps):
-            loss = distance(model.decode(z), repeated).sum()
+            loss = perceptual.distance(model.decode(z).to(perceptual.device), target_features).sum()
             optimizer.zero_grad(set_to_none=True)
             (grad,) = torch.autograd.grad(loss, z)
             z.grad = grad
             optimizer.step()
     with torch.no_grad():
-        final = distance(model.decode(z), repeated).view(restarts, n)
-    best = final.min(0).values
+        final = perceptual.distance(model.decode(z).to(perceptual.device), target_features).view(restarts, n)
+    best = final.min(0).values.cpu()
     card.update(
         {
             "protocol": "FastGAN LPIPS backtracking: Adam on z from the latent prior, best of restarts",
@@ -163,7 +190,6 @@ def backtrack(inputs: EvalInputs, targets: torch.Tensor, label: str) -> tuple[to
             "lr": settings.backtrack_lr,
         }
     )
-    inputs.cache[cache_key] = (best, card)
     return best, card
 
 

@@ -1,7 +1,8 @@
-"""Domain-evaluator features and logits of an evaluation's image sets, computed once and shared.
+"""Domain-evaluator features and logits of an evaluation's image sets, from its one feature pass.
 
-Used by class_consistency, density, coverage and support_nn_feat (FID, KID and precision/recall
-get theirs inside torch-fidelity's pass). Samples are quantised to 8 bits first, as stored.
+Used by class_consistency, density, coverage and support_nn_feat; FID, KID and precision/recall read
+the same features (metrics/_fidelity.py). Each set is extracted once per evaluation by the harness's
+`FeatureBank` (`EvalInputs.features`), as uint8, exactly as the store keeps the samples.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import torch
 from metrics import EvalInputs
 
 
-def domain_features(inputs: EvalInputs, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, logits) of `which` in {"samples", "reference", "support"}."""
-    key = ("domain_features", which)
-    if key not in inputs.cache:
-        images = getattr(inputs, which)
-        if which == "samples":
-            images = (images.clamp(0, 1) * 255).round() / 255  # the same quantisation as the stored samples
-        inputs.cache[key] = inputs.evaluator.features_and_logits(images)
-    return inputs.cache[key]
+def domain_features(
+    inputs: EvalInputs, which: str, images: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) of `which` in {"samples", "reference", "support"}, or of a derived set named `which` with
+    `images`."""
+    extracted = inputs.features.extract(which, "domain", images=images)
+    return extracted["features"], extracted["logits"]
 
 
 def feature_card(inputs: EvalInputs) -> dict:

@@ -19,9 +19,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 from metrics import EvalInputs, MetricSettings, fixed_setting
 from metrics._features import feature_card
@@ -32,20 +34,7 @@ INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
 PRC_NEIGHBOURHOOD = 3
-
-
-class _Images(torch.utils.data.Dataset):
-    """torch-fidelity wants a Dataset whose items are tensors (not tuples)."""
-
-    def __init__(self, images: torch.Tensor, channels: int = 0):
-        uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        self.images = uint8.repeat(1, channels // uint8.shape[1], 1, 1) if channels > uint8.shape[1] else uint8
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+PRC_BATCH_SIZE = 10000  # torch-fidelity's default
 
 
 @dataclass(frozen=True)
@@ -57,7 +46,11 @@ class FidelitySettings(MetricSettings):
         f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
         "domain evaluator)",
     )
-    device: str = fixed_setting("cpu", "torch-fidelity runs on CUDA when this starts with `cuda` and CUDA is available")
+    device: str = fixed_setting(
+        "cpu",
+        "where the feature pass and the domain evaluator run (`cuda[:N]` when available); `bench run` sets it to "
+        "the run's `--eval-device` (default: `--device`)",
+    )
 
 
 def inception_weights_path() -> Path:
@@ -65,36 +58,19 @@ def inception_weights_path() -> Path:
 
 
 def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
-    """torch-fidelity's FID, KID and precision/recall for samples vs reference, and their card (cached per evaluation)."""
-    if "fidelity" in inputs.cache:
-        return inputs.cache["fidelity"]
+    """torch-fidelity's FID, KID and precision/recall of samples vs reference, and their card.
+
+    One feature extraction per image set (`EvalInputs.features`, shared with every other feature metric), then
+    torch-fidelity's own functions on those features, with the arguments `torch_fidelity.calculate_metrics` takes:
+    the same values it gives on the same images. Share it: `inputs.shared(fidelity_scores)`."""
     settings = inputs.settings_as(FidelitySettings)
     n_samples, n_reference = len(inputs.samples), len(inputs.reference)
     # Half the smaller set (at most torch-fidelity's 1,000): subsets as large as the set would all be
     # the same set, and the KID std over subsets would say nothing.
     subset = min(KID_MAX_SUBSET, max(2, min(n_samples, n_reference) // 2))  # 2: the smallest torch-fidelity accepts
-    # k-NN radii need more than k images in each set; without them precision/recall are not computed.
-    with_prc = min(n_samples, n_reference) > PRC_NEIGHBOURHOOD
-    kwargs = dict(
-        fid=True,
-        kid=True,
-        prc=with_prc,
-        kid_subsets=KID_SUBSETS,
-        kid_subset_size=subset,
-        prc_neighborhood=PRC_NEIGHBOURHOOD,
-        cuda=torch.cuda.is_available() and settings.device.startswith("cuda"),
-        save_cpu_ram=True,
-        verbose=False,
-        rng_seed=inputs.seed % (2**31),
-        batch_size=500,
-    )
     space = settings.feature_extractor or inputs.feature_space
     if space == "domain":
-        evaluator = inputs.evaluator
-        channels = 0
-        kwargs.update(
-            feature_extractor=evaluator.fidelity_extractor, feature_extractor_weights_path=str(evaluator.path)
-        )
+        weights = None
         card = {**feature_card(inputs), "resize": "none (native resolution)"}
     elif space == INCEPTION_EXTRACTOR:
         weights = inception_weights_path()
@@ -104,8 +80,6 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
                 "InceptionV3 weights for FID",
                 lambda: FeatureExtractorInceptionV3(INCEPTION_EXTRACTOR, ["2048"]),
             )
-        channels = 3
-        kwargs.update(feature_extractor=INCEPTION_EXTRACTOR, feature_extractor_weights_path=str(weights))
         card = {
             "feature_extractor": "InceptionV3 (torch-fidelity inception-v3-compat, 2048-d pool3)",
             "feature_weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
@@ -114,9 +88,36 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
         }
     else:
         raise ValueError(f"unknown feature space '{space}' (valid: domain, {INCEPTION_EXTRACTOR})")
-    scores = torch_fidelity.calculate_metrics(
-        input1=_Images(inputs.samples, channels), input2=_Images(inputs.reference, channels), **kwargs
+    samples = inputs.features.extract("samples", space, weights=weights)["features"]
+    reference = inputs.features.extract("reference", space, weights=weights)["features"]
+    scores = fid_statistics_to_metric(
+        fid_features_to_statistics(samples), fid_features_to_statistics(reference), verbose=False
     )
+    scores.update(
+        kid_features_to_metric(
+            samples,
+            reference,
+            kid_subsets=KID_SUBSETS,
+            kid_subset_size=subset,
+            kid_degree=3,
+            kid_gamma=None,
+            kid_coef0=1,
+            rng_seed=inputs.seed % (2**31),
+            verbose=False,
+        )
+    )
+    # k-NN radii need more than k images in each set; without them precision/recall are not computed.
+    if min(n_samples, n_reference) > PRC_NEIGHBOURHOOD:
+        scores.update(
+            prc_features_to_metric(
+                samples,
+                reference,
+                prc_neighborhood=PRC_NEIGHBOURHOOD,
+                prc_batch_size=PRC_BATCH_SIZE,
+                save_cpu_ram=True,
+                verbose=False,
+            )
+        )
     card.update(
         {
             "implementation": f"torch-fidelity {torch_fidelity.__version__}",
@@ -127,13 +128,12 @@ def fidelity_scores(inputs: EvalInputs) -> tuple[dict, dict]:
             "input": "uint8 (samples rounded to 0..255)",
         }
     )
-    inputs.cache["fidelity"] = (scores, card)
     return scores, card
 
 
 def precision_recall_score(inputs: EvalInputs, name: str) -> tuple[float, dict]:
     """`precision` or `recall` from the shared pass; an error naming the minimum when the sets are too small."""
-    scores, card = fidelity_scores(inputs)
+    scores, card = inputs.shared(fidelity_scores)
     if name not in scores:
         raise ValueError(
             f"{name} needs more than k={PRC_NEIGHBOURHOOD} images in both sets "

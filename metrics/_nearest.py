@@ -30,10 +30,12 @@ def nearest_by_mse(queries: torch.Tensor, keys: torch.Tensor, chunk: int = 1024)
 
 
 def nearest_reference(inputs: EvalInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest reference image of every sample, computed once per evaluation."""
-    if "nearest_reference" not in inputs.cache:
-        inputs.cache["nearest_reference"] = nearest_by_mse(inputs.samples, inputs.reference)
-    return inputs.cache["nearest_reference"]
+    """Nearest reference image of every sample, computed once per evaluation (mse and ssim share it)."""
+    return inputs.shared(_nearest_reference)
+
+
+def _nearest_reference(inputs: EvalInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    return nearest_by_mse(inputs.samples, inputs.reference)
 
 
 DEFAULT_SHIFT_PIXELS = 2  # the shared augmentation's largest shift

@@ -19,6 +19,7 @@ import importlib.metadata
 import io
 
 import numpy as np
+from prdc import compute_prdc
 
 from metrics import EvalInputs
 from metrics._features import domain_features, feature_card
@@ -27,10 +28,7 @@ PRDC_NEIGHBOURHOOD = 5
 
 
 def prdc_scores(inputs: EvalInputs) -> tuple[dict, dict]:
-    if "prdc" in inputs.cache:
-        return inputs.cache["prdc"]
-    from prdc import compute_prdc
-
+    """Density and coverage of the samples against the reference (share it: `inputs.shared(prdc_scores)`)."""
     samples, _ = domain_features(inputs, "samples")
     reference, _ = domain_features(inputs, "reference")
     # prdc takes each set's (k+1)-th smallest distance to itself (the first is the point itself).
@@ -49,5 +47,4 @@ def prdc_scores(inputs: EvalInputs) -> tuple[dict, dict]:
         "nearest_k": PRDC_NEIGHBOURHOOD,
         "distance": "euclidean in feature space",
     }
-    inputs.cache["prdc"] = ({name: float(value) for name, value in scores.items()}, card)
-    return inputs.cache["prdc"]
+    return {name: float(value) for name, value in scores.items()}, card

@@ -10,7 +10,7 @@ from metrics._prdc import prdc_scores
 
 
 def coverage(inputs: EvalInputs) -> MetricResult:
-    scores, card = prdc_scores(inputs)
+    scores, card = inputs.shared(prdc_scores)
     return MetricResult(scores["coverage"], {}, card)
 
 

@@ -23,7 +23,9 @@ from metrics._nearest import ShiftSettings, shifted_copies
 def support_nearest_feature_distance(inputs: EvalInputs) -> MetricResult:
     max_shift = inputs.settings_as(ShiftSettings).shift_pixels
     samples, _ = domain_features(inputs, "samples")
-    support, _ = inputs.evaluator.features_and_logits(shifted_copies(inputs.support, max_shift))
+    support, _ = domain_features(
+        inputs, f"support shifted by up to {max_shift}", shifted_copies(inputs.support, max_shift)
+    )
     nearest = torch.cdist(samples.double(), support.double()).min(dim=1).values
     return MetricResult(
         float(nearest.mean()),

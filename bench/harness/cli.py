@@ -161,7 +161,10 @@ def run(
     leaderboard: Path | None = typer.Option(
         None, "--leaderboard", help="default: leaderboard.md beside the results dir"
     ),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="where methods train: cpu or cuda[:N]"),
+    eval_device: str | None = typer.Option(
+        None, "--eval-device", help="where features, the evaluator and model metrics run (default: --device)"
+    ),
     n_samples: int | None = typer.Option(None, "--samples", help="samples to evaluate (default per profile)"),
     metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="rerun runs that are already stored"),
@@ -181,10 +184,13 @@ def run(
     spec = _run_spec(
         methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
     )
+    if eval_device is not None:
+        check_device(eval_device)
+        spec.eval_device = eval_device
     if jobs is not None and jobs < 1 or threads < 1:
         fail("--jobs and --threads must be at least 1")
     store = ResultStore(results_dir)
-    summary = _run_with_progress(spec, store, jobs or default_jobs(device), threads)
+    summary = _run_with_progress(spec, store, jobs or default_jobs(spec.device, spec.eval_device), threads)
     written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")

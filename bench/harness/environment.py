@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +47,15 @@ def environment(device: str) -> dict:
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """torch's intra-op threads and numpy's BLAS threads at `threads` for the duration, then as they were."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -15,6 +15,7 @@ import torch
 
 from bench.data.datasets import DATASETS
 from bench.features.evaluator import DomainEvaluator, NoDomainEvaluator, load_domain_evaluator
+from bench.features.extraction import FeatureBank
 from bench.sdk.progress import NullReporter, Reporter
 from metrics import METRICS, EvalInputs, MissingOptionalPart, in_display_order
 
@@ -32,6 +33,11 @@ class Ruler:
     evaluator: DomainEvaluator | None = None
     reason: str | None = None
     error: str | None = None
+
+
+def evaluation_device(settings: dict | None) -> str:
+    """Where an evaluation's feature pass, domain evaluator and model metrics run: the `device` setting."""
+    return (settings or {}).get("device") or "cpu"
 
 
 def prepare_ruler(
@@ -76,7 +82,7 @@ def evaluate(
     domain evaluator (default: `prepare_ruler(dataset, metric_names)`).
     """
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
-    ruler = ruler if ruler is not None else prepare_ruler(dataset, names)
+    ruler = ruler if ruler is not None else prepare_ruler(dataset, names, device=evaluation_device(settings))
     need_reasons = dict(need_reasons or {})
     if ruler.reason or ruler.error:
         need_reasons.setdefault("evaluator", ruler.reason or ruler.error)
@@ -93,6 +99,11 @@ def evaluate(
         capabilities=frozenset(getattr(model, "capabilities", ())),
         seed=seed,
         settings=dict(settings or {}),
+        features=FeatureBank(
+            {"samples": samples, "reference": reference, "support": support},
+            evaluator=ruler.evaluator,
+            device=evaluation_device(settings),
+        ),
         need_reasons=need_reasons,
     )
     # Measurement facts every card carries; metrics add their own (implementation, features, ...).

@@ -14,22 +14,21 @@ an explicit count, whatever the executor: `--jobs 1` and `--jobs 2` give identic
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import multiprocessing
 import os
 import queue as queue_module
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from bench.data.datasets import DATASETS
 from bench.data.splits import Split, TaskSet, make_run_split
+from bench.harness.environment import thread_count
 from bench.harness.plan import RunSpec, plan_run
 from bench.harness.runner import RunOutcome, is_current, run_one
 from bench.harness.store import ResultStore
@@ -77,18 +76,6 @@ def _split(dataset: str, shots: int, seed: int, novel_class: int, characters: in
     return split, time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def thread_count(threads: int) -> Iterator[None]:
-    """torch's intra-op threads and numpy's BLAS threads at `threads` for the duration, then as they were."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def execute_unit(unit: RunUnit, reporter: Reporter | None = None) -> RunOutcome:
     """Skip `unit` if its record is stored, `ok` and current (unless the spec overwrites); otherwise run it."""
     spec = unit.spec
@@ -124,9 +111,11 @@ def run_benchmark(
     return run_units(units, jobs, reporter, on_outcome)
 
 
-def default_jobs(device: str = "cpu") -> int:
-    """Runs side by side by default: one per core on the CPU; one on a GPU (the runs would share its memory)."""
-    return 1 if device.startswith("cuda") else max(1, os.cpu_count() or 1)
+def default_jobs(*devices: str | None) -> int:
+    """Runs side by side by default: one per core on the CPU; one when a GPU is used (the runs would share it)."""
+    if any(device and device.startswith("cuda") for device in devices):
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 def run_units(

@@ -45,7 +45,8 @@ class RunSpec:
     profile: str = "quick"
     novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
     characters: int = DEFAULT_CHARACTERS  # novel characters per run (omniglot-characters protocol)
-    device: str = "cpu"
+    device: str = "cpu"  # where methods train
+    eval_device: str | None = None  # where the feature pass, evaluator and model metrics run (default: `device`)
     n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
     metrics: list[str] | None = None  # default: every registered metric
     overwrite: bool = False
@@ -159,7 +160,8 @@ def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: 
         profile=spec.profile,
         budget=method_class.budget_for(spec.profile),
         n_samples=samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile]),
-        settings=profile_settings(spec.profile),
+        # The evaluation device is a setting: values measured on another device are another measurement.
+        settings={**profile_settings(spec.profile), "device": spec.eval_device or spec.device},
         metrics=spec.metrics,
         device=spec.device,
         split_seconds=split_seconds,

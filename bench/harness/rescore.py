@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.checkpoints import CheckpointError, load_checkpoint
-from bench.harness.environment import git_commit, utc_now
+from bench.harness.environment import git_commit, thread_count, utc_now
 from bench.harness.samples import SampleFileError, load_samples
 from bench.harness.scoring import score
 from bench.harness.store import ResultStore, RunKey
@@ -92,23 +91,23 @@ def _same(old: dict | None, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old.get("card") == new.get("card")
 
 
-def _score_at_run_threads(record, split, samples, models, names, reporter, timings) -> tuple[dict, list | None]:
-    """`score` at the run's thread count, in torch and in numpy's BLAS.
+def _score_at_run_threads(record, split, samples, models, names, reporter, timings, device) -> tuple[dict, list | None]:
+    """`score` at the run's thread count (`thread_count`: torch, and numpy's BLAS), on `device`.
 
     Float reductions (feature extraction, KID's kernel sums in numpy) depend on it, and only at the same count are
     values reproduced bit for bit (measured: a run made at 1 thread and rescored at 2 moved KID by 3e-9 relative; with
     this limit it reproduced exactly). A limit can only lower the count a process started with: a process started at
     1 thread (OMP_NUM_THREADS=1) cannot reproduce a 2-thread run's KID to the last bit.
     """
-    threads = torch.get_num_threads()
-    run_threads = int(record.get("environment", {}).get("torch_threads") or threads)
-    torch.set_num_threads(run_threads)
-    try:
-        with threadpool_limits(limits=run_threads):
-            settings = profile_settings(record["key"]["profile"])
-            return score(split, samples, models, settings, names, reporter or NullReporter(), timings)
-    finally:
-        torch.set_num_threads(threads)
+    run_threads = int(record.get("environment", {}).get("torch_threads") or torch.get_num_threads())
+    with thread_count(run_threads):
+        settings = rescore_settings(record["key"]["profile"], device)
+        return score(split, samples, models, settings, names, reporter or NullReporter(), timings)
+
+
+def rescore_settings(profile: str, device: str) -> dict:
+    """The profile's current evaluation settings, evaluated on `device`."""
+    return {**profile_settings(profile), "device": device}
 
 
 def _merged(record: dict, metrics: dict, task_metrics: list | None, kept: dict[str, str]) -> dict:
@@ -155,11 +154,11 @@ def rescore_record(
     to_score = [name for name in names if name not in kept]
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    metrics, task_metrics = _score_at_run_threads(record, split, samples, models, to_score, reporter, timings)
+    metrics, task_metrics = _score_at_run_threads(record, split, samples, models, to_score, reporter, timings, device)
 
     updated = _merged(record, metrics, task_metrics, kept)
     changed = [name for name in metrics if not _same(record.get("metrics", {}).get(name), metrics[name])]
-    updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile)}
+    updated["evaluation"] = {**record["evaluation"], "settings": rescore_settings(key.profile, device)}
     updated["rescored"] = {
         "at": utc_now(),
         "code": git_commit(),

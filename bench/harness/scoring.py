@@ -11,7 +11,14 @@ import time
 import torch
 
 from bench.data.splits import Split, TaskSet
-from bench.harness.evaluation import Ruler, aggregate_over_tasks, evaluate, mark_pooled, prepare_ruler
+from bench.harness.evaluation import (
+    Ruler,
+    aggregate_over_tasks,
+    evaluate,
+    evaluation_device,
+    mark_pooled,
+    prepare_ruler,
+)
 from bench.harness.plan import derive_seed
 from bench.sdk.method import Method
 from bench.sdk.progress import Reporter
@@ -27,10 +34,12 @@ def add_timings(timings: dict[str, float], more: dict[str, float], prefix: str =
         timings[prefix + name] = timings.get(prefix + name, 0.0) + seconds
 
 
-def timed_ruler(dataset: str, metric_names: list[str], reporter: Reporter | None, timings: dict[str, float]) -> Ruler:
+def timed_ruler(
+    dataset: str, metric_names: list[str], reporter: Reporter | None, timings: dict[str, float], settings: dict
+) -> Ruler:
     """`prepare_ruler` as its own timed phase (`evaluator`): loading, or for a folder training, the domain evaluator."""
     start = time.perf_counter()
-    ruler = prepare_ruler(dataset, metric_names, reporter)
+    ruler = prepare_ruler(dataset, metric_names, reporter, device=evaluation_device(settings))
     timings["evaluator"] = time.perf_counter() - start
     return ruler
 
@@ -58,7 +67,7 @@ def score(
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     if isinstance(split, TaskSet):
         return _score_task_set(split, samples, models, settings, names, reporter, timings)
-    ruler = timed_ruler(split.info.dataset, names, reporter, timings)
+    ruler = timed_ruler(split.info.dataset, names, reporter, timings, settings)
     outcomes = _timed_evaluate(
         timings,
         samples,
@@ -92,7 +101,11 @@ def _score_task_set(
     per_task = [name for name in names if name not in pooled]
     # Metrics that need a target class are not applicable per task: they must not make the evaluator load.
     ruler = timed_ruler(
-        split.info.dataset, [name for name in names if "novel_class" not in METRICS.get(name).needs], reporter, timings
+        split.info.dataset,
+        [name for name in names if "novel_class" not in METRICS.get(name).needs],
+        reporter,
+        timings,
+        settings,
     )
     task_metrics = []
     handle = reporter.task(f"evaluate {n_tasks} tasks", n_tasks)
