@@ -8,7 +8,10 @@ held-out images of the class: the memorisation the support/held-out gap is meant
 import torch
 from conftest import requires_data
 
+from bench.features.evaluator import load_domain_evaluator
 from bench.harness.evaluation import evaluate
+from metrics import EvalInputs
+from metrics._backtrack import backtrack_trajectory
 
 pytestmark = requires_data("fashion-mnist")
 BACKTRACK = ["lpips_backtrack", "lpips_backtrack_support"]
@@ -115,3 +118,25 @@ def test_held_out_images_are_the_targets_when_the_reference_includes_seen_ones(f
     reference_only = backtrack_scores(memoriser, fashion_split)["lpips_backtrack"]
     assert outcomes["lpips_backtrack"]["card"]["targets"] == "first 8 held-out images"
     assert outcomes["lpips_backtrack"]["value"] > 5 * reference_only["value"]
+
+
+def test_the_distance_read_after_t_steps_is_what_a_run_of_t_steps_reports(fashion_split):
+    """The budget curve reads one long optimisation at several steps; each reading must be a run of that length."""
+    model = TableGenerator(fashion_split.task.support)
+    inputs = EvalInputs(
+        samples=fashion_split.task.support,
+        reference=fashion_split.reference,
+        evaluator=load_domain_evaluator("fashion-mnist"),
+        model=model,
+        seed=0,
+        settings=SETTINGS,
+    )
+    targets = fashion_split.reference[:8]
+    long, _ = backtrack_trajectory(inputs, targets, 60, 2, record_at=(10, 30))
+    for steps in (10, 30, 60):
+        short, _ = backtrack_trajectory(inputs, targets, steps, 2)
+        assert torch.equal(long[steps], short[steps])
+    assert long[60].mean() < long[10].mean()  # the optimisation descends
+    # The metric is the best restart of the full run, averaged over targets.
+    outcomes = backtrack_scores(model, fashion_split)
+    assert outcomes["lpips_backtrack"]["value"] == float(long[60].min(0).values.mean())

@@ -142,6 +142,12 @@ def make_split(dataset_name: str, shots: int = 4, seed: int = 0, novel_class: in
 CHARACTER_PROTOCOL = "omniglot-characters"
 CHARACTER_PROTOCOL_VERSION = 1
 DEFAULT_CHARACTERS = 20  # novel characters per run, as in FIGR's Omniglot evaluation
+SMOKE_CHARACTERS = 4  # the smoke profile checks that everything runs: 4 tasks, not 20
+
+
+def default_characters(profile: str) -> int:
+    """Novel characters per run of the omniglot-characters protocol when none are asked for."""
+    return SMOKE_CHARACTERS if profile == "smoke" else DEFAULT_CHARACTERS
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,9 @@ def run(
         help="class index or name, or 'all' to hold out each class in turn (default: the dataset's)",
     ),
     characters: int | None = typer.Option(
-        None, "--characters", help="omniglot: novel characters per run, drawn by the seed, one task each (default 20)"
+        None,
+        "--characters",
+        help="omniglot: novel characters per run, drawn by the seed, one task each (default 20; smoke 4)",
     ),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     leaderboard: Path | None = typer.Option(
@@ -208,7 +210,7 @@ def _run_spec(
 ):
     """The `RunSpec` of `bench run`'s options, every name and number checked before anything is built."""
     from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.data.splits import DEFAULT_CHARACTERS, validate_shots
+    from bench.data.splits import validate_shots
     from bench.harness.plan import RunSpec
     from methods import METHODS, method_names
     from metrics import METRICS
@@ -238,7 +240,7 @@ def _run_spec(
         seed_list,
         profile,
         novel_class=novel_class,
-        characters=characters or DEFAULT_CHARACTERS,
+        characters=characters,
         device=device,
         n_samples=n_samples,
         metrics=metric_list,
@@ -252,7 +254,6 @@ def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
     from bench.harness.executor import run_benchmark
     from bench.sdk.progress import RichReporter
 
-    summary = []
     total = len(DATASETS.get(spec.dataset).novel_classes(spec.novel_class)) * len(spec.methods) * len(spec.seeds)
     try:
         with progress_bars() as progress:
@@ -260,14 +261,14 @@ def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
 
             def on_outcome(outcome) -> None:
                 progress.advance(overall)
-                summary.append(outcome)
                 if outcome.status == "failed":
                     err.print(
                         f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
                         f"{outcome.record['failure']['reason']}"
                     )
 
-            run_benchmark(spec, store, RichReporter(progress), on_outcome, jobs=jobs, threads=threads)
+            # In plan order, whatever order the runs ended in.
+            summary = run_benchmark(spec, store, RichReporter(progress), on_outcome, jobs=jobs, threads=threads)
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
@@ -448,6 +449,41 @@ def rescore_command(
         out.print(f"{sum(o.status == 'rescored' for o in outcomes)} runs rescored; leaderboard written to {written}")
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+@app.command("curve")
+def curve_command(
+    metric: str = typer.Argument(..., help="backtrack | nll"),
+    methods: str = typer.Option(..., "--methods", help="comma-separated methods whose stored runs are measured"),
+    split_id: str = typer.Option("fashion-mnist/novel9-4shot.v1", "--split", help="split id of the stored runs"),
+    profile: str = typer.Option("quick", "--profile"),
+    seed: int = typer.Option(0, "--seed"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    output: Path = typer.Option(Path("results/curves/curve"), "--out", help="writes OUT.json and OUT.png"),
+    tolerance: float = typer.Option(0.02, "--tolerance", help="relative distance to the longest budget's value"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
+    fitted models, and the cheapest budget within the tolerance of the longest."""
+    from bench.harness.budgets import CurveError, measure
+    from bench.harness.store import ResultStore, RunKey
+    from methods import METHODS
+
+    if metric not in ("backtrack", "nll"):
+        fail(f"unknown curve '{metric}' (valid: backtrack, nll)")
+    check_profile(profile)
+    check_device(device)
+    try:
+        keys = [RunKey(name, split_id, profile, seed) for name in METHODS.resolve(methods)]
+    except UnknownNameError as exc:
+        fail(str(exc))
+    try:
+        result = measure(metric, ResultStore(results_dir), keys, output, device, tolerance)
+    except CurveError as exc:
+        fail(str(exc), code=1)
+    for method, curve in result["curves"].items():
+        out.print(f"{method}: " + ", ".join(f"{point}: {value:.4g}" for point, value in curve["values"].items()))
+    out.print(f"chosen: {result['chosen']} ({result['rule']}); written to {output.with_suffix('.json')} and .png")
 
 
 def _print_rescore_table(outcomes) -> None:

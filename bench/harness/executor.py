@@ -80,7 +80,7 @@ def execute_unit(unit: RunUnit, reporter: Reporter | None = None) -> RunOutcome:
     """Skip `unit` if its record is stored, `ok` and current (unless the spec overwrites); otherwise run it."""
     spec = unit.spec
     cache_before = _split.cache_info().misses
-    split, seconds = _split(spec.dataset, spec.shots, unit.seed, unit.novel_class, spec.characters)
+    split, seconds = _split(spec.dataset, spec.shots, unit.seed, unit.novel_class, spec.characters_per_run)
     built_here = _split.cache_info().misses > cache_before
     plan = plan_run(spec, unit.method, split, seconds if built_here else 0.0)
     store = ResultStore(unit.results_dir)

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.data.splits import DEFAULT_CHARACTERS, Split, TaskSet
+from bench.data.splits import Split, TaskSet, default_characters
 from bench.harness.store import RunKey
 from bench.sdk.method import Method
 from methods import METHODS
@@ -44,12 +44,16 @@ class RunSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     profile: str = "quick"
     novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
-    characters: int = DEFAULT_CHARACTERS  # novel characters per run (omniglot-characters protocol)
+    characters: int | None = None  # novel characters per run (omniglot-characters); None: `default_characters`
     device: str = "cpu"  # where methods train
     eval_device: str | None = None  # where the feature pass, evaluator and model metrics run (default: `device`)
     n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
     metrics: list[str] | None = None  # default: every registered metric
     overwrite: bool = False
+
+    @property
+    def characters_per_run(self) -> int:
+        return self.characters or default_characters(self.profile)
 
 
 def samples_drawn(split: Split | TaskSet, requested: int) -> int:

@@ -41,7 +41,7 @@ class RescoreOutcome:
     changed: list[str] = field(default_factory=list)  # metrics whose outcome changed or was added
 
 
-def _rebuild_split(record: dict) -> Split | TaskSet:
+def rebuild_split(record: dict) -> Split | TaskSet:
     info = record["split"]
     characters = len(info.get("tasks", ())) or 1
     split = make_run_split(info["dataset"], info["shots"], info["seed"], info.get("novel_class"), characters)
@@ -73,7 +73,7 @@ def _image_shape(split: Split | TaskSet) -> tuple[int, int, int]:
     return (split.splits[0] if isinstance(split, TaskSet) else split).task.image_shape
 
 
-def _load_models(store: ResultStore, record: dict, n_tasks: int, device: str) -> tuple[list, str | None]:
+def load_models(store: ResultStore, record: dict, n_tasks: int, device: str) -> tuple[list, str | None]:
     """The fitted model per task, or Nones and the reason they are unavailable."""
     entries = record.get("artifacts", {}).get("checkpoints")
     if not entries:
@@ -142,14 +142,14 @@ def rescore_record(
         if metric_names is not None
         else in_display_order(set(record.get("metrics", {})) & set(METRICS.names()))
     )
-    split = _rebuild_split(record)
+    split = rebuild_split(record)
     samples = _load_samples(store, record, split)
     n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
     capabilities = set(record.get("method", {}).get("capabilities", ()))
     needs_model = [n for n in names if METRICS.get(n).runs_on(capabilities)]
     models, unavailable = ([None] * n_tasks, None)
     if needs_model:
-        models, unavailable = _load_models(store, record, n_tasks, device)
+        models, unavailable = load_models(store, record, n_tasks, device)
     kept = {name: f"not rescored: {unavailable}" for name in needs_model} if unavailable else {}
     to_score = [name for name in names if name not in kept]
     timings: dict[str, float] = {}

@@ -1,0 +1,35 @@
+"""Choosing a scoring budget from its measured curve."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from bench.harness.budgets import cheapest_within
+from bench.harness.cli import app
+
+
+def grid_cost(point: str) -> int:
+    steps, restarts = point.split(",")
+    return int(steps) * int(restarts)
+
+
+def curve(values: dict[str, float]) -> dict:
+    return {"values": values}
+
+
+def test_the_cheapest_point_within_the_tolerance_on_every_run_is_chosen():
+    fast_converging = curve({"50,1": 0.50, "100,1": 0.41, "100,2": 0.402, "200,3": 0.40})
+    slow_converging = curve({"50,1": 0.90, "100,1": 0.60, "100,2": 0.405, "200,3": 0.40})
+    # 100x1 is within 2.5% of the long budget on the first run only; 100x2 on both.
+    assert cheapest_within({"a": fast_converging}, grid_cost, 0.025) == "100,1"
+    assert cheapest_within({"a": fast_converging, "b": slow_converging}, grid_cost, 0.025) == "100,2"
+    # A tighter tolerance can only ask for more.
+    assert cheapest_within({"a": fast_converging, "b": slow_converging}, grid_cost, 0.001) == "200,3"
+
+
+def test_a_curve_of_an_unknown_metric_or_a_missing_run_is_refused(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["curve", "fid", "--methods", "imle"])
+    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll)" in result.output
+    result = runner.invoke(app, ["curve", "backtrack", "--methods", "imle", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "no stored run" in result.output
