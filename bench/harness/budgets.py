@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import torch
 
 from bench.data.splits import TaskSet
@@ -36,7 +37,7 @@ from metrics._backtrack import backtrack_trajectory
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 
-BACKTRACK_STEPS = (25, 50, 100, 200, 400, 800)
+BACKTRACK_STEPS = (25, 50, 100, 150, 200, 300, 400, 600)
 BACKTRACK_RESTARTS = 5
 NLL_SAMPLES = (10, 30, 100, 300, 1000)
 DEFAULT_TOLERANCE = 0.02
@@ -52,7 +53,7 @@ class RunModel:
     inputs: EvalInputs
 
 
-def _run_model(store: ResultStore, key: RunKey, device: str) -> RunModel:
+def _run_model(store: ResultStore, key: RunKey, device: str, overrides: dict) -> RunModel:
     record = store.load(key)
     if record is None:
         raise CurveError(f"no stored run {key.relative}")
@@ -62,7 +63,7 @@ def _run_model(store: ResultStore, key: RunKey, device: str) -> RunModel:
     (model,), unavailable = load_models(store, record, 1, device)
     if unavailable:
         raise CurveError(f"{key.relative}: {unavailable}")
-    settings = {**profile_settings(key.profile), "device": device}
+    settings = {**profile_settings(key.profile), **overrides, "device": device}
     ruler = prepare_ruler(split.info.dataset, ["lpips_backtrack"], device=evaluation_device(settings))
     inputs = EvalInputs(
         samples=split.reference[:0],
@@ -126,13 +127,26 @@ def cheapest_within(curves: dict[str, dict], cost, tolerance: float) -> str | No
 
 
 def measure(
-    metric: str, store: ResultStore, keys: list[RunKey], out: Path, device: str = "cpu", tolerance: float = 0.02
+    metric: str,
+    store: ResultStore,
+    keys: list[RunKey],
+    out: Path,
+    device: str = "cpu",
+    tolerance: float = DEFAULT_TOLERANCE,
+    grid: tuple[int, ...] | None = None,
+    settings: dict | None = None,
 ) -> dict:
-    """Measure `metric`'s curve on each run of `keys`, choose the budget, write `out`.json and `out`.png."""
+    """Measure `metric`'s curve on each run of `keys`, choose the budget, write `out`.json and `out`.png.
+
+    `grid`: the backtracking steps read (default `BACKTRACK_STEPS`) or the NLL's sample counts (`NLL_SAMPLES`);
+    `settings`: metric settings over the profile's (e.g. another `backtrack_lr`)."""
     curves = {}
     for key in keys:
-        run = _run_model(store, key, device)
-        curves[key.method] = backtrack_curve(run) if metric == "backtrack" else nll_curve(run)
+        run = _run_model(store, key, device, settings or {})
+        if metric == "backtrack":
+            curves[key.method] = backtrack_curve(run, steps=grid or BACKTRACK_STEPS)
+        else:
+            curves[key.method] = nll_curve(run, samples=grid or NLL_SAMPLES)
     if metric == "backtrack":
 
         def cost(point: str) -> int:
@@ -147,6 +161,7 @@ def measure(
     result = {
         "metric": metric,
         "runs": [key.to_dict() for key in keys],
+        "settings": {**profile_settings(keys[0].profile), **(settings or {}), "device": device},
         "curves": curves,
         "tolerance": tolerance,
         "chosen": chosen,
@@ -181,10 +196,13 @@ def plot_curves(result: dict, path: Path) -> None:
             axis.set_xlabel("importance samples K")
             axis.set_ylabel("NLL (nats)")
         axis.set_xscale("log")
+        grid = sorted({int(point.split(",")[0]) for point in curve["values"]})
+        axis.set_xticks(grid, [str(point) for point in grid], fontsize=7)
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_title(method)
         if result["chosen"]:
             axis.annotate(
-                f"chosen: {result['chosen']}", xy=(0.02, 0.95), xycoords="axes fraction", va="top", fontsize=8
+                f"chosen: {result['chosen']}", xy=(0.02, 0.04), xycoords="axes fraction", va="bottom", fontsize=8
             )
         if result["metric"] == "backtrack":
             axis.legend(fontsize=7)

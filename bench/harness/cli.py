@@ -461,6 +461,10 @@ def curve_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     output: Path = typer.Option(Path("results/curves/curve"), "--out", help="writes OUT.json and OUT.png"),
     tolerance: float = typer.Option(0.02, "--tolerance", help="relative distance to the longest budget's value"),
+    grid: str | None = typer.Option(
+        None, "--grid", help="comma-separated steps (backtrack) or importance samples (nll) to read; the largest is run"
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="backtracking's Adam learning rate (default: the profile's)"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
@@ -478,7 +482,12 @@ def curve_command(
     except UnknownNameError as exc:
         fail(str(exc))
     try:
-        result = measure(metric, ResultStore(results_dir), keys, output, device, tolerance)
+        points = tuple(sorted({int(part) for part in grid.split(",")})) if grid else None
+    except ValueError:
+        fail(f"--grid takes comma-separated whole numbers like 25,50,100; got '{grid}'")
+    try:
+        overrides = {"backtrack_lr": lr} if lr is not None else None
+        result = measure(metric, ResultStore(results_dir), keys, output, device, tolerance, points, overrides)
     except CurveError as exc:
         fail(str(exc), code=1)
     for method, curve in result["curves"].items():
