@@ -46,11 +46,6 @@ class FidelitySettings(MetricSettings):
         f"feature space: `domain` or `{INCEPTION_EXTRACTOR}`; None: the dataset's (InceptionV3 where it has no "
         "domain evaluator)",
     )
-    device: str = fixed_setting(
-        "cpu",
-        "where the feature pass and the domain evaluator run (`cuda[:N]` when available); `bench run` sets it to "
-        "the run's `--eval-device` (default: `--device`)",
-    )
 
 
 def inception_weights_path() -> Path:

@@ -47,16 +47,16 @@ def test_a_backtracking_curve_is_measured_on_a_stored_run(tmp_path):
     spec = RunSpec(["imle"], dataset="fashion-mnist", profile="smoke", n_samples=20, metrics=["lpips_backtrack"])
     (outcome,) = run_benchmark(spec, ResultStore(results))
     assert outcome.status == "ok" and outcome.record["artifacts"]["checkpoints"]
-    out = tmp_path / "curves" / "bt"
+    out = tmp_path / "curves" / "bt-lr0.05"  # a dot in the name: OUT.json is appended, not substituted
     result = CliRunner().invoke(
         app,
         ["curve", "backtrack", "--methods", "imle", "--profile", "smoke", "--results-dir", str(results)]
         + ["--out", str(out), "--grid", "2,4,8", "--tolerance", "0.5"],
     )
     assert result.exit_code == 0, result.output
-    measured = json.loads(out.with_suffix(".json").read_text())
+    measured = json.loads((out.parent / "bt-lr0.05.json").read_text())
     values = measured["curves"]["imle"]["values"]
     assert set(values) == {f"{t},{r}" for t in (2, 4, 8) for r in range(1, 6)}
     # The best of five restarts is never worse than the first restart alone (the same optimisation, read twice).
     assert all(values[f"{t},5"] <= values[f"{t},1"] for t in (2, 4, 8))
-    assert measured["chosen"] in values and out.with_suffix(".png").is_file()
+    assert measured["chosen"] in values and (out.parent / "bt-lr0.05.png").is_file()

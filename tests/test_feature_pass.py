@@ -23,7 +23,7 @@ def split():
     return make_split("fashion-mnist", shots=4, seed=0)
 
 
-def scored(split, samples, names=FEATURE_METRICS, settings=None):
+def scored(split, samples, names=FEATURE_METRICS, device="cpu"):
     outcomes, _ = evaluate(
         samples,
         reference=split.reference,
@@ -32,7 +32,7 @@ def scored(split, samples, names=FEATURE_METRICS, settings=None):
         novel_class=split.info.novel_class,
         metric_names=names,
         seed=3,
-        settings=settings,
+        device=device,
     )
     return outcomes
 
@@ -120,7 +120,7 @@ def test_the_evaluation_device_reaches_the_evaluator_and_the_feature_pass(split,
 
     monkeypatch.setattr(evaluation, "load_domain_evaluator", load)
     monkeypatch.setattr(evaluation, "FeatureBank", bank)
-    outcomes = scored(split, split.reference[:50], ["fid", "class_consistency"], settings={"device": "cpu:0"})
+    outcomes = scored(split, split.reference[:50], ["fid", "class_consistency"], device="cpu:0")
     assert all(outcome["status"] == "ok" for outcome in outcomes.values()), outcomes
     assert seen == {"evaluator": "cpu:0", "features": torch.device("cpu:0")}
 
@@ -130,6 +130,6 @@ def test_the_evaluation_device_reaches_the_evaluator_and_the_feature_pass(split,
 def test_scoring_on_cuda_agrees_with_the_cpu(split):
     samples = split.reference[:200]
     cpu = scored(split, samples, FEATURE_METRICS)
-    cuda = scored(split, samples, FEATURE_METRICS, settings={"device": "cuda"})
+    cuda = scored(split, samples, FEATURE_METRICS, device="cuda")
     for name in FEATURE_METRICS:
         assert cuda[name]["value"] == pytest.approx(cpu[name]["value"], rel=1e-3, abs=1e-4), name

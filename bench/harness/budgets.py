@@ -27,7 +27,7 @@ import torch
 
 from bench.data.splits import TaskSet
 from bench.harness.environment import environment, git_commit, utc_now
-from bench.harness.evaluation import evaluation_device, prepare_ruler
+from bench.harness.evaluation import prepare_ruler
 from bench.harness.rescore import load_models, rebuild_split
 from bench.harness.store import ResultStore, RunKey
 from bench.sdk.likelihood import binarise
@@ -63,8 +63,8 @@ def _run_model(store: ResultStore, key: RunKey, device: str, overrides: dict) ->
     (model,), unavailable = load_models(store, record, 1, device)
     if unavailable:
         raise CurveError(f"{key.relative}: {unavailable}")
-    settings = {**profile_settings(key.profile), **overrides, "device": device}
-    ruler = prepare_ruler(split.info.dataset, ["lpips_backtrack"], device=evaluation_device(settings))
+    settings = {**profile_settings(key.profile), **overrides}
+    ruler = prepare_ruler(split.info.dataset, ["lpips_backtrack"], device=device)
     inputs = EvalInputs(
         samples=split.reference[:0],
         reference=split.reference,
@@ -161,7 +161,7 @@ def measure(
     result = {
         "metric": metric,
         "runs": [key.to_dict() for key in keys],
-        "settings": {**profile_settings(keys[0].profile), **(settings or {}), "device": device},
+        "settings": {**profile_settings(keys[0].profile), **(settings or {})},
         "curves": curves,
         "tolerance": tolerance,
         "chosen": chosen,
@@ -171,9 +171,15 @@ def measure(
         "created_at": utc_now(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_curves(result, out.with_suffix(".png"))
+    json_path, png_path = curve_files(out)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    plot_curves(result, png_path)
     return result
+
+
+def curve_files(out: Path) -> tuple[Path, Path]:
+    """OUT.json and OUT.png (appended, not substituted: `curve-lr0.1` must not become `curve-lr0.json`)."""
+    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.png"
 
 
 def plot_curves(result: dict, path: Path) -> None:

@@ -469,7 +469,7 @@ def curve_command(
 ) -> None:
     """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
     fitted models, and the cheapest budget within the tolerance of the longest."""
-    from bench.harness.budgets import CurveError, measure
+    from bench.harness.budgets import CurveError, curve_files, measure
     from bench.harness.store import ResultStore, RunKey
     from methods import METHODS
 
@@ -492,7 +492,7 @@ def curve_command(
         fail(str(exc), code=1)
     for method, curve in result["curves"].items():
         out.print(f"{method}: " + ", ".join(f"{point}: {value:.4g}" for point, value in curve["values"].items()))
-    out.print(f"chosen: {result['chosen']} ({result['rule']}); written to {output.with_suffix('.json')} and .png")
+    out.print(f"chosen: {result['chosen']} ({result['rule']}); written to {curve_files(output)[0]} and .png")
 
 
 def _print_rescore_table(outcomes) -> None:

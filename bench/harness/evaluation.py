@@ -35,11 +35,6 @@ class Ruler:
     error: str | None = None
 
 
-def evaluation_device(settings: dict | None) -> str:
-    """Where an evaluation's feature pass, domain evaluator and model metrics run: the `device` setting."""
-    return (settings or {}).get("device") or "cpu"
-
-
 def prepare_ruler(
     dataset: str | None, metric_names: list[str] | None = None, reporter: Reporter | None = None, device: str = "cpu"
 ) -> Ruler:
@@ -73,16 +68,18 @@ def evaluate(
     reporter: Reporter | None = None,
     need_reasons: dict[str, str] | None = None,
     ruler: Ruler | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, dict], dict[str, float]]:
     """Return ({metric: outcome}, {metric: seconds}) for `samples` against `reference` and `support`.
 
     `settings` is handed to every metric as `EvalInputs.settings` (e.g. the number of importance
     samples of `nll`); each metric records the settings it used in its card. `need_reasons` says
     why an input is absent when the generic message would mislead (see `EvalInputs`). `ruler`: the feature space and
-    domain evaluator (default: `prepare_ruler(dataset, metric_names)`).
+    domain evaluator (default: `prepare_ruler(dataset, metric_names)`). `device`: where the feature pass and the
+    domain evaluator run (the model metrics run where the model is).
     """
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
-    ruler = ruler if ruler is not None else prepare_ruler(dataset, names, device=evaluation_device(settings))
+    ruler = ruler if ruler is not None else prepare_ruler(dataset, names, device=device)
     need_reasons = dict(need_reasons or {})
     if ruler.reason or ruler.error:
         need_reasons.setdefault("evaluator", ruler.reason or ruler.error)
@@ -102,7 +99,7 @@ def evaluate(
         features=FeatureBank(
             {"samples": samples, "reference": reference, "support": support},
             evaluator=ruler.evaluator,
-            device=evaluation_device(settings),
+            device=device,
         ),
         need_reasons=need_reasons,
     )

@@ -75,7 +75,8 @@ class RunPlan:
     n_samples: int
     settings: dict
     metrics: list[str] | None  # None: every registered metric
-    device: str = "cpu"
+    device: str = "cpu"  # where the method trains
+    eval_device: str = "cpu"  # where the feature pass and the domain evaluator run
     split_seconds: float = 0.0  # time spent building the split (charged to the first run that uses it)
 
     @property
@@ -164,9 +165,9 @@ def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: 
         profile=spec.profile,
         budget=method_class.budget_for(spec.profile),
         n_samples=samples_drawn(split, spec.n_samples or EVAL_SAMPLES[spec.profile]),
-        # The evaluation device is a setting: values measured on another device are another measurement.
-        settings={**profile_settings(spec.profile), "device": spec.eval_device or spec.device},
+        settings=profile_settings(spec.profile),
         metrics=spec.metrics,
         device=spec.device,
+        eval_device=spec.eval_device or spec.device,
         split_seconds=split_seconds,
     )

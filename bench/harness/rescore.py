@@ -101,13 +101,8 @@ def _score_at_run_threads(record, split, samples, models, names, reporter, timin
     """
     run_threads = int(record.get("environment", {}).get("torch_threads") or torch.get_num_threads())
     with thread_count(run_threads):
-        settings = rescore_settings(record["key"]["profile"], device)
-        return score(split, samples, models, settings, names, reporter or NullReporter(), timings)
-
-
-def rescore_settings(profile: str, device: str) -> dict:
-    """The profile's current evaluation settings, evaluated on `device`."""
-    return {**profile_settings(profile), "device": device}
+        settings = profile_settings(record["key"]["profile"])
+        return score(split, samples, models, settings, names, reporter or NullReporter(), timings, device)
 
 
 def _merged(record: dict, metrics: dict, task_metrics: list | None, kept: dict[str, str]) -> dict:
@@ -158,7 +153,7 @@ def rescore_record(
 
     updated = _merged(record, metrics, task_metrics, kept)
     changed = [name for name in metrics if not _same(record.get("metrics", {}).get(name), metrics[name])]
-    updated["evaluation"] = {**record["evaluation"], "settings": rescore_settings(key.profile, device)}
+    updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile), "device": device}
     updated["rescored"] = {
         "at": utc_now(),
         "code": git_commit(),

@@ -65,6 +65,7 @@ def new_record(plan: RunPlan) -> dict:
             "sample_seed": derive_seed(plan.seed, "sample"),
             "evaluation_seed": plan.evaluation_seed(),
             "settings": dict(plan.settings),
+            "device": plan.eval_device,
         },
         "code": git_commit(),
         "environment": environment(plan.device),
@@ -103,7 +104,9 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
     record["training_log"] = training_log
     fitted = FittedRun(plan.key, plan.tasks, plan.is_task_set, store, samples, models, training_log)
     record["artifacts"] = write_artifacts(fitted, ARTIFACT_WRITERS, timings)
-    record["metrics"], task_metrics = score(plan.split, samples, models, plan.settings, plan.metrics, reporter, timings)
+    record["metrics"], task_metrics = score(
+        plan.split, samples, models, plan.settings, plan.metrics, reporter, timings, plan.eval_device
+    )
     if task_metrics is not None:
         record["tasks"] = [
             {**task, "metrics": outcomes, "training_log": log}

@@ -15,7 +15,6 @@ from bench.harness.evaluation import (
     Ruler,
     aggregate_over_tasks,
     evaluate,
-    evaluation_device,
     mark_pooled,
     prepare_ruler,
 )
@@ -35,11 +34,11 @@ def add_timings(timings: dict[str, float], more: dict[str, float], prefix: str =
 
 
 def timed_ruler(
-    dataset: str, metric_names: list[str], reporter: Reporter | None, timings: dict[str, float], settings: dict
+    dataset: str, metric_names: list[str], reporter: Reporter | None, timings: dict[str, float], device: str
 ) -> Ruler:
     """`prepare_ruler` as its own timed phase (`evaluator`): loading, or for a folder training, the domain evaluator."""
     start = time.perf_counter()
-    ruler = prepare_ruler(dataset, metric_names, reporter, device=evaluation_device(settings))
+    ruler = prepare_ruler(dataset, metric_names, reporter, device=device)
     timings["evaluator"] = time.perf_counter() - start
     return ruler
 
@@ -60,14 +59,15 @@ def score(
     metric_names: list[str] | None,
     reporter: Reporter,
     timings: dict[str, float],
+    device: str = "cpu",
 ) -> tuple[dict, list[dict] | None]:
     """Every requested metric of one run's samples: (metrics, None) for a split; for a task set (aggregated metrics,
     per-task metrics), the samples being in task order, an equal number per task. `models` holds the fitted model of
     each task (None where there is none: model metrics are then not applicable). `settings`: the plan's metric settings."""
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     if isinstance(split, TaskSet):
-        return _score_task_set(split, samples, models, settings, names, reporter, timings)
-    ruler = timed_ruler(split.info.dataset, names, reporter, timings, settings)
+        return _score_task_set(split, samples, models, settings, names, reporter, timings, device)
+    ruler = timed_ruler(split.info.dataset, names, reporter, timings, device)
     outcomes = _timed_evaluate(
         timings,
         samples,
@@ -82,6 +82,7 @@ def score(
         settings=settings,
         reporter=reporter,
         ruler=ruler,
+        device=device,
     )
     return outcomes, None
 
@@ -94,6 +95,7 @@ def _score_task_set(
     names: list[str],
     reporter: Reporter,
     timings: dict[str, float],
+    device: str,
 ) -> tuple[dict, list[dict]]:
     """Per-task metrics averaged over the tasks; distribution metrics (`across_tasks="pooled"`) on all tasks at once."""
     n_tasks, seed = len(split.splits), split.info.seed
@@ -105,7 +107,7 @@ def _score_task_set(
         [name for name in names if "novel_class" not in METRICS.get(name).needs],
         reporter,
         timings,
-        settings,
+        device,
     )
     task_metrics = []
     handle = reporter.task(f"evaluate {n_tasks} tasks", n_tasks)
@@ -125,6 +127,7 @@ def _score_task_set(
                     settings=settings,
                     need_reasons={"novel_class": _UNKNOWN_TO_EVALUATOR},
                     ruler=ruler,
+                    device=device,
                 )
             )
             handle.advance()
@@ -142,6 +145,7 @@ def _score_task_set(
         settings=settings,
         reporter=reporter,
         ruler=ruler,
+        device=device,
     )
     metrics = {**aggregate_over_tasks(task_metrics, n_tasks), **mark_pooled(pooled_outcomes, n_tasks)}
     return {name: metrics[name] for name in in_display_order(metrics)}, task_metrics
