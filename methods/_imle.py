@@ -74,13 +74,13 @@ class IMLEBudget:
 
 IMLE_PROFILES = {
     "smoke": IMLEBudget(rounds=4, steps_per_round=5, pool_size=64),
-    "quick": IMLEBudget(rounds=150, steps_per_round=20, pool_size=2000),
+    "quick": IMLEBudget(rounds=150, steps_per_round=20, pool_size=1000),
     # The papers' pool (m = 10,000) and tightening (0.98); 200k iterations at batch 4 there.
     "paper": IMLEBudget(rounds=10_000, steps_per_round=20, pool_size=10_000),
 }
 PRETRAINED_IMLE_PROFILES = {
     "smoke": dataclasses.replace(IMLE_PROFILES["smoke"], pretrain_rounds=2),
-    "quick": dataclasses.replace(IMLE_PROFILES["quick"], pretrain_rounds=100),
+    "quick": dataclasses.replace(IMLE_PROFILES["quick"], pretrain_rounds=40),
     "paper": dataclasses.replace(IMLE_PROFILES["paper"], pretrain_rounds=2000),
 }
 

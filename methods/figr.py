@@ -73,11 +73,11 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
     Budget = FIGRBudget
     profiles = {
         "smoke": FIGRBudget(meta_iterations=5, inner_steps=2, adapt_steps=5),
-        # About 0.42 s per meta-iteration and 43 ms per adaptation round on 2 CPU cores: about 4 minutes.
+        # About 0.6 s per meta-iteration and 70 ms per adaptation round at one thread: about 2.5 minutes.
         # Measured at this scale (4-shot ankle boots, class consistency of 500 samples): 600 meta-iterations
         # then 300 / 1,000 / 1,500 adaptation rounds gave 0.04 / 0.51 / 0.96; without meta-training, 300 / 1,500
         # rounds gave 0.42 / 1.00. At a CPU budget, adaptation on the support set does the work (docs/methods.md).
-        "quick": FIGRBudget(meta_iterations=400, inner_steps=10, adapt_steps=1500),
+        "quick": FIGRBudget(meta_iterations=60, inner_steps=10, adapt_steps=1500),
         # The report's 100,000 meta-iterations (a GPU budget); K = 10 in training and generation.
         "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10),
     }

@@ -109,7 +109,7 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
     Budget = VAEBudget
     profiles = {
         "smoke": VAEBudget(pretrain_steps=20, finetune_steps=10, pool_size=32),
-        "quick": VAEBudget(pretrain_steps=3000, finetune_steps=600, pool_size=300),
+        "quick": VAEBudget(pretrain_steps=1200, finetune_steps=300, pool_size=300),
         # The transfer protocol of the FIGR report: 20 epochs of the 54,000 base images at
         # batch 64 (16,880 steps), then the support set augmented 4 -> 300.
         "paper": VAEBudget(pretrain_steps=16880, finetune_steps=1000, pool_size=300),

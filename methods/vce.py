@@ -177,11 +177,11 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         "smoke": VCEBudget(
             residual_blocks=1, channels=8, reptile_iterations=2, reptile_inner_steps=2, vae_steps=6, final_steps=4
         ),
-        # Fits in 5 minutes on 2 cores (Fashion-MNIST 4-shot, measured): about 170 ms per VAE step and 330 ms
+        # About 2.5 minutes at one thread (Fashion-MNIST 4-shot): about 170 ms per VAE step and 330 ms
         # per LMVAE step at batch 19 with 6 blocks of 16 channels (6 is the fewest blocks whose noise reaches
         # every column of a 28-pixel row; 12 channels measured no faster, 4 blocks 30% faster).
         "quick": VCEBudget(
-            residual_blocks=6, channels=16, reptile_iterations=60, reptile_inner_steps=5, vae_steps=800, final_steps=300
+            residual_blocks=6, channels=16, reptile_iterations=30, reptile_inner_steps=5, vae_steps=400, final_steps=150
         ),
         # Section 4.2: 8 blocks of 32 channels, 600,000 steps in all (the split between the VAE and
         # LMVAE phases is not given; 2:1 here), after "a few epochs" of Reptile pre-training.

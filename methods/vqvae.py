@@ -300,7 +300,7 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             pretrain_steps=20, prior_pretrain_steps=20, finetune_steps=10, prior_finetune_steps=10, pool_size=32
         ),
         "quick": VQVAEBudget(
-            pretrain_steps=800, prior_pretrain_steps=500, finetune_steps=100, prior_finetune_steps=100, pool_size=300
+            pretrain_steps=500, prior_pretrain_steps=300, finetune_steps=100, prior_finetune_steps=100, pool_size=300
         ),
         # Pretraining: the transfer protocol of the FIGR report, as `vae`: 20 epochs of the 54,000
         # base images at batch 64 (16,880 steps), for the VQ-VAE and again for the prior (the VQ-VAE

@@ -46,12 +46,12 @@ RECORDED_SETTINGS = {
         "backtrack_lr": 0.05,
     },
     "quick": {
-        "nll_importance_samples": 100,
+        "nll_importance_samples": 30,
         "nll_max_images": None,
-        "backtrack_images": 100,
-        "backtrack_steps": 200,
-        "backtrack_restarts": 3,
-        "backtrack_lr": 0.05,
+        "backtrack_images": 50,
+        "backtrack_steps": 400,
+        "backtrack_restarts": 2,
+        "backtrack_lr": 0.2,
     },
     "paper": {
         "nll_importance_samples": 5000,
@@ -59,7 +59,7 @@ RECORDED_SETTINGS = {
         "backtrack_images": 100,
         "backtrack_steps": 1000,
         "backtrack_restarts": 5,
-        "backtrack_lr": 0.05,
+        "backtrack_lr": 0.2,
     },
 }
 
