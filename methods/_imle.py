@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.sdk.method import Method
+from bench.sdk.method import Method, PretrainThenAdapt
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods._gan import DCGANGenerator, LatentSampler, to_unit
@@ -118,16 +118,22 @@ class IMLEMethod(LatentSampler, Method):
         return z, self._embed(images)
 
     def fit(self, task: FewShotTask, budget: IMLEBudget, seed: int) -> None:
-        cfg = self.config
         generator = make_generator(seed)
+        self._build(task, seed)
+        self._train_on_support(task, budget, generator)
+
+    def _build(self, task: FewShotTask, seed: int) -> None:
+        """The generator (initialised from `seed`) and its optimiser, which the support phase continues."""
+        cfg = self.config
         with seeded_init(seed):
             self.generator_net = DCGANGenerator(cfg.latent_dim, task.image_shape, cfg.width, norm="layer").to(
                 self.device
             )
-        optimizer = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr)
-        if cfg.pretrained:
-            with self.phase("pretrain"):
-                self._pretrain(task, budget, optimizer, generator)
+        self.optimizer = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.lr)
+
+    def _train_on_support(self, task: FewShotTask, budget: IMLEBudget, generator: torch.Generator) -> None:
+        """The IMLE rounds on the support set, with the variant's selection rule."""
+        cfg, optimizer = self.config, self.optimizer
         data = task.support
         targets = self._embed(data)
         n = len(data)
@@ -174,13 +180,11 @@ class IMLEMethod(LatentSampler, Method):
             **self.selection_log(),
         }
 
-    def _pretrain(
-        self, task: FewShotTask, budget: IMLEBudget, optimizer: torch.optim.Optimizer, generator: torch.Generator
-    ) -> None:
+    def _pretrain(self, task: FewShotTask, budget: IMLEBudget, generator: torch.Generator) -> None:
         """IMLE on the base classes: each round, a random subset of base images is matched to a fresh pool
         (nearest sample each, the vanilla rule) and pulled towards. Thresholds or rejections of the variant
         apply to the support phase only."""
-        cfg = self.config
+        cfg, optimizer = self.config, self.optimizer
         if not len(task.base_images):
             self.training_log["pretrain"] = "skipped: the task has no base images"
             return
@@ -215,3 +219,21 @@ class IMLEMethod(LatentSampler, Method):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator_net(z)
+
+
+class PretrainedIMLE(PretrainThenAdapt):
+    """Mixin of the `-pretrained` entries: IMLE on the base classes (`pretrain`), then the variant's support
+    phase (`adapt`), the optimiser and the noise stream continuing from one to the other. With the `transfer`
+    capability the harness pretrains once per base set and training seed and shares it across support draws."""
+
+    Config = PretrainedIMLEConfig
+    profiles = PRETRAINED_IMLE_PROFILES
+    capabilities = frozenset({"latent", "transfer"})
+
+    def pretrain_on_base(self, task: FewShotTask, budget: IMLEBudget, seed: int, generator: torch.Generator) -> None:
+        self._build(task, seed)
+        with self.phase("pretrain"):
+            self._pretrain(task, budget, generator)
+
+    def adapt_to_support(self, task: FewShotTask, budget: IMLEBudget, generator: torch.Generator) -> None:
+        self._train_on_support(task, budget, generator)

@@ -6,12 +6,10 @@ only) and the transfer protocol are never mixed in one leaderboard row. Pretrain
 """
 
 from methods import register
-from methods._imle import PRETRAINED_IMLE_PROFILES, PretrainedIMLEConfig
+from methods._imle import PretrainedIMLE
 from methods.adaimle import AdaptiveIMLE
 
 
 @register
-class AdaptiveIMLEPretrained(AdaptiveIMLE):
+class AdaptiveIMLEPretrained(PretrainedIMLE, AdaptiveIMLE):
     title = AdaptiveIMLE.title.replace("from scratch on the support set", "generator pretrained on the base classes")
-    Config = PretrainedIMLEConfig
-    profiles = PRETRAINED_IMLE_PROFILES

@@ -6,12 +6,10 @@ only) and the transfer protocol are never mixed in one leaderboard row. Pretrain
 """
 
 from methods import register
-from methods._imle import PRETRAINED_IMLE_PROFILES, PretrainedIMLEConfig
+from methods._imle import PretrainedIMLE
 from methods.imle import IMLE
 
 
 @register
-class IMLEPretrained(IMLE):
+class IMLEPretrained(PretrainedIMLE, IMLE):
     title = IMLE.title.replace("from scratch on the support set", "generator pretrained on the base classes")
-    Config = PretrainedIMLEConfig
-    profiles = PRETRAINED_IMLE_PROFILES

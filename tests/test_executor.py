@@ -12,12 +12,16 @@ from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore
 from bench.sdk.registry import UnknownNameError
 
-# What may differ between two executions of the same run: when it was made and how long its phases took.
+# What may differ between two executions of the same run: when it was made, how long its phases took, and
+# whether its pretraining was computed or loaded from the cache (the second execution loads the first's).
 NOT_MEASURED = ("created_at", "timings")
 
 
 def comparable(record: dict) -> str:
-    return json.dumps({k: v for k, v in record.items() if k not in NOT_MEASURED}, sort_keys=True)
+    kept = {k: v for k, v in record.items() if k not in NOT_MEASURED}
+    if "pretraining" in kept:
+        kept["pretraining"] = {k: v for k, v in kept["pretraining"].items() if k != "reused"}
+    return json.dumps(kept, sort_keys=True)
 
 
 @requires_data("fashion-mnist")

@@ -9,8 +9,9 @@ A baseline (schema 2) is JSON:
                   "metric": "mse", "mean": 0.061, "card": "3f2a9c1e", "seeds": [0, 1],
                   "tolerance": {"absolute": 0.005}}, ...]}
 
-`card` is the metric card's fingerprint (`bench.harness.leaderboard.card_fingerprint`) and `seeds` the seeds
-whose values make `mean`. Each entry gets one verdict:
+`card` is the metric card's fingerprint (`bench.harness.leaderboard.card_fingerprint`) and `seeds` the runs
+whose values make `mean`: support draws, written `"<seed>-train<t>"` for a training seed t other than 0
+(`bench.harness.store.run_id`). Each entry gets one verdict:
 
 - ok / regression: the current results hold the same card and seed set, and their mean is worse
   than `mean` by at most / more than max(absolute, relative * |mean|) (lower for ↑ metrics, higher
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness.leaderboard import card_fingerprint
-from bench.harness.store import ResultStore
+from bench.harness.store import ResultStore, RunId, parse_run_id, run_id, run_id_order
 from bench.sdk.files import atomic_write_bytes
 from metrics import METRICS
 
@@ -73,25 +74,28 @@ class CheckRow:
 class _Observed:
     """What the stored records hold for one (split id, profile, method, metric)."""
 
-    values: dict[int, tuple[str, float]] = field(default_factory=dict)  # seed -> (card fingerprint, value)
-    other: dict[int, tuple[str, str]] = field(default_factory=dict)  # seed -> (status, reason or error)
+    values: dict[RunId, tuple[str, float]] = field(default_factory=dict)  # run -> (card fingerprint, value)
+    other: dict[RunId, tuple[str, str]] = field(default_factory=dict)  # run -> (status, reason or error)
 
-    def groups(self) -> dict[str, tuple[list[int], float]]:
-        """Card fingerprint -> (sorted seeds, mean of their values)."""
-        by_card: dict[str, dict[int, float]] = {}
-        for seed, (card, value) in self.values.items():
-            by_card.setdefault(card, {})[seed] = value
-        return {card: (sorted(values), math.fsum(values.values()) / len(values)) for card, values in by_card.items()}
+    def groups(self) -> dict[str, tuple[list[RunId], float]]:
+        """Card fingerprint -> (sorted runs, mean of their values)."""
+        by_card: dict[str, dict[RunId, float]] = {}
+        for run, (card, value) in self.values.items():
+            by_card.setdefault(card, {})[run] = value
+        return {
+            card: (sorted(values, key=run_id_order), math.fsum(values.values()) / len(values))
+            for card, values in by_card.items()
+        }
 
 
-def _observations(store: ResultStore) -> tuple[dict[Key, _Observed], dict[tuple[str, str, str], dict[int, str]]]:
-    """Per key, the outcomes of every stored seed; and per (split id, profile, method), the failed runs by seed."""
+def _observations(store: ResultStore) -> tuple[dict[Key, _Observed], dict[tuple[str, str, str], dict[RunId, str]]]:
+    """Per key, the outcomes of every stored run; and per (split id, profile, method), the failed runs."""
     observed: dict[Key, _Observed] = {}
-    failed: dict[tuple[str, str, str], dict[int, str]] = {}
+    failed: dict[tuple[str, str, str], dict[RunId, str]] = {}
     for record in store.records():
         key = record["key"]
         run = (key["split_id"], key["profile"], key["method"])
-        seed = int(key["seed"])
+        seed = run_id(key)
         if record.get("status") != "ok":
             failed.setdefault(run, {})[seed] = record.get("failure", {}).get("reason", record.get("status", "?"))
             continue
@@ -147,9 +151,9 @@ def _seeds(seeds) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-def _judge(entry: dict, obs: _Observed, failed: dict[int, str], tolerance: float) -> tuple[str, float | None, str]:
+def _judge(entry: dict, obs: _Observed, failed: dict[RunId, str], tolerance: float) -> tuple[str, float | None, str]:
     """(status, current mean or None, reason) of one baseline entry."""
-    seeds = sorted(int(s) for s in entry["seeds"])
+    seeds = sorted((parse_run_id(s) for s in entry["seeds"]), key=run_id_order)
     for wanted, verdict, what in (("unavailable", SKIPPED, "unavailable"), ("error", REGRESSION, "error")):
         hit = [s for s in seeds if obs.other.get(s, ("",))[0] == wanted]
         if hit:
@@ -169,7 +173,8 @@ def _judge(entry: dict, obs: _Observed, failed: dict[int, str], tolerance: float
     if entry["card"] in groups:
         current_seeds, value = groups[entry["card"]]
         if current_seeds != seeds:
-            missing, extra = sorted(set(seeds) - set(current_seeds)), sorted(set(current_seeds) - set(seeds))
+            missing = sorted(set(seeds) - set(current_seeds), key=run_id_order)
+            extra = sorted(set(current_seeds) - set(seeds), key=run_id_order)
             parts = ([f"seeds {_seeds(missing)} missing"] if missing else []) + (
                 [f"seeds {_seeds(extra)} extra"] if extra else []
             )

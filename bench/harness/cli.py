@@ -26,13 +26,13 @@ def fail(message: str, code: int = USAGE_ERROR) -> None:
     raise typer.Exit(code)
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        fail(f"--seeds takes comma-separated integers like 0,1,2; got '{text}'")
+        fail(f"{option} takes comma-separated integers like 0,1,2; got '{text}'")
     if not seeds or any(s < 0 for s in seeds):
-        fail(f"--seeds takes non-negative integers like 0,1,2; got '{text}'")
+        fail(f"{option} takes non-negative integers like 0,1,2; got '{text}'")
     return list(dict.fromkeys(seeds))
 
 
@@ -148,6 +148,12 @@ def run(
     dataset: str = typer.Option(..., "--dataset"),
     shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated support draws, e.g. 0,1,2"),
+    train_seeds: str = typer.Option(
+        "0",
+        "--train-seeds",
+        help="comma-separated seeds of the methods' initialisation and training noise (pretraining is shared by "
+        "every support draw at one training seed)",
+    ),
     profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper"),
     novel_class: str | None = typer.Option(
         None,
@@ -178,7 +184,7 @@ def run(
     ),
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
 ) -> None:
-    """Train, sample, evaluate and store every (method, seed); then render the leaderboard."""
+    """Train, sample, evaluate and store every (method, seed, training seed); then render the leaderboard."""
     from bench.harness.executor import default_jobs
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
@@ -186,6 +192,7 @@ def run(
     spec = _run_spec(
         methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
     )
+    spec.train_seeds = parse_seeds(train_seeds, "--train-seeds")
     if eval_device is not None:
         check_device(eval_device)
         spec.eval_device = eval_device
@@ -250,20 +257,21 @@ def _run_spec(
 
 def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
     """`run_benchmark` under progress bars; failed runs are reported as they happen. Returns the outcomes."""
-    from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.harness.executor import run_benchmark
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.executor import run_benchmark, sweep_units
     from bench.sdk.progress import RichReporter
 
-    total = len(DATASETS.get(spec.dataset).novel_classes(spec.novel_class)) * len(spec.methods) * len(spec.seeds)
     try:
+        total = len(sweep_units(spec, str(store.root), threads))
         with progress_bars() as progress:
             overall = progress.add_task("runs", total=total)
 
             def on_outcome(outcome) -> None:
                 progress.advance(overall)
                 if outcome.status == "failed":
+                    train = f" train {outcome.key.train_seed}" if outcome.key.train_seed else ""
                     err.print(
-                        f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}: "
+                        f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}{train}: "
                         f"{outcome.record['failure']['reason']}"
                     )
 

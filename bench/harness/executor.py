@@ -1,6 +1,6 @@
 """Running a sweep's runs: one after another in this process, or side by side in worker processes.
 
-The unit of work is a `RunUnit`: one (novel class, seed, method) of a `RunSpec`, with the results
+The unit of work is a `RunUnit`: one (novel class, seed, training seed, method) of a `RunSpec`, with the results
 directory and the threads it runs at. `execute_unit` does one unit anywhere (this process, a local
 worker, a cluster worker): it builds the split (cached per process, so the methods of one seed share
 it), plans the run, and either skips it (already stored and current) or runs it and writes its record.
@@ -46,10 +46,15 @@ class RunUnit:
     method: str
     results_dir: str
     threads: int
+    train_seed: int = 0
 
     @property
     def label(self) -> str:
-        return f"{self.method} seed {self.seed}" + (f" class {self.novel_class}" if self._many_classes else "")
+        return (
+            f"{self.method} seed {self.seed}"
+            + (f" train {self.train_seed}" if self.train_seed else "")
+            + (f" class {self.novel_class}" if self._many_classes else "")
+        )
 
     @property
     def _many_classes(self) -> bool:
@@ -57,14 +62,17 @@ class RunUnit:
 
 
 def sweep_units(spec: RunSpec, results_dir: str, threads: int) -> list[RunUnit]:
-    """The units of `spec` in plan order (novel class, then seed, then method), each at `threads` threads."""
+    """The units of `spec` in plan order (novel class, then seed, then training seed, then method), each at
+    `threads` threads. Reference rows do not train: they run once per seed, at training seed 0."""
     for name in spec.methods:  # unknown names and profiles fail before any split is built
         METHODS.get(name).budget_for(spec.profile)
     return [
-        RunUnit(spec, novel_class, seed, method, str(results_dir), threads)
+        RunUnit(spec, novel_class, seed, method, str(results_dir), threads, train_seed)
         for novel_class in DATASETS.get(spec.dataset).novel_classes(spec.novel_class)
         for seed in spec.seeds
+        for train_seed in spec.train_seeds
         for method in spec.methods
+        if not (METHODS.get(method).is_reference and train_seed != spec.train_seeds[0])
     ]
 
 
@@ -82,7 +90,8 @@ def execute_unit(unit: RunUnit, reporter: Reporter | None = None) -> RunOutcome:
     cache_before = _split.cache_info().misses
     split, seconds = _split(spec.dataset, spec.shots, unit.seed, unit.novel_class, spec.characters_per_run)
     built_here = _split.cache_info().misses > cache_before
-    plan = plan_run(spec, unit.method, split, seconds if built_here else 0.0)
+    train_seed = 0 if METHODS.get(unit.method).is_reference else unit.train_seed
+    plan = plan_run(spec, unit.method, split, seconds if built_here else 0.0, train_seed)
     store = ResultStore(unit.results_dir)
     if not spec.overwrite and store.is_complete(plan.key):
         stored = store.load(plan.key)

@@ -1,6 +1,6 @@
 """`bench export`: the stored run records as one tidy table, one row per (run, metric).
 
-Columns (`COLUMNS`): the run (`split_id`, `dataset`, `method`, `profile`, `seed`,
+Columns (`COLUMNS`): the run (`split_id`, `dataset`, `method`, `profile`, `seed`, `train_seed`,
 `is_reference`), the metric's outcome (`metric`, `value`, `std`, `status`, `reason`,
 `card_fingerprint`) and where the row came from (`created_at`, `code`: the commit the run was
 made with).
@@ -41,6 +41,7 @@ COLUMNS = [
     "method",
     "profile",
     "seed",
+    "train_seed",
     "is_reference",
     "metric",
     "value",
@@ -83,6 +84,7 @@ def record_rows(record: dict) -> list[dict]:
         "method": key["method"],
         "profile": key["profile"],
         "seed": int(key["seed"]),
+        "train_seed": int(key.get("train_seed", 0)),
         "is_reference": bool(record.get("method", {}).get("is_reference", False)),
     }
     trace = {"created_at": record.get("created_at"), "code": _code(record)}
@@ -145,7 +147,9 @@ def export_frame(
             if metric_keep is None or row["metric"] is None or row["metric"] in metric_keep
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame = frame.astype({"seed": "int64", "is_reference": "bool", "value": "float64", "std": "float64"})
+    frame = frame.astype(
+        {"seed": "int64", "train_seed": "int64", "is_reference": "bool", "value": "float64", "std": "float64"}
+    )
     return frame, errors
 
 

@@ -61,6 +61,7 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             "profile": key["profile"],
             "method": key["method"],
             "seed": key["seed"],
+            "train_seed": key.get("train_seed", 0),
             "status": record["status"],
             "is_reference": record.get("method", {}).get("is_reference", False),
             "n_samples": record.get("evaluation", {}).get("n_samples"),
@@ -169,7 +170,7 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         return "".join(parts)
     links = _Links(results_root, leaderboard_path)
     for (split_id, profile), table in frame.groupby(["split_id", "profile"], sort=True):
-        runs = table.drop_duplicates(["method", "seed"])
+        runs = table.drop_duplicates(["method", "seed", "train_seed"])
         n_samples = sorted({int(n) for n in runs["n_samples"].dropna()})
         parts.append(f"\n## {split_id} · profile `{profile}`\n\n")
         parts.append(f"Samples per run: {', '.join(map(str, n_samples)) or 'n/a'}.\n")
@@ -349,7 +350,7 @@ class _Links:
 def _first_artifact(method_runs: pd.DataFrame, column: str) -> str | None:
     if column not in method_runs:
         return None
-    found = method_runs[method_runs["status"] == "ok"].sort_values("seed")[column].dropna()
+    found = method_runs[method_runs["status"] == "ok"].sort_values(["seed", "train_seed"])[column].dropna()
     return found.iloc[0] if len(found) else None
 
 

@@ -1,4 +1,4 @@
-"""What a sweep will run, resolved once: one `RunPlan` per (novel class, seed, method).
+"""What a sweep will run, resolved once: one `RunPlan` per (novel class, seed, training seed, method).
 
 A `RunSpec` is what the user asked for (the CLI's options); `plan_run` resolves one of its runs (a
 `bench.harness.executor.RunUnit`) into a plan: the split or task set (built once per novel class and seed, shared
@@ -7,6 +7,12 @@ method class, the profile's budget, the number of samples, the metric settings, 
 run derives for sampling and evaluation, and the hash of everything that decides whether a
 stored record still measures what the plan asks. A single split is a task set of one task
 (`RunPlan.tasks`); only the seed names and the record's layout tell the two apart.
+
+Two seeds make a run: `seed` draws the support set (the split), `train_seed` seeds the method's
+initialisation and training noise. They are separate so that the two sources of variance can be told
+apart, and so that a method's base-class pretraining, which never sees the support set, is shared by every
+support draw at one training seed (`bench.harness.pretraining`). Reference rows do not train: they run at
+training seed 0 only.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ class RunSpec:
     methods: list[str]
     dataset: str
     shots: int = 4
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0])  # support draws
+    train_seeds: list[int] = field(default_factory=lambda: [0])  # the methods' initialisation and training noise
     profile: str = "quick"
     novel_class: int | str | None = None  # None: the dataset's default; "all": each class in turn
     characters: int | None = None  # novel characters per run (omniglot-characters); None: `default_characters`
@@ -78,14 +85,16 @@ class RunPlan:
     device: str = "cpu"  # where the method trains
     eval_device: str = "cpu"  # where the feature pass and the domain evaluator run
     split_seconds: float = 0.0  # time spent building the split (charged to the first run that uses it)
+    train_seed: int = 0  # the seed `fit` receives: initialisation and training noise
 
     @property
     def seed(self) -> int:
+        """The support draw (the split's seed)."""
         return self.split.info.seed
 
     @property
     def key(self) -> RunKey:
-        return RunKey(self.method, self.split.info.split_id, self.profile, self.seed)
+        return RunKey(self.method, self.split.info.split_id, self.profile, self.seed, self.train_seed)
 
     @property
     def is_task_set(self) -> bool:
@@ -100,6 +109,8 @@ class RunPlan:
     def samples_per_task(self) -> int:
         return self.n_samples // len(self.tasks)
 
+    # Sampling and evaluation noise derive from the support draw only: runs at different training seeds share
+    # them (common random numbers), so what differs between them is the fitted model.
     def sample_seed(self, task: int = 0) -> int:
         return derive_seed(self.seed, f"sample:{task}" if self.is_task_set else "sample")
 
@@ -117,6 +128,7 @@ class RunPlan:
             self.split.info.sha256,
             self.method_class.version,
             dataclasses.asdict(self.budget),
+            None if self.method_class.is_reference else self.train_seed,
             self.n_samples,
             self.settings,
             {name: METRICS.get(name).version for name in self.metric_names},
@@ -127,6 +139,7 @@ def _config_hash(
     split_sha256: str,
     method_version: str,
     budget: dict,
+    train_seed: int | None,
     n_samples: int,
     settings: dict,
     metric_versions: dict[str, str | None],
@@ -135,6 +148,7 @@ def _config_hash(
         "split": split_sha256,
         "method_version": method_version,
         "budget": budget,
+        "train_seed": train_seed,
         "n_samples": n_samples,
         "settings": settings,
         "metric_versions": dict(sorted(metric_versions.items())),
@@ -146,17 +160,24 @@ def record_config_hash(record: dict, metric_names: list[str]) -> str:
     """The same hash computed from a stored record: equal to the plan's when the record measured the same data with
     the same method version and budget, sample count and metric settings, and every metric at its current version."""
     stored_metrics = record.get("metrics", {})
+    # Records written before training seeds existed trained at their support draw's seed.
+    train_seed = (
+        None if record["method"].get("is_reference") else record["key"].get("train_seed", record["key"]["seed"])
+    )
     return _config_hash(
         record["split"]["sha256"],
         record["method"]["version"],
         record["method"]["budget"],
+        train_seed,
         record["evaluation"]["n_samples"],
         record["evaluation"].get("settings"),
         {name: stored_metrics.get(name, {}).get("card", {}).get("version") for name in metric_names},
     )
 
 
-def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: float = 0.0) -> RunPlan:
+def plan_run(
+    spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: float = 0.0, train_seed: int = 0
+) -> RunPlan:
     method_class = METHODS.get(method)
     return RunPlan(
         method=method,
@@ -170,4 +191,5 @@ def plan_run(spec: RunSpec, method: str, split: Split | TaskSet, split_seconds: 
         device=spec.device,
         eval_device=spec.eval_device or spec.device,
         split_seconds=split_seconds,
+        train_seed=train_seed,
     )

@@ -19,7 +19,8 @@ import torch
 from bench.data.splits import Split
 from bench.harness.artifacts import ARTIFACT_WRITERS, FittedRun, write_artifacts
 from bench.harness.environment import environment, git_commit, utc_now
-from bench.harness.plan import RunPlan, derive_seed, record_config_hash
+from bench.harness.plan import RunPlan, record_config_hash
+from bench.harness.pretraining import Pretrained, PretrainingCache, base_only, pretraining_key
 from bench.harness.scoring import add_timings, score
 from bench.harness.store import RECORD_SCHEMA, ResultStore, RunKey
 from bench.sdk.method import Method, TrainingDiverged
@@ -62,7 +63,7 @@ def new_record(plan: RunPlan) -> dict:
         "split": plan.split.info.to_dict(),
         "evaluation": {
             "n_samples": plan.n_samples,
-            "sample_seed": derive_seed(plan.seed, "sample"),
+            "sample_seed": plan.sample_seed(),
             "evaluation_seed": plan.evaluation_seed(),
             "settings": dict(plan.settings),
             "device": plan.eval_device,
@@ -87,8 +88,9 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
     started = time.perf_counter()
     training_log: dict = {}
     task_logs: list[dict] = []
+    pretraining: dict = {}
     try:
-        samples, models = fit_and_sample(plan, reporter, timings, training_log, task_logs)
+        samples, models = fit_and_sample(plan, reporter, timings, training_log, task_logs, pretraining)
     except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
         record["status"] = "failed"
         record["failure"] = {
@@ -98,10 +100,13 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
             "traceback": traceback.format_exc(limit=6),
         }
         record["training_log"] = training_log
+        record["pretraining"] = pretraining
         record["timings"] = {**timings, "total": time.perf_counter() - started}
         store.write(record)
         return record
     record["training_log"] = training_log
+    if pretraining:
+        record["pretraining"] = pretraining
     fitted = FittedRun(plan.key, plan.tasks, plan.is_task_set, store, samples, models, training_log)
     record["artifacts"] = write_artifacts(fitted, ARTIFACT_WRITERS, timings)
     record["metrics"], task_metrics = score(
@@ -125,7 +130,8 @@ def _fitted(
     training_log: dict,
     pretrained: Method | None = None,
 ) -> Method:
-    """The method fitted to `task`: from scratch, or (transfer methods) by adapting a copy of `pretrained`.
+    """The method fitted to `task`: from scratch, or (transfer methods) by adapting a copy of `pretrained`
+    (which `adapt` continues exactly where `pretrain` left off: the same result as `fit`).
 
     Its training log goes into `training_log` even when fitting fails (a diverged run keeps its curve).
     """
@@ -139,9 +145,9 @@ def _fitted(
     method.reporter = reporter
     try:
         if pretrained is not None:
-            method.adapt(task.task_for(cls), plan.budget, plan.seed)
+            method.adapt(task.task_for(cls), plan.budget, plan.train_seed)
         else:
-            method.fit(task.task_for(cls), plan.budget, plan.seed)
+            method.fit(task.task_for(cls), plan.budget, plan.train_seed)
     finally:
         training_log.update(method.training_log)
         add_timings(timings, {"fit": time.perf_counter() - start})
@@ -150,17 +156,40 @@ def _fitted(
     return method
 
 
-def _pretrained_once(plan: RunPlan, reporter: Reporter, timings: dict[str, float], training_log: dict) -> Method:
-    """A transfer method pretrained once on the base set the tasks of a task set share, to be adapted per task."""
-    pretrained = plan.method_class(device=plan.device)
-    pretrained.reporter = reporter
-    start = time.perf_counter()
-    pretrained.pretrain(plan.tasks[0].task_for(plan.method_class), plan.budget, plan.seed)
-    add_timings(timings, {"fit": time.perf_counter() - start})
-    add_timings(timings, pretrained.timings, "fit.")
-    training_log.update(pretrained.training_log)
-    pretrained.reporter = NullReporter()  # copied per task; a live progress display cannot be copied
-    return pretrained
+def pretrained_for(plan: RunPlan, reporter: Reporter, cache: PretrainingCache | None = None) -> Pretrained:
+    """The plan's method pretrained on its base set at its training seed: from the cache, or pretrained and cached.
+
+    Pretraining is given `base_only(task)`, the task without its support set (`bench.harness.pretraining`)."""
+    cls = plan.method_class
+    task = base_only(plan.tasks[0].task_for(cls))
+    key, content = pretraining_key(plan.method, cls, plan.budget, task, plan.train_seed, plan.device)
+
+    def pretrain() -> Method:
+        method = cls(device=plan.device)
+        method.reporter = reporter
+        try:
+            method.pretrain(task, plan.budget, plan.train_seed)
+        finally:
+            method.reporter = NullReporter()  # copied per task and pickled; a live progress display can be neither
+        return method
+
+    return (cache or PretrainingCache()).get_or_pretrain(plan.method, key, content, plan.device, pretrain)
+
+
+def _pretrained_once(
+    plan: RunPlan, reporter: Reporter, timings: dict[str, float], training_log: dict, pretraining: dict
+) -> Method:
+    """A transfer method pretrained once per base set and training seed (cached across runs), to be adapted per task."""
+    result = pretrained_for(plan, reporter)
+    if result.reused:
+        add_timings(timings, {"pretraining.load": result.seconds})
+    else:
+        add_timings(timings, {"fit": result.seconds})
+        add_timings(timings, result.method.timings, "fit.")
+    result.method.timings = {}
+    training_log.update(result.method.training_log)
+    pretraining.update(result.record())
+    return result.method
 
 
 def _draw(
@@ -177,18 +206,24 @@ def _draw(
 
 
 def fit_and_sample(
-    plan: RunPlan, reporter: Reporter, timings: dict[str, float], training_log: dict, task_logs: list[dict]
+    plan: RunPlan,
+    reporter: Reporter,
+    timings: dict[str, float],
+    training_log: dict,
+    task_logs: list[dict],
+    pretraining: dict | None = None,
 ) -> tuple[torch.Tensor, list[Method]]:
     """Fit the method to each of the plan's tasks (one model each); return the samples (in task order,
     `plan.samples_per_task` each) and the fitted models.
 
-    On a task set a transfer method (capability `transfer`) pretrains once and adapts a copy per
-    task, which gives the same result as fitting each task from scratch (see `bench.sdk.method`);
+    A transfer method (capability `transfer`) pretrains once per base set and training seed (or reuses
+    the cached pretraining: its key and whether it was reused go into `pretraining`) and adapts a copy
+    per task, which gives the same result as fitting each task from scratch (see `bench.sdk.method`);
     each task's training log goes into `task_logs`, the shared pretraining's into `training_log`.
     """
     pretrained = None
-    if plan.is_task_set and "transfer" in plan.method_class.capabilities:
-        pretrained = _pretrained_once(plan, reporter, timings, training_log)
+    if "transfer" in plan.method_class.capabilities:
+        pretrained = _pretrained_once(plan, reporter, timings, training_log, {} if pretraining is None else pretraining)
     all_samples, models = [], []
     handle = (
         reporter.task(f"{plan.method_class.__name__} over {len(plan.tasks)} tasks", len(plan.tasks))

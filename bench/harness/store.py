@@ -2,7 +2,8 @@
 
 Layout under the results directory:
 
-    runs/<dataset>/<split>/<method>/<profile>/seed<k>.json   the run record
+    runs/<dataset>/<split>/<method>/<profile>/seed<k>.json   the run record (seed<k>-train<t>.json for a training
+                                                 seed t other than 0: `RunKey.relative`)
     samples/<dataset>/<split>/<method>/<profile>/seed<k>.npz  the samples as uint8 (what `bench rescore` scores)
     checkpoints/<dataset>/<split>/<method>/<profile>/seed<k>.pt  the fitted model, for model metrics
                                                  (a task set: seed<k>/task<i>.pt; not committed)
@@ -27,21 +28,54 @@ RECORD_SCHEMA = 1
 
 @dataclass(frozen=True)
 class RunKey:
+    """Which run a record is: method, split, profile, support draw `seed` and the method's `train_seed`
+    (the seed of its initialisation and training noise, 0 unless `--train-seeds` says otherwise)."""
+
     method: str
     split_id: str  # e.g. fashion-mnist/novel9-4shot.v1
     profile: str
     seed: int
+    train_seed: int = 0
 
     @property
     def relative(self) -> Path:
-        return Path(self.split_id) / self.method / self.profile / f"seed{self.seed}"
+        name = f"seed{self.seed}" + (f"-train{self.train_seed}" if self.train_seed else "")
+        return Path(self.split_id) / self.method / self.profile / name
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "split_id": self.split_id, "profile": self.profile, "seed": self.seed}
+        return {
+            "method": self.method,
+            "split_id": self.split_id,
+            "profile": self.profile,
+            "seed": self.seed,
+            "train_seed": self.train_seed,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> RunKey:
-        return cls(data["method"], data["split_id"], data["profile"], int(data["seed"]))
+        return cls(data["method"], data["split_id"], data["profile"], int(data["seed"]), int(data.get("train_seed", 0)))
+
+
+RunId = int | str
+
+
+def run_id(key: dict) -> RunId:
+    """A run's identity within its (split, profile, method), as baselines list it: the support draw `seed`, or
+    `"<seed>-train<t>"` for a training seed t other than 0."""
+    seed, train_seed = int(key["seed"]), int(key.get("train_seed", 0))
+    return seed if train_seed == 0 else f"{seed}-train{train_seed}"
+
+
+def parse_run_id(value) -> RunId:
+    """A run id as a baseline file holds it (an int, or a string of either form) -> `run_id`'s form."""
+    text = str(value)
+    seed, _, train_seed = text.partition("-train")
+    return run_id({"seed": seed, "train_seed": train_seed or 0})
+
+
+def run_id_order(value: RunId) -> tuple[int, int]:
+    seed, _, train_seed = str(value).partition("-train")
+    return int(seed), int(train_seed or 0)
 
 
 class MalformedRecordError(ValueError):
