@@ -8,8 +8,10 @@ task is n images of one base class (paper n = 4).
 Algorithm 1 (meta-training), each meta-iteration: copy Phi_d, Phi_g to W_d, W_g; sample a base
 class and n of its images; K times: one critic step on W_d (WGAN-GP loss on the n images and n
 generated ones), one generator step on W_g; then set the gradient of Phi to Phi - W and take an
-Adam step (Reptile's outer update: `bench.sdk.reptile`). Inner optimiser: Adam (lr 1e-4, betas 0
-and 0.9, WGAN-GP's), fresh for each task; meta optimiser: Adam (lr 1e-3).
+Adam step (Reptile's outer update: `bench.sdk.reptile`). Inner optimiser: plain SGD (lr 1e-4), as
+Algorithms 1 and 2 write it; meta optimiser: Adam (lr 1e-4). A profile may name another inner
+optimiser (`FIGRBudget.inner_optimizer`: "adam" is WGAN-GP's Adam, betas 0 and 0.9, fresh per task),
+a deviation its comment states.
 
 Algorithm 2 (generation): copy the meta-trained weights, run the same K-step loop on the k
 support images of the novel class (`adapt_steps` of them), then sample z ~ N(0, I).
@@ -52,7 +54,7 @@ class FIGRConfig:
     latent_dim: int = 100
     width: int = 64
     task_images: int = 4  # n: images per meta-training task
-    meta_lr: float = 1e-3
+    meta_lr: float = 1e-4  # Adam, the outer update
     inner_lr: float = 1e-4
     penalty_weight: float = 10.0
 
@@ -62,13 +64,24 @@ class FIGRBudget:
     meta_iterations: int  # outer Reptile updates (Algorithm 1)
     inner_steps: int  # K: (critic step + generator step) rounds per task
     adapt_steps: int  # K of Algorithm 2: rounds on the support set before sampling
+    inner_optimizer: str = "sgd"  # of the inner loops: "sgd" (Algorithms 1-2) or "adam" (WGAN-GP's, a deviation)
+
+    def __post_init__(self):
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(f"unknown inner_optimizer '{self.inner_optimizer}' (valid: {', '.join(INNER_OPTIMIZERS)})")
+
+
+INNER_OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(0.0, 0.9)),
+}
 
 
 @register
 class FIGR(PretrainThenAdapt, LatentSampler, Method):
     title = "FIGR: WGAN-GP meta-trained with Reptile, adapted on the support set"
     reference = "Clouatre and Demers, FIGR: Few-shot Image Generation with Reptile, 2019; Nichol et al., Reptile, 2018"
-    version = "1"
+    version = "2"
     Config = FIGRConfig
     Budget = FIGRBudget
     profiles = {
@@ -77,9 +90,13 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         # Measured at this scale (4-shot ankle boots, class consistency of 500 samples): 600 meta-iterations
         # then 300 / 1,000 / 1,500 adaptation rounds gave 0.04 / 0.51 / 0.96; without meta-training, 300 / 1,500
         # rounds gave 0.42 / 1.00. At a CPU budget, adaptation on the support set does the work (docs/methods.md).
-        "quick": FIGRBudget(meta_iterations=60, inner_steps=10, adapt_steps=1500),
-        # The report's 100,000 meta-iterations (a GPU budget); K = 10 in training and generation.
-        "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10),
+        # Deviation: the inner loops use WGAN-GP's Adam, not Algorithm 1's plain SGD. Measured at this budget
+        # (4-shot ankle boots, 1,000 samples): SGD (lr 1e-4) gave FID 6,955 and class consistency 0.00 after
+        # 1,500 adaptation rounds (8,931 and 0.00 after Algorithm 2's 10), Adam gave 873 and 1.00.
+        "quick": FIGRBudget(meta_iterations=60, inner_steps=10, adapt_steps=1500, inner_optimizer="adam"),
+        # Algorithms 1 and 2 as the report gives them: 100,000 meta-iterations (a GPU budget), K = 10 plain SGD
+        # steps inside, in training and in generation.
+        "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10, inner_optimizer="sgd"),
     }
     capabilities = frozenset({"latent", "transfer"})
 
@@ -121,7 +138,10 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
             pool = members[character]
             chosen = pool[torch.randperm(len(pool), generator=generator)[: cfg.task_images]]
             terms = self._train_copies(
-                to_signed(task.base_images[chosen].to(self.device)), budget.inner_steps, generator
+                to_signed(task.base_images[chosen].to(self.device)),
+                budget.inner_steps,
+                budget.inner_optimizer,
+                generator,
             )
             del terms["curve"]
             return terms
@@ -136,14 +156,14 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
             )
 
     def _train_copies(
-        self, images: torch.Tensor, steps: int, generator: torch.Generator, curve_points: int = 1
+        self, images: torch.Tensor, steps: int, optimizer: str, generator: torch.Generator, curve_points: int = 1
     ) -> dict:
-        """K rounds of WGAN-GP on the copies W_g, W_d, each with a fresh Adam (the inner loop of Algorithms 1 and 2)."""
+        """K rounds of WGAN-GP on the copies W_g, W_d, each with a fresh inner optimiser (Algorithms 1 and 2)."""
         cfg = self.config
         self.generator_net.train()
         self.critic_net.train()
-        g_opt = torch.optim.Adam(self.generator_net.parameters(), lr=cfg.inner_lr, betas=(0.0, 0.9))
-        d_opt = torch.optim.Adam(self.critic_net.parameters(), lr=cfg.inner_lr, betas=(0.0, 0.9))
+        g_opt = INNER_OPTIMIZERS[optimizer](self.generator_net.parameters(), cfg.inner_lr)
+        d_opt = INNER_OPTIMIZERS[optimizer](self.critic_net.parameters(), cfg.inner_lr)
         n = len(images)
 
         def critic(x: torch.Tensor) -> torch.Tensor:
@@ -171,5 +191,7 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         copy_weights(self.meta_d, self.critic_net)
         support = to_signed(task.support.to(self.device))
         with self.phase("adapt"):
-            self.training_log["adapt"] = self._train_copies(support, budget.adapt_steps, generator, curve_points=200)
+            self.training_log["adapt"] = self._train_copies(
+                support, budget.adapt_steps, budget.inner_optimizer, generator, curve_points=200
+            )
         self.generator_net.eval()

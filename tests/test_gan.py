@@ -76,6 +76,33 @@ def test_figr_networks_have_no_batch_statistics(architecture, fashion_split):
 
 
 @requires_data("fashion-mnist")
+def test_figr_paper_profile_runs_algorithm_1_optimisers(fashion_split, monkeypatch):
+    """Plain SGD inside (meta-training and adaptation), Adam at lr 1e-4 for Reptile's outer step; `quick` names Adam."""
+    import dataclasses
+
+    from methods.figr import FIGR, FIGRConfig
+
+    made = []
+
+    def spy(cls):
+        class Spy(cls):
+            def __init__(self, params, lr, **kwargs):
+                made.append((cls.__name__, lr))
+                super().__init__(params, lr=lr, **kwargs)
+
+        return Spy
+
+    monkeypatch.setattr(torch.optim, "SGD", spy(torch.optim.SGD))
+    monkeypatch.setattr(torch.optim, "Adam", spy(torch.optim.Adam))
+    paper = dataclasses.replace(FIGR.profiles["paper"], meta_iterations=2, inner_steps=1, adapt_steps=1)
+    FIGR(FIGRConfig(width=8)).fit(fashion_split.task, paper, 0)
+    # Two meta-optimisers (generator, critic), then per task and for the adaptation a fresh SGD pair.
+    assert made[:2] == [("Adam", 1e-4), ("Adam", 1e-4)]
+    assert made[2:] == [("SGD", 1e-4)] * 2 * (paper.meta_iterations + 1)
+    assert FIGR.profiles["paper"].inner_optimizer == "sgd" and FIGR.profiles["quick"].inner_optimizer == "adam"
+
+
+@requires_data("fashion-mnist")
 def test_the_conditional_gan_draws_the_class_it_is_given(fashion_split):
     from methods.cgan import ConditionalGAN
 
