@@ -243,9 +243,9 @@ def _run_spec(
     return RunSpec(
         method_list,
         dataset_name,
-        shots,
-        seed_list,
-        profile,
+        shots=shots,
+        seeds=seed_list,
+        profile=profile,
         novel_class=novel_class,
         characters=characters,
         device=device,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from bench.data.splits import Split, TaskSet, default_characters
@@ -46,6 +46,8 @@ class RunSpec:
 
     methods: list[str]
     dataset: str
+    # Keyword-only from here: a field added later must not shift the meaning of a positional argument.
+    _: KW_ONLY
     shots: int = 4
     seeds: list[int] = field(default_factory=lambda: [0])  # support draws
     train_seeds: list[int] = field(default_factory=lambda: [0])  # the methods' initialisation and training noise
