@@ -52,7 +52,7 @@ def test_a_second_support_draw_reuses_the_pretraining_and_matches_an_uncached_fi
 
 
 @requires_data("fashion-mnist")
-def test_the_key_ignores_the_support_draw_and_follows_everything_pretraining_reads():
+def test_the_key_ignores_the_support_draw_and_follows_everything_pretraining_reads(monkeypatch):
     cls = METHODS.get("vae")
     budget = cls.budget_for("smoke")
 
@@ -64,6 +64,10 @@ def test_the_key_ignores_the_support_draw_and_follows_everything_pretraining_rea
     assert key(seed0) != key(make_split("fashion-mnist", 4, seed=0, novel_class=0))  # another base set
     assert key(seed0) != key(seed0, train_seed=1)
     assert key(seed0) != key(seed0, budget=dataclasses.replace(budget, pretrain_steps=budget.pretrain_steps + 1))
+    before = key(seed0)
+    # Another instruction set (ATEN_CPU_CAPABILITY) computes other floats: its pretraining is not this one.
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "a capability of its own")
+    assert key(seed0) != before
 
     task = base_only(seed1.task_for(cls))
     assert task.support.shape[0] == 0 and task.base_images.shape == seed1.task_for(cls).base_images.shape

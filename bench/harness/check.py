@@ -246,14 +246,17 @@ def _metric_default(metric: str, relative: float, absolute: float) -> dict:
 
 
 def _environments(store: ResultStore, profile: str | None) -> list[str]:
-    """The distinct machines (platform, torch, threads) a store's runs were measured on."""
+    """The distinct machines (platform, torch, threads, instruction set) a store's runs were measured on."""
     seen = set()
     for record in store.records():
         if profile is None or record["key"]["profile"] == profile:
             env = record.get("environment", {})
-            seen.add(
+            described = (
                 f"{env.get('platform', '?')}, torch {env.get('torch', '?')}, {env.get('torch_threads', '?')} threads"
             )
+            if "cpu_capability" in env:  # records from before it was recorded lack it
+                described += f", {env['cpu_capability']}"
+            seen.add(described)
     return sorted(seen)
 
 

@@ -38,6 +38,8 @@ def environment(device: str) -> dict:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        # The instruction set torch's CPU kernels dispatch to (ATEN_CPU_CAPABILITY overrides it): floats differ by it.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": device,
         "cuda_device": torch.cuda.get_device_name(0)
         if device.startswith("cuda") and torch.cuda.is_available()

@@ -5,9 +5,9 @@ A method with the `transfer` capability fits in two phases (`bench.sdk.method.Pr
 set, so it depends only on what `pretraining_key` hashes: the method (name, version, config, budget,
 and the digest of the code it runs), the base set (the images' and labels' bytes and the task fields
 a method may read besides the support set), the training seed, and what makes float arithmetic
-reproducible (torch version, device type, thread count). Every support draw at one training seed,
-every held-out task of an Omniglot task set, and every later sweep at the same code shares one
-pretraining.
+reproducible (torch version, device type, thread count, the CPU instruction set torch dispatches to).
+Every support draw at one training seed, every held-out task of an Omniglot task set, and every later
+sweep at the same code shares one pretraining.
 
 The harness enforces the independence rather than trusting it: `pretrain` is given the task with its
 support set emptied and the support's identity removed from its `info` (`base_only`), so a method that
@@ -42,7 +42,7 @@ from bench.sdk.method import Method
 from bench.sdk.paths import cache_dir
 from bench.sdk.task import FewShotTask
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 _SDK_DIR = Path(inspect.getfile(Method)).parent
 
 
@@ -102,6 +102,7 @@ def pretraining_key(
         "torch": torch.__version__,
         "device_type": torch.device(device).type,
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest(), content
 
