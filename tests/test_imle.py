@@ -1,13 +1,18 @@
 """The IMLE core and its three selection rules, against independent computations and by meaning."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import requires_data
 
+from bench.data.splits import make_split
+from bench.harness.pretraining import base_only
 from methods._imle import IMLEBudget, pairwise_squared_distances
+from methods._perceptual import MatchingNet, PerceptualMatching
 from methods.adaimle import AdaptiveIMLE
 from methods.imle import IMLE
-from methods.rsimle import RejectionSamplingIMLE
+from methods.rsimle import RejectionSamplingIMLE, rejection_threshold
 
 
 def test_chunked_distances_equal_brute_force():
@@ -42,22 +47,63 @@ def test_adaptive_examples_reselect_only_once_their_sample_is_within_the_thresho
 
 def test_rejection_sampling_never_selects_a_sample_near_any_training_image():
     method = RejectionSamplingIMLE()
-    radius = method.config.rejection_radius
+    method.prepare_selection(torch.tensor([[0.0], [2.0]]))  # spacing 2: epsilon 0.7 x 2
+    assert method.epsilon_squared == pytest.approx(1.4**2)
     # Sample 0 is within epsilon of example 1 (and nearest to example 0 too): rejected for both.
-    distances = torch.tensor([[radius * 0.9, radius * 3, radius * 2], [radius * 0.5, radius * 5, radius * 4]])
+    distances = torch.tensor([[1.9, 3.0, 2.0], [0.5, 5.0, 4.0]])
     index, take = method.select(distances, None)
     assert take.all() and index.tolist() == [2, 2]
     assert method.rejections == [pytest.approx(1 / 3)]
     # Every sample rejected: nobody takes a new code.
-    _, take = method.select(torch.full((2, 3), radius / 2), torch.zeros(2))
+    _, take = method.select(torch.full((2, 3), 1.9), torch.zeros(2))
     assert not take.any()
+
+
+def test_epsilon_is_a_fraction_of_the_median_spacing_of_the_training_images():
+    points = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    # Brute force: each image's distance (root of the mean squared difference) to its nearest other image.
+    spacing = sorted(
+        min(float((points[i] - points[j]).pow(2).mean().sqrt()) for j in range(9) if j != i) for i in range(9)
+    )[4]
+    assert rejection_threshold(points, 0.5) == pytest.approx((0.5 * spacing) ** 2, rel=1e-5)
+    assert rejection_threshold(points[:1], 0.5) == 0  # one image: no spacing, nothing rejected
+
+
+def test_the_perceptual_embedding_measures_lpips_form_plus_weighted_l2():
+    net = MatchingNet((1, 12, 12), classes=3)
+    matching = PerceptualMatching(net, pixel_weight=0.1)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 1, 12, 12, generator=generator), torch.rand(5, 1, 12, 12, generator=generator)
+    expected = torch.zeros(3, 5)
+    with torch.no_grad():
+        for fx, fy in zip(net.features(x), net.features(y), strict=True):  # per layer: unit channel vectors
+            ux, uy = torch.nn.functional.normalize(fx, dim=1), torch.nn.functional.normalize(fy, dim=1)
+            expected += (ux[:, None] - uy[None]).pow(2).sum(2).mean((2, 3))
+        expected += 0.1 * (x[:, None] - y[None]).pow(2).mean((2, 3, 4))
+        embedded_x, embedded_y = matching.embed(x), matching.embed(y)
+    torch.testing.assert_close(torch.cdist(embedded_x, embedded_y).pow(2), expected, rtol=1e-4, atol=1e-5)
+
+
+@requires_data("fashion-mnist")
+def test_at_100_shots_epsilon_rejects_a_share_of_what_a_model_of_the_class_would_sample():
+    # A model that had learnt the class samples its other images: the rule must reject some of them at 100 shots
+    # (a fixed 0.01 per-pixel MSE rejected 0.25% of them; RS-IMLE then runs as IMLE) and not most of them.
+    split = make_split("fashion-mnist", 100, seed=0)
+    task = split.task_with_unseen_novel()
+    method = RejectionSamplingIMLE()
+    method.pretrain(base_only(task), dataclasses.replace(method.budget_for("smoke"), matching_steps=100), 0)
+    method.prepare_selection(method._embed_all(task.support))
+    method.select(
+        pairwise_squared_distances(method._embed_all(task.support), method._embed_all(task.unseen_novel)), None
+    )
+    assert 0.02 < method.rejections[0] < 0.5
 
 
 @requires_data("fashion-mnist")
 @pytest.mark.parametrize("cls", [IMLE, AdaptiveIMLE, RejectionSamplingIMLE])
 def test_training_pulls_samples_towards_the_training_images(cls, fashion_split):
     method = cls()
-    method.fit(fashion_split.task, IMLEBudget(rounds=15, steps_per_round=10, pool_size=64), 0)
+    method.fit(fashion_split.task, IMLEBudget(rounds=15, steps_per_round=10, pool_size=64, matching_steps=20), 0)
     curve = method.training_log["imle"]["curve"]
     assert curve["nearest_distance"][-1] < 0.5 * curve["nearest_distance"][0]
     assert method.timings["nearest_neighbours"] > 0 and method.timings["update"] > 0
