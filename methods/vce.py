@@ -12,14 +12,21 @@ Networks (section 4.2): encoder and convertor are stride-1 residual networks (pa
 blocks of two 3x3 convolutions with 32 channels, and one 5x5 convolution, "SAME" padding), so
 pixel coordinates are preserved and the convertor edits pixels of q rather than painting a new
 image. Here the 5x5 convolution is the stem of each network and a 1x1 convolution maps the last
-block to the output (the paper does not say how the outputs are read out). The latent has two
-numbers per image row ("twice the width of the image"); "every two sampled noises are juxtaposed
-with one line of the conditional image": the convertor's input is q widened by one column on the
-left and one on the right holding the row's two noise values (one on each side, so that the
-noise reaches every pixel: the network's receptive field is 2 + 2 x blocks pixels in each
-direction, less than a 28-pixel row), and its output is cropped back to q's columns. The encoder
-reads (x, q) stacked as channels and averages its 4-channel output over each row: the row's
-two means and two log-variances.
+block to the output (the paper does not say how the outputs are read out). The encoder reads
+(x, q) stacked as channels and averages its 4-channel output over each row: the row's two means
+and two log-variances.
+
+Noise injection (section 3.3): the latent has two numbers per image row ("twice the width of the
+image"), and "every two sampled noises are juxtaposed with one line of the conditional image".
+Here row r's two values enter the convertor as two input channels beside q's own, constant along
+row r: the convertor reads (C + 2, H, W), and every pixel of row r sees its row's rule in the
+first layer. The sentence also reads as two extra pixel columns at the ends of the row (version
+1 of this method did that); under that reading the rule cannot act on the image's centre, where
+the garment or stroke is: in a stride-1 network an input pixel's influence decays far faster
+than the receptive field grows, so after training, conversions of one condition by different
+rules were identical in the 10 central columns and the encoder's KL(z) collapsed to about 2 nats
+(measured: docs/notes/quick-budget-studies.md, "VCE's rule"). The channel reading is the one
+under which the rule can carry information, so it is the one implemented.
 
 Training (section 4.3, Algorithms 1 and 2), in three phases:
 1. Reptile pre-training with the plain VAE loss (Algorithm 2): per meta-iteration, one base class,
@@ -36,6 +43,11 @@ Training (section 4.3, Algorithms 1 and 2), in three phases:
 Batches follow section 3.3: every image of a batch comes from one class and shares one condition
 image (paper: batch 19, one Omniglot character's 20 drawings minus the condition). Paper settings:
 m = 50, lambda = 0.2, sigma = 0.15, Adam with lr 2e-4.
+
+Logged: phases 2 and 3 log KL(z) and KL(z_r) per step (in the VAE phases KL(z_r) is only
+measured, so that `vce` and `vce-vae` compare the same terms); `training_log["vce"]` holds both
+curves over the two phases and what the trained rule carries on fresh base-class batches
+(`VCE._measure_rule`).
 
 Likelihood (capability `log_likelihood`, the `nll` metric): VCE's Table 1 reports the
 conditional NLL -log p(x | q) of a held-out image given one condition image of its class. The
@@ -77,6 +89,7 @@ from methods._nets import ResidualBlock
 from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 LOSSES = ("lmvae", "vae")
+RULE_BATCHES = 10  # fresh base-class batches on which the trained rule is measured (`training_log["vce"]`)
 
 
 @dataclass(frozen=True)
@@ -129,35 +142,37 @@ class ConvertorEncoder(nn.Module):
         super().__init__()
         self.image_channels, self.height, self.width = image_shape
         self.encoder = StrideOneResNet(2 * self.image_channels, 4, channels, blocks, norm)
-        self.convertor = StrideOneResNet(self.image_channels, self.image_channels, channels, blocks, norm)
+        self.convertor = StrideOneResNet(self.image_channels + 2, self.image_channels, channels, blocks, norm)
 
     @property
     def latent_dim(self) -> int:
         return 2 * self.height
 
     def encode(self, x: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, logvar), each (n, 2H): per row, the left and right noise values' Gaussian."""
+        """(mean, logvar), each (n, 2H): per row, the Gaussian of the row's two noise values."""
         rows = self.encoder(torch.cat([x, condition], 1)).mean(3)  # (n, 4, H)
         mean = rows[:, :2].transpose(1, 2).reshape(x.shape[0], -1)
         logvar = rows[:, 2:].transpose(1, 2).reshape(x.shape[0], -1).clamp(-10, 10)
         return mean, logvar
 
     def convert_logits(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits (n, C, H, W) of the condition converted by the rule z (n, 2H)."""
+        """Bernoulli logits (n, C, H, W) of the condition converted by the rule z (n, 2H).
+
+        Row r's two noise values z[2r], z[2r + 1] are laid along that row as two extra input
+        channels, so every pixel of the row reads them in the first layer (module docstring).
+        """
         n = condition.shape[0]
-        noise = z.view(n, 1, self.height, 2).expand(n, self.image_channels, self.height, 2)
-        widened = torch.cat([noise[..., :1], condition, noise[..., 1:]], 3)  # (n, C, H, W + 2)
-        return self.convertor(widened)[..., 1 : 1 + self.width]
+        noise = z.view(n, self.height, 2).transpose(1, 2).unsqueeze(3).expand(n, 2, self.height, self.width)
+        return self.convertor(torch.cat([condition, noise], 1))
 
 
-def columns_reached(width: int, blocks: int) -> int:
-    """How many of a row's `width` pixels the row's two noise values can influence in the convertor.
-
-    The convertor's receptive field reaches 2 (the 5x5 stem) + 2 per residual block pixels in each
-    direction; the noise sits one column outside each edge of the row.
-    """
-    radius = 2 + 2 * blocks
-    return min(width, 2 * radius)
+def kl_curve(vae_log: dict, final_log: dict, vae_steps: int) -> dict[str, list[float]]:
+    """KL(z) and KL(z_r) over phases 2 and 3 (the `vae` and the final phase's curves, steps counted from phase 2)."""
+    curves = [vae_log["curve"], final_log["curve"]]
+    return {
+        "step": vae_log["curve"]["step"] + [vae_steps + step for step in final_log["curve"]["step"]],
+        **{term: [v for curve in curves for v in curve.get(term, [])] for term in ("kl", "kl_converted")},
+    }
 
 
 def class_members(labels: torch.Tensor, minimum: int) -> list[torch.Tensor]:
@@ -170,7 +185,7 @@ def class_members(labels: torch.Tensor, minimum: int) -> list[torch.Tensor]:
 class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "VCE: Variational Convertor-Encoder, LMVAE loss (one-shot conversion of a support image)"
     reference = "Li, Han and Xing, VCE: Variational Convertor-Encoder for One-Shot Generalization"
-    version = "1"
+    version = "2"
     Config = VCEConfig
     Budget = VCEBudget
     profiles = {
@@ -178,8 +193,8 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             residual_blocks=1, channels=8, reptile_iterations=2, reptile_inner_steps=2, vae_steps=6, final_steps=4
         ),
         # About 2.5 minutes at one thread (Fashion-MNIST 4-shot): about 170 ms per VAE step and 330 ms
-        # per LMVAE step at batch 19 with 6 blocks of 16 channels (6 is the fewest blocks whose noise reaches
-        # every column of a 28-pixel row; 12 channels measured no faster, 4 blocks 30% faster).
+        # per LMVAE step at batch 19 with 6 blocks of 16 channels (12 channels measured no faster, 4 blocks
+        # 30% faster; 6 blocks let a pixel see 14 rows above and below it, half the image).
         "quick": VCEBudget(
             residual_blocks=6, channels=16, reptile_iterations=30, reptile_inner_steps=5, vae_steps=400, final_steps=150
         ),
@@ -225,15 +240,13 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             x = images[chosen[1:]].to(self.device)
             return x, images[chosen[:1]].to(self.device).expand_as(x)
 
-        width = task.image_shape[2]
-        self.training_log["rule_reaches_columns"] = f"{columns_reached(width, budget.residual_blocks)} of {width}"
         self.model.train()
         with self.phase("reptile"):
             self.training_log["reptile"] = self._reptile(batch, budget, generator)
         vae_optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         with self.phase("vae"):
             self.training_log["vae"] = run_steps(
-                lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, "vae", step),
+                lambda step: self._vae_step(self.model, *batch(), vae_optimizer, generator, "vae", step, True),
                 budget.vae_steps,
                 phase="vae",
                 reporter=self.reporter,
@@ -250,12 +263,16 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             else:
 
                 def step_fn(step: int) -> dict:
-                    return self._vae_step(self.model, *batch(), vae_optimizer, generator, final, step)
+                    return self._vae_step(self.model, *batch(), vae_optimizer, generator, final, step, True)
 
             self.training_log[final] = run_steps(
                 step_fn, budget.final_steps, phase=final, reporter=self.reporter, curve_points=200
             )
         self.model.eval()
+        self.training_log["vce"] = {
+            **self._measure_rule(batch, RULE_BATCHES, generator),
+            "curve": kl_curve(self.training_log["vae"], self.training_log[final], budget.vae_steps),
+        }
 
     @staticmethod
     def _vae_step(
@@ -266,17 +283,26 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         generator: torch.Generator,
         phase: str,
         step: int,
+        log_kl_converted: bool = False,
     ) -> dict[str, float]:
-        """One step of the plain VAE loss L_CON(x, y) + KL(z) on `model` (the network itself, or Reptile's copy)."""
+        """One step of the plain VAE loss L_CON(x, y) + KL(z) on `model` (the network itself, or Reptile's copy).
+
+        With `log_kl_converted`, also logs KL(z_r) of the converted images re-encoded (no gradient),
+        the term the LMVAE loss trains on, so the `vce` and `vce-vae` logs compare the same terms.
+        """
         mean, logvar = model.encode(x, condition)
         logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
         conversion = reconstruction_loss(logits, x)
         kl = gaussian_kl(mean, logvar).mean()
         loss = finite_loss(conversion + kl, phase, step)
+        terms = {"loss": loss.item(), "conversion": conversion.item(), "kl": kl.item()}
+        if log_kl_converted:
+            with torch.no_grad():
+                terms["kl_converted"] = gaussian_kl(*model.encode(torch.sigmoid(logits), condition)).mean().item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": loss.item(), "conversion": conversion.item(), "kl": kl.item()}
+        return terms
 
     def _lmvae_step(
         self,
@@ -325,6 +351,35 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             "kl_converted": kl_converted.mean().item(),
             "data": data_terms.item(),
         }
+
+    @torch.no_grad()
+    def _measure_rule(self, batch, batches: int, generator: torch.Generator) -> dict[str, float]:
+        """What the trained rule carries, averaged over `batches` fresh base-class batches (per image).
+
+        kl_z: KL(q(z | x, q) || N(0, I)) in nats; kl_zr: the same for the converted images
+        re-encoded, KL(z_r); conversion_gain: L_CON(x, Con(0, q)) - L_CON(x, Con(mu, q)) in nats,
+        what the posterior mean mu explains of x beyond the prior's mean rule; sample_spread: the
+        pixel MSE between two conversions of one condition by two rules drawn from N(0, I) (0 when
+        the convertor ignores z); pair_mse: the pixel MSE between x and q, the spread of the class.
+        """
+        model, totals = self.model, {}
+        for _ in range(batches):
+            x, condition = batch()
+            mean, logvar = model.encode(x, condition)
+            converted = torch.sigmoid(model.convert_logits(reparameterise(mean, logvar, generator), condition))
+            prior_rules = [torch.randn(mean.shape, generator=generator).to(self.device) for _ in range(2)]
+            first, second = (torch.sigmoid(model.convert_logits(z, condition)) for z in prior_rules)
+            terms = {
+                "kl_z": gaussian_kl(mean, logvar).mean(),
+                "kl_zr": gaussian_kl(*model.encode(converted, condition)).mean(),
+                "conversion_gain": reconstruction_loss(model.convert_logits(torch.zeros_like(mean), condition), x)
+                - reconstruction_loss(model.convert_logits(mean, condition), x),
+                "sample_spread": (first - second).pow(2).mean(),
+                "pair_mse": (x - condition).pow(2).mean(),
+            }
+            for key, value in terms.items():
+                totals[key] = totals.get(key, 0.0) + value.item() / batches
+        return totals
 
     def _reptile(self, batch, budget: VCEBudget, generator: torch.Generator) -> dict:
         """Algorithm 2: inner Adam steps on a copy with the VAE loss, then move the weights towards the copy."""
