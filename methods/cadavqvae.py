@@ -395,10 +395,10 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     Budget = CADAVQVAEBudget
     profiles = {
         "smoke": CADAVQVAEBudget(episodes=3, adapt_steps=5, pool_size=32),
-        # 74-92 ms per inner step (5-way, 5 + 5 images) and 60-103 ms per adaptation step (batch 64) on
-        # one thread of the shared CPU: 2-3 minutes of fitting, about 5 minutes for the whole quick run
-        # with its evaluation (LPIPS backtracking takes 1 of them). Adaptation does most of the work at this
-        # budget (episodes against adaptation steps: docs/notes/quick-budget-studies.md).
+        # 64-103 ms per inner step (5-way, 5 + 5 images) and 55-70 ms per adaptation step (batch 64) on
+        # one thread of the shared CPU: about 2 minutes of fitting, 3 for the whole quick run with its
+        # evaluation (LPIPS backtracking takes 1 of them). Adaptation does most of the work at this budget
+        # (docs/methods.md).
         "quick": CADAVQVAEBudget(episodes=150, adapt_steps=900, pool_size=300),
         # The slides' meta-training: 30 images of each base class; they train for 75-100 epochs, and 100
         # epochs of the 9 x 30 = 270 images in episodes of 5 x (5 + 5) = 50 images is 540 episodes.
