@@ -45,22 +45,29 @@ loop: `inner_steps` Adam steps (fresh per episode) of the whole loss on a copy W
 meta-weights Phi; outer: Reptile step Phi <- Phi + eps (W - Phi) (`bench.sdk.reptile`) with SGD, eps =
 meta_lr linearly annealed to 0 (Nichol et al.'s schedule). `meta_learning=False` is the ablation
 ("standard training" in the slides): the same episodes and steps, one persistent Adam on the
-weights themselves, no Reptile.
+weights themselves, no Reptile. The slides meta-train on 30 images of each base class
+(`base_images_per_class`, a budget field: the `paper` profile's; `smoke` and `quick` use every base
+image); the subset is drawn from the training seed before the first episode.
 
 Adaptation (`adapt`): the support set is augmented to a pool (`bench.sdk.augment`), and the meta-weights
-are fine-tuned on it with the novel class's description embedding (terms 1-4; the contrastive term
-needs two classes and drops out). Then the sampling distribution is fixed:
+are fine-tuned on it with the novel class's description embedding: terms 1, 2 and 4 and the semantic
+half of 3 (the contrastive term needs two classes and drops out). The image half of 3 is left out
+(`adapt_cross_reconstruction`): with one class, z_s is drawn independently of the pool image it is
+scored against, so that term is smallest when D_x decodes the pool's mean image from every semantic
+latent, and the generative path then gives near-identical blurred boots (measured in docs/methods.md).
+
+Sampling is the generative path (CADA-VAE's for an unseen class: latents from the semantic posterior
+of its description, here decoded to images; the slides' text-guided synthesis):
+
+    z ~ q(z|s_novel) = N(mu_s(s_novel), sigma_s(s_novel)^2),   samples sigmoid(D_x(z)).
+
+The support images act through the adaptation only; the sampling distribution is not built from
+them. `sampling="support-mixture"` is version 1's, kept as an ablation:
 
     p(z) = (1 - w) / k * sum_j N(z; mu_x(x_j), sigma_x(x_j)^2) + w * N(z; mu_s(s_novel), sigma_s(s_novel)^2),
 
-the posteriors of the k (unaugmented) support images and the semantic posterior of the
-description, w = semantic_mixture_weight, by default 1 / (k + 1) (the description weighs as much
-as one support image); samples are sigmoid(D_x(z)), z ~ p(z). Measured (4-shot ankle boots, seed 0,
-1,000 samples, NLL of the first 200 test boots at K = 100): at the quick budget w = 0 gives the
-best FID (704), w = 0.2 costs 14% FID (805) and gains 13 nats of NLL (208 against 221: the broad
-semantic component covers unseen boots); w = 1 (text only; 250 episodes + 600 adaptation steps)
-decodes near-identical blurred class means (FID 2,255 against 883 for w = 0). Class consistency
-is 1.0 throughout. The semantic component's samples are the blurred grey boots of the grid.
+with the posteriors of the k (unaugmented) support images, w = semantic_mixture_weight (default
+1 / (k + 1)); a share 1 - w of its samples decode a support image's own posterior, near-copies of it.
 
 What the slides leave open, and what was chosen:
 - networks: CADA-VAE used MLPs on CNN features; here a DCGAN-sized conv VAE as `methods/vae.py`
@@ -74,11 +81,12 @@ What the slides leave open, and what was chosen:
 - loss weights, the MMD kernel, the episode shape (5-way, 5 + 5 images): `CADAVQVAEConfig`;
   the slides' "KL divergence term (= 2.0)" is kl_weight;
 - meta-learner: Reptile (shared with FIGR); adaptation: fine-tuning on the augmented support pool
-  with the description; sampling: the mixture above;
+  with the description (the slides describe none); sampling: the semantic posterior above;
 - text encoder: none named in the slides (CADA-VAE used class attribute vectors or word2vec); here
   the sentence embedding of a hand-written description.
 
-Meta-learning, measured at the quick budget (equal steps, w = 0.2, FID of 1,000 samples): Reptile
+Meta-learning, measured at the quick budget (version 1: the support mixture at w = 0.2, equal steps,
+FID of 1,000 samples): Reptile
 805 / 720 (seeds 0 / 1) against plain training 835 / 729; at 300 episodes + 300 adaptation steps
 and w = 0, plain training was ahead (1,223 against 1,325). No consistent effect at this budget:
 adaptation on the support pool does most of the work, as for FIGR (docs/methods.md).
@@ -86,8 +94,9 @@ adaptation on the support pool does most of the work, as for FIGR (docs/methods.
 Observation model and likelihood (capability `log_likelihood`): Bernoulli(sigmoid(D_x(z))) on
 BINARISED images (x > 0.5); training uses the cross-entropy on [0, 1] values as `methods/vae.py`
 does. log p(x) is the IWAE estimate of `bench.sdk.likelihood` with the image encoder as proposal and,
-as prior, the log-density of the sampling mixture p(z) above: the likelihood of the model the
-samples come from (so it is conditional on the support set and the description).
+as prior, the log-density of the sampling distribution (q(z|s_novel), or the support mixture): the
+likelihood of the model the samples come from, conditional on the description (and, for the mixture,
+on the support images).
 """
 
 from __future__ import annotations
@@ -113,6 +122,7 @@ from methods._nets import Quantised, VectorQuantiser
 from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
 
 _LOG_2PI = math.log(2 * math.pi)
+SAMPLINGS = ("semantic", "support-mixture")  # values of `CADAVQVAEConfig.sampling`
 
 
 @dataclass(frozen=True)
@@ -144,10 +154,10 @@ class CADAVQVAEConfig:
     meta_lr: float = 1.0  # Reptile's outer step size eps, linearly annealed to 0 (Nichol et al.)
     meta_learning: bool = True  # False: the same episodes and steps, plain training (the ablation)
     adapt_lr: float = 1e-3
+    adapt_cross_reconstruction: bool = False  # the image half of term 3 while adapting (why not: module docstring)
     batch_size: int = 64  # pool images per adaptation step
-    # w: share of the semantic posterior in the sampling mixture; None: 1 / (k + 1), the description
-    # weighs as much as one support image (measured against 0 and 1 in docs/methods.md).
-    semantic_mixture_weight: float | None = None
+    sampling: str = "semantic"  # z ~ q(z|s_novel); "support-mixture": version 1's ablation (module docstring)
+    semantic_mixture_weight: float | None = None  # support-mixture's w; None: 1 / (k + 1)
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -156,6 +166,7 @@ class CADAVQVAEBudget:
     episodes: int  # meta-training episodes (outer Reptile updates), each of `inner_steps` steps
     adapt_steps: int  # Adam steps on the augmented support pool
     pool_size: int  # support images after augmentation
+    base_images_per_class: int | None = None  # meta-train on a seeded subset of this many per base class; None: all
 
 
 # -- the networks ---------------------------------------------------------------------------------
@@ -306,6 +317,7 @@ def cada_loss(
     cfg: CADAVQVAEConfig,
     generator: torch.Generator,
     support: torch.Tensor | None = None,
+    cross_reconstruction: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The five loss terms (module docstring) for images of the classes whose embeddings are the rows of `embeddings`.
 
@@ -329,9 +341,9 @@ def cada_loss(
         + cfg.vq_weight * (quantised.codebook_loss + cfg.commitment * quantised.commitment_loss)
         + cfg.kl_weight * gaussian_kl(semantic.mean, semantic.logvar).mean()
     )
-    cross_alignment = reconstruction_loss(model.image_decoder(z_s), images) + cfg.semantic_weight * semantic_error(
-        model.semantic_decoder(z_x), embeddings[labels]
-    )
+    cross_alignment = cfg.semantic_weight * semantic_error(model.semantic_decoder(z_x), embeddings[labels])
+    if cross_reconstruction:
+        cross_alignment = reconstruction_loss(model.image_decoder(z_s), images) + cross_alignment
     classes = labels.unique()
     if cfg.distribution_alignment == "mmd":
         distribution_alignment = torch.stack(
@@ -378,30 +390,38 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
         "Schönfeld et al., CADA-VAE, CVPR 2019"
     )
-    version = "1"
+    version = "2"  # 2: samples from the semantic posterior (the generative path), not the support posteriors
     Config = CADAVQVAEConfig
     Budget = CADAVQVAEBudget
     profiles = {
         "smoke": CADAVQVAEBudget(episodes=3, adapt_steps=5, pool_size=32),
-        # 74-92 ms per inner step (5-way, 5 + 5 images) and 92-103 ms per adaptation step (batch 64) on
-        # one thread of the shared CPU: 2-3 minutes of fitting, about 5.5 minutes for the whole quick run
-        # with its evaluation (LPIPS backtracking takes 2 of them).
-        # Adaptation does most of the work at this budget. FID of 1,000 samples (4-shot ankle boots, w = 0
-        # / 0.2): 300 episodes + 300 adaptation steps 1,325 / -; 250 + 600: 883 / 993; 150 + 900: 704 / 805.
+        # 64-103 ms per inner step (5-way, 5 + 5 images) and 55-70 ms per adaptation step (batch 64) on
+        # one thread of the shared CPU: about 2 minutes of fitting, 3 for the whole quick run with its
+        # evaluation (LPIPS backtracking takes 1 of them). Adaptation does most of the work at this budget
+        # (docs/methods.md).
         "quick": CADAVQVAEBudget(episodes=150, adapt_steps=900, pool_size=300),
-        # The slides train for 75-100 epochs; 100 epochs of the 54,000 Fashion-MNIST base images in
-        # episodes of 5 x (5 + 5) = 50 images is 108,000 episodes (about the 100,000 meta-iterations
-        # of FIGR's report). Adaptation: the quick profile's 900 steps (192 epochs of the 300-image pool at
-        # batch 64), the length the quick measurements favoured; the slides give no adaptation budget.
-        "paper": CADAVQVAEBudget(episodes=108_000, adapt_steps=900, pool_size=300),
+        # The slides' meta-training: 30 images of each base class; they train for 75-100 epochs, and 100
+        # epochs of the 9 x 30 = 270 images in episodes of 5 x (5 + 5) = 50 images is 540 episodes.
+        # Adaptation: the quick profile's 900 steps (192 epochs of the 300-image pool at batch 64); the
+        # slides give no adaptation budget.
+        "paper": CADAVQVAEBudget(episodes=540, adapt_steps=900, pool_size=300, base_images_per_class=30),
     }
     capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
-    likelihood_description = (
-        "p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
-        "novel class description's semantic posterior (conditional on both), Bernoulli decoder"
-    )
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
+
+    @property
+    def likelihood_description(self) -> str:
+        """What `nll` measures (its card's `model_likelihood`): the density of the model that samples."""
+        if self.config.sampling == "support-mixture":
+            return (
+                "p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
+                "novel class description's semantic posterior (conditional on both), Bernoulli decoder"
+            )
+        return (
+            "p(x) of the sampling model: z from the semantic posterior q(z|s) of the novel class description "
+            "(the generative path; the support set acts only through adaptation), Bernoulli decoder"
+        )
 
     # -- semantics ----------------------------------------------------------------------------
     def _semantics(self, task: FewShotTask) -> torch.Tensor:
@@ -429,6 +449,12 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         base_classes = task.base_labels.unique()
         if task.novel_class in base_classes.tolist():
             raise ValueError("the novel class appears among the base labels")
+        per_episode = cfg.support_per_class + cfg.query_per_class
+        if budget.base_images_per_class is not None and budget.base_images_per_class < per_episode:
+            raise ValueError(
+                f"base_images_per_class ({budget.base_images_per_class}) is below the {per_episode} images "
+                "an episode draws from each class"
+            )
         if len(base_classes) < cfg.n_way:
             raise ValueError(
                 f"cadavqvae episodes need n_way = {cfg.n_way} base classes, the task has {len(base_classes)}"
@@ -436,7 +462,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         with seeded_init(seed):
             self.model = CADAVAE(task.image_shape, table.shape[1], cfg).to(self.device)
         with self.phase("meta_train"):
-            self.training_log["meta_train"] = self._meta_train(task, table, base_classes, budget.episodes, generator)
+            self.training_log["meta_train"] = self._meta_train(
+                task, table, base_classes, budget.episodes, budget.base_images_per_class, generator
+            )
 
     def episode(
         self, task: FewShotTask, members: dict[int, torch.Tensor], generator: torch.Generator
@@ -465,12 +493,19 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         table: torch.Tensor,
         base_classes: torch.Tensor,
         episodes: int,
+        per_class: int | None,
         generator: torch.Generator,
     ) -> dict:
         """Reptile over episodes (each: `inner_steps` Adam steps of the whole loss on the copy W), or, for the
-        `meta_learning=False` ablation, the same episodes and steps with one persistent Adam on the weights."""
+        `meta_learning=False` ablation, the same episodes and steps with one persistent Adam on the weights.
+
+        `per_class`: the episodes draw from that many images of each base class (drawn first); None: from all."""
         cfg = self.config
         members = {int(c): torch.nonzero(task.base_labels == c).flatten() for c in base_classes}
+        if per_class is not None:
+            members = {
+                c: pool[torch.randperm(len(pool), generator=generator)[:per_class]] for c, pool in members.items()
+            }
         meta = self.model
         meta.train()
 
@@ -506,11 +541,13 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
             log = run_steps(
                 plain_episode, episodes, phase="train on episodes", reporter=self.reporter, curve_points=200
             )
-        return {**log, "meta_learning": cfg.meta_learning}
+        return {**log, "meta_learning": cfg.meta_learning, "base_images": sum(len(pool) for pool in members.values())}
 
     # -- adaptation to the novel class -------------------------------------------------------------
     def adapt_to_support(self, task: FewShotTask, budget: CADAVQVAEBudget, generator: torch.Generator) -> None:
         cfg = self.config
+        if cfg.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling '{cfg.sampling}' (valid: {', '.join(SAMPLINGS)})")
         novel = self._semantics(task)[task.novel_class][None].to(self.device)
         with self.phase("augment"):
             pool = augment(task.support, budget.pool_size, generator, cfg.augment, task.allows_hflip)
@@ -522,7 +559,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         def loss_fn(step: int) -> dict[str, torch.Tensor]:
             images = next(batches).to(self.device)
             labels = torch.zeros(len(images), dtype=torch.int64, device=self.device)
-            return cada_loss(model, images, labels, novel, cfg, generator)
+            return cada_loss(
+                model, images, labels, novel, cfg, generator, cross_reconstruction=cfg.adapt_cross_reconstruction
+            )
 
         with self.phase("adapt"):
             self.training_log["adapt"] = optimise(
@@ -533,26 +572,32 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
     @torch.no_grad()
     def _fix_sampling_distribution(self, support: torch.Tensor, novel_embedding: torch.Tensor) -> None:
-        """p(z): mixture of the support images' posteriors ((1 - w) / k each) and the semantic posterior (w)."""
+        """p(z), kept as a mixture of diagonal Gaussians: the semantic posterior q(z|s_novel) alone (`semantic`), or
+        (`support-mixture`) the k support images' posteriors, (1 - w) / k each, and the semantic posterior, w."""
+        semantic = self.model.semantic_encoder(novel_embedding)
+        self.training_log["sampling"] = {
+            "distribution": self.config.sampling,
+            "semantic_code": semantic.quantised.codes[0].tolist(),
+            "semantic_mean_norm": float(semantic.mean.norm()),
+            "semantic_std_mean": float(torch.exp(0.5 * semantic.logvar).mean()),
+        }
+        if self.config.sampling == "semantic":
+            self.mixture = {"weights": torch.ones(1), "means": semantic.mean.cpu(), "logvars": semantic.logvar.cpu()}
+            return
         k = len(support)
         w = self.config.semantic_mixture_weight
         w = 1 / (k + 1) if w is None else w
         if not 0 <= w <= 1:
             raise ValueError(f"semantic_mixture_weight must be in [0, 1], got {w}")
         mean_x, logvar_x = self.model.image_encoder(support.to(self.device))
-        semantic = self.model.semantic_encoder(novel_embedding)
         means = torch.cat([mean_x, semantic.mean]).cpu()
         logvars = torch.cat([logvar_x, semantic.logvar]).cpu()
         weights = torch.cat([torch.full((k,), (1 - w) / k), torch.tensor([w])])
         keep = weights > 0  # a zero-weight component adds nothing to the density and is never drawn
         self.mixture = {"weights": weights[keep], "means": means[keep], "logvars": logvars[keep]}
-        self.training_log["sampling"] = {
-            "distribution": f"mixture of {k} support posteriors and the semantic posterior",
-            "semantic_weight": w,
-            "semantic_code": semantic.quantised.codes[0].tolist(),
-            "semantic_std_mean": float(torch.exp(0.5 * semantic.logvar).mean()),
-            "support_std_mean": float(torch.exp(0.5 * logvar_x).mean()),
-        }
+        self.training_log["sampling"].update(
+            semantic_weight=w, support_std_mean=float(torch.exp(0.5 * logvar_x).mean())
+        )
 
     # -- sampling and capabilities ---------------------------------------------------------------
     @property

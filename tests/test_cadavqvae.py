@@ -1,6 +1,8 @@
 """CADA-VQ-VAE and the class semantics: loss terms against independent computations, properties of the
-quantiser, the sampling mixture and the episodes, and the errors a user meets."""
+quantiser, the sampling distribution (the semantic posterior, or the support mixture of the ablation) and
+the episodes, and the errors a user meets."""
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -303,3 +305,76 @@ def test_colour_images_of_other_sizes_and_every_capability():
     # The likelihood scores the binarised image: any [0, 1] input with the same binarisation scores the same.
     nudged = (task.support + 0.2 * (task.support > 0.5).float() - 0.1).clamp(0, 1)
     torch.testing.assert_close(method.log_likelihood(nudged, num_samples=4, generator=_gen(1)), log_px)
+
+
+# -- sampling through the generative path -----------------------------------------------------------
+def test_samples_come_from_the_semantic_posterior_of_the_novel_class_description():
+    task = _task()
+    method = CADAVQVAE()
+    method.fit(task, TINY, seed=0)
+    # q(z|s) computed apart from the method's sampling code: the description's embedding through the semantic encoder.
+    novel = class_embeddings(task.class_descriptions)[task.novel_class][None]
+    with torch.no_grad():
+        posterior = method.model.semantic_encoder(novel)
+    mean, std = posterior.mean[0], torch.exp(0.5 * posterior.logvar[0])
+    z = method.sample_latent(20_000, _gen(8))
+    # Within 5 standard errors in every one of the 32 dimensions.
+    torch.testing.assert_close(z.mean(0), mean, atol=float(5 * std.max() / math.sqrt(20_000)), rtol=0)
+    torch.testing.assert_close(z.std(0) / std, torch.ones_like(std), atol=0.05, rtol=0)
+    # The likelihood's prior is that same Gaussian's density.
+    gaussian = torch.distributions.Independent(torch.distributions.Normal(mean.double(), std.double()), 1)
+    torch.testing.assert_close(method.log_prior(z[:50].double()), gaussian.log_prob(z[:50].double()))
+    assert "semantic posterior" in method.likelihood_description
+
+
+@pytest.mark.parametrize("sampling", ["semantic", "support-mixture"])
+def test_with_the_model_fixed_only_the_support_mixture_depends_on_which_support_images_are_given(sampling):
+    """The copying of version 1 by construction: its sampling distribution is built from the support images'
+    posteriors. Adaptation frozen (learning rate 0), one model and one description, two support sets: the
+    generative path samples the same images from both, the support mixture does not."""
+    config = dataclasses.replace(CADAVQVAEConfig(), adapt_lr=0.0, sampling=sampling)
+    base = _task()
+    other = dataclasses.replace(base, support=torch.rand(base.support.shape, generator=_gen(9)))
+    pretrained = CADAVQVAE(config)
+    pretrained.pretrain(base, TINY, seed=0)
+    samples = []
+    for task in (base, other):
+        method = copy.deepcopy(pretrained)
+        method.adapt(task, TINY, seed=0)
+        samples.append(method.sample(16, _gen(10)))
+    assert torch.equal(*samples) is (sampling == "semantic")
+
+
+def test_an_unknown_sampling_is_refused_before_adaptation():
+    method = CADAVQVAE(dataclasses.replace(CADAVQVAEConfig(), sampling="support"))
+    method.pretrain(_task(), TINY, seed=0)
+    with pytest.raises(ValueError, match="unknown sampling 'support' \\(valid: semantic, support-mixture\\)"):
+        method.adapt(_task(), TINY, seed=0)
+
+
+# -- the slides' meta-training regime: a few images per base class ----------------------------------
+def test_meta_training_draws_its_episodes_from_a_seeded_subset_of_each_base_class(monkeypatch):
+    assert CADAVQVAE.profiles["paper"].base_images_per_class == 30  # the slides' regime
+    assert CADAVQVAE.profiles["quick"].base_images_per_class is None
+    task = _task()  # twelve images of each of nine base classes
+    subsets = []
+    episode = CADAVQVAE.episode
+
+    def recording(self, task, members, generator):
+        subsets[-1].append({c: sorted(pool.tolist()) for c, pool in members.items()})
+        return episode(self, task, members, generator)
+
+    monkeypatch.setattr(CADAVQVAE, "episode", recording)
+    budget = dataclasses.replace(TINY, base_images_per_class=10)
+    for seed in (0, 0, 1):
+        subsets.append([])
+        method = CADAVQVAE()
+        method.pretrain(task, budget, seed=seed)
+        assert method.training_log["meta_train"]["base_images"] == 9 * 10
+    first = subsets[0][0]
+    assert all(drawn == first for drawn in subsets[0] + subsets[1])  # one subset for the whole run, from the seed
+    assert subsets[2][0] != first
+    for c, indices in first.items():
+        assert len(set(indices)) == 10 and (task.base_labels[indices] == c).all()
+    with pytest.raises(ValueError, match=r"base_images_per_class \(9\) is below the 10 images an episode draws"):
+        CADAVQVAE().pretrain(task, dataclasses.replace(TINY, base_images_per_class=9), seed=0)
