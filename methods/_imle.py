@@ -52,6 +52,9 @@ def pairwise_squared_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 40
     return (out / a.shape[1]).float()
 
 
+MATCHINGS = ("perceptual", "pixel")
+
+
 @dataclass(frozen=True)
 class IMLEConfig:
     latent_dim: int = 64
@@ -70,6 +73,10 @@ class IMLEConfig:
     # the two protocols are never mixed in one leaderboard row).
     pretrained: bool = False
     pretrain_subset: int = 256  # base images matched per pretraining round
+
+    def __post_init__(self):
+        if self.matching not in MATCHINGS:
+            raise ValueError(f"unknown matching '{self.matching}' (valid: {', '.join(MATCHINGS)})")
 
 
 @dataclass(frozen=True)
@@ -131,10 +138,15 @@ class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
         return torch.cat([self._embed(chunk.to(self.device)).cpu() for chunk in images.split(500)])
 
     @torch.no_grad()
+    def _embed_generated(self, z: torch.Tensor) -> torch.Tensor:
+        """The embedded samples G(z), generated and embedded in chunks on the method's device, gathered on the CPU."""
+        return torch.cat(
+            [self._embed(to_unit(self.generator_net(chunk.to(self.device)))).cpu() for chunk in z.split(500)]
+        )
+
     def _pool(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.sample_latent(n, generator)
-        embedded = [self._embed(to_unit(self.generator_net(chunk.to(self.device)))).cpu() for chunk in z.split(500)]
-        return z, torch.cat(embedded)
+        return z, self._embed_generated(z)
 
     def pretrain_on_base(self, task: FewShotTask, budget: IMLEBudget, seed: int, generator: torch.Generator) -> None:
         """The matching network (perceptual matching), the generator, and with `pretrained` IMLE on the base images."""
@@ -154,8 +166,6 @@ class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
                     device=self.device,
                     reporter=self.reporter,
                 )
-        elif cfg.matching != "pixel":
-            raise ValueError(f"unknown matching {cfg.matching!r}; valid: 'perceptual', 'pixel'")
         self._build(task, seed)
         if cfg.pretrained:
             with self.phase("pretrain"):
@@ -253,10 +263,7 @@ class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
     @torch.no_grad()
     def _distance_to_targets(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(n,) distance of each example's selected sample G(z_i) to the example (`targets`: embedded examples)."""
-        generated = torch.cat(
-            [self._embed(to_unit(self.generator_net(chunk.to(self.device)))).cpu() for chunk in z.split(500)]
-        )
-        return (generated - targets).pow(2).mean(1)
+        return (self._embed_generated(z) - targets).pow(2).mean(1)
 
     def prepare_selection(self, targets: torch.Tensor) -> None:
         """Before the support phase's first round, given the embedded training images (a variant's thresholds)."""

@@ -120,3 +120,8 @@ def test_pretrained_entries_pretrain_on_the_base_classes_and_plain_ones_do_not(f
     assert pretrained.timings["pretrain"] > 0 and len(pretrained.training_log["pretrain"]["curve"]["loss"]) == 2
     z = plain.sample_latent(4, torch.Generator().manual_seed(0))
     assert not torch.allclose(plain.decode(z), pretrained.decode(z))
+
+
+def test_an_unknown_matching_distance_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="perceptual, pixel"):
+        IMLE.Config(matching="lpips")
