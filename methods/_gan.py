@@ -296,6 +296,8 @@ TRANSFER_PROFILES = {
     "smoke": TransferBudget(pretrain_steps=20, finetune_steps=10, pool_size=32),
     # About 0.22 s per round at one thread (width 64, batch 64): 550 rounds, 2 minutes.
     "quick": TransferBudget(pretrain_steps=400, finetune_steps=150, pool_size=300),
+    # 8 epochs (6,752 rounds, about 25 minutes at one thread), then the report's fine-tuning (docs/methods.md#standard).
+    "standard": TransferBudget(pretrain_steps=6752, finetune_steps=470, pool_size=300),
     "paper": TransferBudget(pretrain_steps=16880, finetune_steps=470, pool_size=300),
 }
 

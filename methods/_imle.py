@@ -96,12 +96,16 @@ class IMLEBudget:
 IMLE_PROFILES = {
     "smoke": IMLEBudget(rounds=4, steps_per_round=5, pool_size=64, matching_steps=20),
     "quick": IMLEBudget(rounds=150, steps_per_round=20, pool_size=1000, matching_steps=600),
+    # 500 rounds on the support set (about 5 minutes at one thread), a longer-trained matching network
+    # (docs/methods.md#standard).
+    "standard": IMLEBudget(rounds=500, steps_per_round=20, pool_size=1000, matching_steps=3000),
     # The papers' pool (m = 10,000) and tightening (0.98); 200k iterations at batch 4 there.
     "paper": IMLEBudget(rounds=10_000, steps_per_round=20, pool_size=10_000, matching_steps=5000),
 }
 PRETRAINED_IMLE_PROFILES = {
     "smoke": dataclasses.replace(IMLE_PROFILES["smoke"], pretrain_rounds=2),
     "quick": dataclasses.replace(IMLE_PROFILES["quick"], pretrain_rounds=40),
+    "standard": dataclasses.replace(IMLE_PROFILES["standard"], pretrain_rounds=1000),
     "paper": dataclasses.replace(IMLE_PROFILES["paper"], pretrain_rounds=2000),
 }
 

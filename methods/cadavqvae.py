@@ -400,6 +400,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         # evaluation (LPIPS backtracking takes 1 of them). Adaptation does most of the work at this budget
         # (docs/methods.md).
         "quick": CADAVQVAEBudget(episodes=150, adapt_steps=900, pool_size=300),
+        # Meta-training on every base image (about 0.36 s per episode at one thread: 18 minutes), the
+        # quick profile's adaptation (docs/methods.md#standard).
+        "standard": CADAVQVAEBudget(episodes=3000, adapt_steps=900, pool_size=300),
         # The slides' meta-training: 30 images of each base class; they train for 75-100 epochs, and 100
         # epochs of the 9 x 30 = 270 images in episodes of 5 x (5 + 5) = 50 images is 540 episodes.
         # Adaptation: the quick profile's 900 steps (192 epochs of the 300-image pool at batch 64); the

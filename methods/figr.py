@@ -94,6 +94,9 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         # (4-shot ankle boots, 1,000 samples): SGD (lr 1e-4) gave FID 6,955 and class consistency 0.00 after
         # 1,500 adaptation rounds (8,931 and 0.00 after Algorithm 2's 10), Adam gave 873 and 1.00.
         "quick": FIGRBudget(meta_iterations=60, inner_steps=10, adapt_steps=1500, inner_optimizer="adam"),
+        # Algorithms 1 and 2 (plain SGD inside, K = 10 in generation) with 2,500 meta-iterations (about 0.53 s
+        # each at one thread: 22 minutes) (docs/methods.md#standard).
+        "standard": FIGRBudget(meta_iterations=2500, inner_steps=10, adapt_steps=10, inner_optimizer="sgd"),
         # Algorithms 1 and 2 as the report gives them: 100,000 meta-iterations (a GPU budget), K = 10 plain SGD
         # steps inside, in training and in generation.
         "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10, inner_optimizer="sgd"),

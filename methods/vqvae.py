@@ -302,6 +302,15 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "quick": VQVAEBudget(
             pretrain_steps=500, prior_pretrain_steps=300, finetune_steps=100, prior_finetune_steps=100, pool_size=300
         ),
+        # 10 epochs for the VQ-VAE (about 60 ms per step at one thread) and 10 for the prior (about 85 ms):
+        # 20 minutes of pretraining; the paper profile's fine-tuning (docs/methods.md#standard).
+        "standard": VQVAEBudget(
+            pretrain_steps=8440,
+            prior_pretrain_steps=8440,
+            finetune_steps=300,
+            prior_finetune_steps=100,
+            pool_size=300,
+        ),
         # Pretraining: the transfer protocol of the FIGR report, as `vae`: 20 epochs of the 54,000
         # base images at batch 64 (16,880 steps), for the VQ-VAE and again for the prior (the VQ-VAE
         # paper's 250k steps at batch 128 are for ImageNet-scale data, not 54,000 28x28 images).

@@ -36,9 +36,9 @@ def test_the_cheapest_point_within_the_tolerance_on_every_run_is_chosen():
 def test_a_curve_of_an_unknown_metric_or_a_missing_run_is_refused(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["curve", "fid", "--methods", "imle"])
-    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll)" in result.output
+    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll, training)" in result.output
     result = runner.invoke(app, ["curve", "backtrack", "--methods", "imle", "--results-dir", str(tmp_path)])
-    assert result.exit_code == 1 and "no stored run" in result.output
+    assert result.exit_code == 1 and "no stored run" in result.output, result.output
 
 
 @requires_data("fashion-mnist")

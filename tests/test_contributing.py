@@ -41,6 +41,7 @@ def load_as(module_name: str, source: str, tmp_path: Path):
 @pytest.fixture
 def contributed(tmp_path, monkeypatch):
     method_source, metric_source = python_blocks((ROOT / "CONTRIBUTING.md").read_text())
+    METHODS.names(), METRICS.names()  # discover first: a copy of undiscovered (empty) entries would be restored empty
     monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # registrations vanish with the test
     monkeypatch.setattr(METRICS, "_entries", dict(METRICS._entries))
     for name in ("methods.pixel_bernoulli", "metrics.pixel_spread"):

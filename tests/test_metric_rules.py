@@ -53,6 +53,14 @@ RECORDED_SETTINGS = {
         "backtrack_restarts": 2,
         "backtrack_lr": 0.2,
     },
+    "standard": {
+        "nll_importance_samples": 30,
+        "nll_max_images": None,
+        "backtrack_images": 100,
+        "backtrack_steps": 400,
+        "backtrack_restarts": 2,
+        "backtrack_lr": 0.2,
+    },
     "paper": {
         "nll_importance_samples": 5000,
         "nll_max_images": None,

@@ -23,7 +23,7 @@ THROWAWAY = textwrap.dedent('''
 
     import torch
 
-    from bench.sdk.method import Method
+    from bench.sdk.method import PROFILES, Method
     from bench.sdk.training import optimise
 
 
@@ -41,7 +41,7 @@ THROWAWAY = textwrap.dedent('''
         title = "throw-away: the mean support image"
         Config = MeanConfig
         Budget = MeanBudget
-        profiles = {profile: MeanBudget(steps=60) for profile in ("smoke", "quick", "paper")}
+        profiles = {profile: MeanBudget(steps=60) for profile in PROFILES}
 
         def fit(self, task, budget, seed):
             # Sum over pixels of the mean squared error to the support images: each step halves the

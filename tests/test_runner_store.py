@@ -14,7 +14,7 @@ from conftest import REPO, requires_data
 from bench.harness.executor import run_benchmark
 from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore, RunKey
-from bench.sdk.method import Method, TrainingDiverged
+from bench.sdk.method import PROFILES, Method, TrainingDiverged
 from methods import METHODS
 
 pytestmark = requires_data("fashion-mnist")
@@ -35,7 +35,7 @@ class _Budget:
 class Diverging(Method):
     title, reference = "diverges", "test"
     Config, Budget = _Config, _Budget
-    profiles = {p: _Budget() for p in ("smoke", "quick", "paper")}
+    profiles = {p: _Budget() for p in PROFILES}
 
     def fit(self, task, budget, seed):
         raise TrainingDiverged("pretrain: loss became nan at step 3")
@@ -121,7 +121,7 @@ def test_killed_run_leaves_no_record(tmp_path):
     script = textwrap.dedent(f"""
         import time, torch
         from dataclasses import dataclass
-        from bench.sdk.method import Method
+        from bench.sdk.method import PROFILES, Method
         from bench.harness.executor import run_benchmark
         from bench.harness.plan import RunSpec
         from bench.harness.store import ResultStore
@@ -134,7 +134,7 @@ def test_killed_run_leaves_no_record(tmp_path):
 
         class Slow(Method):
             Config, Budget = C, B
-            profiles = {{p: B() for p in ("smoke", "quick", "paper")}}
+            profiles = {{p: B() for p in PROFILES}}
             def fit(self, task, budget, seed):
                 open({str(marker)!r}, "w").close()
                 time.sleep(600)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bench.sdk.method import Method, PretrainThenAdapt
+from bench.sdk.method import PROFILES, Method, PretrainThenAdapt
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class RecordsItsNoise(PretrainThenAdapt, Method):
     """Draws numbers in each phase and keeps them: what a method's training would consume."""
 
     Config = Budget = Draws
-    profiles = {profile: Draws() for profile in ("smoke", "quick", "paper")}
+    profiles = {profile: Draws() for profile in PROFILES}
 
     def pretrain_on_base(self, task, budget, seed, generator):
         self.seed_seen = seed

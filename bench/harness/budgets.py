@@ -28,6 +28,7 @@ import torch
 from bench.data.splits import TaskSet
 from bench.harness.environment import environment, git_commit, utc_now
 from bench.harness.evaluation import prepare_ruler
+from bench.harness.plots import save_figure
 from bench.harness.rescore import load_models, rebuild_split
 from bench.harness.store import ResultStore, RunKey
 from bench.sdk.likelihood import binarise
@@ -213,6 +214,4 @@ def plot_curves(result: dict, path: Path) -> None:
         if result["metric"] == "backtrack":
             axis.legend(fontsize=7)
     figure.suptitle(f"{result['metric']}: {result['rule']}", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)

@@ -154,7 +154,7 @@ def run(
         help="comma-separated seeds of the methods' initialisation and training noise (pretraining is shared by "
         "every support draw at one training seed)",
     ),
-    profile: str = typer.Option("quick", "--profile", help="smoke | quick | paper"),
+    profile: str = typer.Option("quick", "--profile", help=" | ".join(PROFILES)),
     novel_class: str | None = typer.Option(
         None,
         "--novel-class",
@@ -461,7 +461,7 @@ def rescore_command(
 
 @app.command("curve")
 def curve_command(
-    metric: str = typer.Argument(..., help="backtrack | nll"),
+    metric: str = typer.Argument(..., help="backtrack | nll | training"),
     methods: str = typer.Option(..., "--methods", help="comma-separated methods whose stored runs are measured"),
     split_id: str = typer.Option("fashion-mnist/novel9-4shot.v1", "--split", help="split id of the stored runs"),
     profile: str = typer.Option("quick", "--profile"),
@@ -473,22 +473,38 @@ def curve_command(
         None, "--grid", help="comma-separated steps (backtrack) or importance samples (nll) to read; the largest is run"
     ),
     lr: float | None = typer.Option(None, "--lr", help="backtracking's Adam learning rate (default: the profile's)"),
+    term: str = typer.Option("loss", "--term", help="training: the logged term whose curve is read"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
-    fitted models, and the cheapest budget within the tolerance of the longest."""
+    fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
+    phase of stored runs plateaued (bench/harness/convergence.py)."""
     from bench.harness.budgets import CurveError, curve_files, measure
+    from bench.harness.convergence import training_plateaus, write_training_curves
     from bench.harness.store import ResultStore, RunKey
     from methods import METHODS
 
-    if metric not in ("backtrack", "nll"):
-        fail(f"unknown curve '{metric}' (valid: backtrack, nll)")
+    if metric not in ("backtrack", "nll", "training"):
+        fail(f"unknown curve '{metric}' (valid: backtrack, nll, training)")
     check_profile(profile)
     check_device(device)
     try:
         keys = [RunKey(name, split_id, profile, seed) for name in METHODS.resolve(methods)]
     except UnknownNameError as exc:
         fail(str(exc))
+    if metric == "training":
+        try:
+            plateaus = training_plateaus(ResultStore(results_dir), keys, term)
+        except FileNotFoundError as exc:
+            fail(str(exc), code=1)
+        description = {"split": split_id, "profile": profile, "seed": seed}
+        json_path, png_path = write_training_curves(plateaus, output, term, description)
+        for method, phases in plateaus.items():
+            for phase, found in phases.items():
+                verdict = "plateaued" if found["plateaued"] else "still moving"
+                out.print(f"{method} {phase}: {verdict} at step {found['plateau_step']:,} of {found['steps']:,}")
+        out.print(f"written to {json_path} and {png_path}")
+        return
     try:
         points = tuple(sorted({int(part) for part in grid.split(",")})) if grid else None
     except ValueError:

@@ -30,7 +30,7 @@ from methods import METHODS
 from metrics import METRICS, profile_settings
 
 # Samples drawn for evaluation per profile (about the size of the evaluation reference: 1,000 ankle boots, 1,009 MNIST 9s).
-EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "paper": 1000}
+EVAL_SAMPLES = {"smoke": 200, "quick": 1000, "standard": 1000, "paper": 1000}
 # The metric settings of a profile (handed to every metric as `EvalInputs.settings` and recorded) are
 # declared by the metrics: `metrics.profile_settings(profile)`.
 

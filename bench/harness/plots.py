@@ -51,7 +51,7 @@ def save_loss_curves(path: Path, training_log: dict, title: str) -> bool:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
-    _save(figure, path)
+    save_figure(figure, path)
     return True
 
 
@@ -105,15 +105,15 @@ def save_latent_projection(path: Path, groups: list[tuple[str, str, torch.Tensor
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=0.8)
     axis.set_title(title, fontsize=9)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path, dpi: int = 90) -> None:
     """Write the figure as a PNG atomically (a killed run leaves no partial file) and close it."""
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())

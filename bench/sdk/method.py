@@ -3,7 +3,7 @@
 A method is a class with a flat config dataclass (`Config`, architecture and optimiser
 settings with working defaults) and a budget dataclass (`Budget`, how long to train, in
 steps or epochs, never wall-clock), named budgets in `profiles` (`smoke`, `quick`,
-`paper`), and two required calls:
+`standard`, `paper`), and two required calls:
 
 - `fit(task, budget, seed)`: train on a `FewShotTask` (base images + k support images);
 - `sample(n, generator)`: return n float images in [0, 1], shape (n, C, H, W).
@@ -51,7 +51,7 @@ from bench.sdk.progress import NullReporter, Reporter
 from bench.sdk.registry import UnknownNameError
 from bench.sdk.task import FewShotTask
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "standard", "paper")
 CAPABILITIES = {
     "latent": ("latent_dim", "sample_latent", "decode"),
     "log_likelihood": ("log_likelihood",),
