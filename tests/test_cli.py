@@ -92,6 +92,43 @@ def test_evaluate_scores_real_images_better_than_noise(tmp_path):
     assert scores["real"]["ssim"]["value"] > scores["noise"]["ssim"]["value"]
 
 
+@requires_data("fashion-mnist")
+def test_evaluate_scores_a_folder_of_images_as_the_same_images_in_an_array(tmp_path):
+    import cv2
+
+    from bench.harness.samples import load_sample_folder
+
+    _, data = load_dataset("fashion-mnist")
+    real = data.train_images[data.train_labels == 9][-40:, 0]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for index, image in enumerate(real):
+        # Written as 56 x 56 RGB by pixel repetition: shrinking by area averaging and converting identical channels to
+        # grey must give back exactly the 28 x 28 grey image.
+        big = cv2.resize(image, (56, 56), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(folder / f"{index:03d}.png"), np.repeat(big[:, :, None], 3, axis=2))
+    (folder / "notes.txt").write_text("not an image")
+    images, skipped = load_sample_folder(folder, (1, 28, 28))
+    assert skipped == ["notes.txt"]
+    assert np.array_equal((images[:, 0].numpy() * 255).round().astype(np.uint8), real)
+    np.savez(tmp_path / "real.npz", samples=real)
+    outputs = []
+    for source in (folder, tmp_path / "real.npz"):
+        result = invoke(
+            "evaluate", "--samples", source, "--dataset", "fashion-mnist", "--metrics", "mse,ssim", "--json"
+        )
+        assert result.exit_code == 0, result.output
+        outputs.append(json.loads(result.stdout))
+    from_folder, from_array = ({name: o["value"] for name, o in out["metrics"].items()} for out in outputs)
+    assert from_folder == from_array
+    assert outputs[0]["folder"]["skipped"] == ["notes.txt"] and "INTER_AREA" in outputs[0]["folder"]["conversion"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("x")
+    result = invoke("evaluate", "--samples", empty, "--dataset", "fashion-mnist")
+    assert result.exit_code == 2 and "needs at least 2 readable images, found 0" in result.output
+
+
 @pytest.mark.parametrize(
     "array, message",
     [

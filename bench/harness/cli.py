@@ -327,7 +327,11 @@ def _print_run_summary(summary, metric_list) -> None:
 
 @app.command("evaluate")
 def evaluate_samples(
-    samples: Path = typer.Option(..., "--samples", help=".npz (or .npy) of uint8 or [0,1] float images"),
+    samples: Path = typer.Option(
+        ...,
+        "--samples",
+        help=".npz (or .npy) of uint8 or [0,1] float images, or a folder of image files (png, jpg, ...)",
+    ),
     dataset: str = typer.Option(..., "--dataset"),
     novel_class: str | None = typer.Option(
         None, "--class", help="class the samples should depict (default: the dataset's novel class)"
@@ -344,7 +348,7 @@ def evaluate_samples(
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
     from bench.data.datasets import DATASETS, DataNotFoundError
     from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
-    from bench.harness.samples import SampleFileError, load_samples
+    from bench.harness.samples import FOLDER_CONVERSION, SampleFileError, load_sample_folder, load_samples
     from bench.harness.scoring import score
     from bench.sdk.progress import NullReporter
     from metrics import METRICS, profile_settings
@@ -352,7 +356,10 @@ def evaluate_samples(
     try:
         spec = DATASETS.get(dataset)
         metric_list = METRICS.resolve(metric_names) if metric_names else None
-        images = load_samples(samples, spec.image_shape, key)
+        if samples.is_dir():
+            images, skipped = load_sample_folder(samples, spec.image_shape)
+        else:
+            images, skipped = load_samples(samples, spec.image_shape, key), None
         split = make_run_split(spec.name, shots, seed, novel_class, characters or DEFAULT_CHARACTERS)
     except (UnknownNameError, ValueError, SampleFileError) as exc:
         fail(str(exc))
@@ -373,6 +380,7 @@ def evaluate_samples(
     result = {
         "samples": str(samples),
         "n_samples": int(images.shape[0]),
+        **({"folder": {"conversion": FOLDER_CONVERSION, "skipped": skipped}} if skipped is not None else {}),
         "split": {k: v for k, v in split.info.to_dict().items() if k != "data_provenance"},
         "metrics": outcomes,
         "timings": timings,
@@ -382,6 +390,13 @@ def evaluate_samples(
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    if skipped is not None:
+        out.print(f"{len(images)} images read from {samples}: {FOLDER_CONVERSION}")
+        if skipped:
+            out.print(
+                f"skipped {len(skipped)} files that are not images: {', '.join(skipped[:5])}"
+                + (" ..." * (len(skipped) > 5))
+            )
     table = Table("metric", "value", "better", "notes", title=f"{samples} vs {split.info.split_id} (seed {seed})")
     for name, outcome in outcomes.items():
         arrow = METRICS.get(name).arrow

@@ -48,7 +48,7 @@ def parse(spec: str) -> tuple[Path, int]:
     return root, size
 
 
-def _read(path: Path, size: int) -> np.ndarray | None:
+def read_image(path: Path, size: int) -> np.ndarray | None:
     """(H, W) grey or (H, W, 3) RGB uint8 resized to size x size; None when OpenCV cannot read it."""
     import cv2
 
@@ -81,7 +81,7 @@ class FolderDataset(ImageDataset):
         folders = [self.root / c for c in self.class_names] if self.has_classes else [self.root]
         for label, folder in enumerate(folders):
             for path in sorted(p for p in folder.iterdir() if p.is_file()):
-                image = _read(path, self.image_size)
+                image = read_image(path, self.image_size)
                 if image is None:
                     unreadable.append(str(path.relative_to(self.root)))
                     continue
@@ -90,7 +90,7 @@ class FolderDataset(ImageDataset):
         if unreadable:
             warnings.warn(f"{self.name}: {len(unreadable)} unreadable files skipped: {unreadable[:10]}", stacklevel=2)
         channels = self.image_shape[0]
-        array = np.stack([_as_channels(image, channels) for image in images])
+        array = np.stack([as_channels(image, channels) for image in images])
         labels = np.asarray(labels, dtype=np.int64)
         if len(labels) < 2:
             raise ValueError(f"{self.root}: {len(labels)} readable image(s); at least 2 are needed")
@@ -120,7 +120,12 @@ class FolderDataset(ImageDataset):
         )
 
 
-def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) RGB -> (channels, H, W): grey repeated into RGB, RGB to grey by ITU-R 601 luma."""
+    if image.ndim == 3 and channels == 1:
+        import cv2
+
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[None]
     if image.ndim == 2:
         image = image[None]
         return np.repeat(image, channels, axis=0) if channels == 3 else image
@@ -176,7 +181,7 @@ def folder_dataset(spec: str) -> FolderDataset:
 def _any_colour(folders: list[Path], size: int) -> bool:
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            image = _read(path, size) if path.is_file() else None
+            image = read_image(path, size) if path.is_file() else None
             if image is not None and image.ndim == 3 and not (image == image[:, :, :1]).all():
                 return True
     return False
