@@ -10,7 +10,7 @@ from __future__ import annotations
 from bench.sdk.method import Method
 from bench.sdk.registry import Registry, key_for_module
 
-METHODS: Registry[type[Method]] = Registry("method", "methods")
+METHODS: Registry[type[Method]] = Registry("method", "methods", entry_point_group="fewshot_bench.methods")
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -265,7 +265,7 @@ class Metric:
         }
 
 
-METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_")
+METRICS: Registry[Metric] = Registry("metric", "metrics", separator="_", entry_point_group="fewshot_bench.metrics")
 
 
 def register(metric: Metric, module_name: str) -> Metric:

@@ -70,7 +70,7 @@ def test_run_smoke_two_seeds_writes_records_and_leaderboard(tmp_path):
     records = json.loads(result.stdout[result.stdout.index("[") :])
     assert [r["key"]["seed"] for r in records] == [0, 1] and all(r["status"] == "ok" for r in records)
     assert len(list((tmp_path / "results" / "runs").rglob("*.json"))) == 2
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
     header = next(line for line in board.splitlines() if line.startswith("| method"))
     assert all(m in header for m in ("mse", "ssim", "support_nn_mse"))
     assert any(line.startswith("| `vae` | 2 |") for line in board.splitlines())
@@ -208,7 +208,7 @@ def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
     _, data = load_dataset("fashion-mnist")
     for record in records:  # every run's support set comes from its own held-out class
         assert set(data.train_labels[list(record["split"]["support_indices"])]) == {record["split"]["novel_class"]}
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "fashion-mnist/novel*-4shot.v1 · profile `smoke` · class rotation over 10 held-out classes" in board
     rotation = board[board.index("class rotation over") :]
     assert "| `vae` | 1.00 |" in rotation and "`support-copy` (reference)" in rotation
@@ -240,7 +240,7 @@ def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
     records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records) and records[0]["split"]["split_id"] == "cifar10/novel9-1shot.v1"
     assert all(o["status"] == "ok" for r in records for o in r["metrics"].values())
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "## cifar10/novel9-1shot.v1 · profile `smoke`" in board and "| `vae` | 1 |" in board
 
 
@@ -286,7 +286,7 @@ def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, imag
     split = records[0]["split"]
     assert split["split_id"].startswith("folder-shoes-") and split["novel_class_name"] == "sneaker"
     assert split["data_provenance"]["train_images"]["unreadable_files"] == ["sneaker/broken.png"]
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard.md").read_text()
     assert f"## {split['split_id']} · profile `smoke`" in board
 
 

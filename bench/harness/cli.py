@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -21,9 +22,31 @@ err = Console(stderr=True)
 USAGE_ERROR = 2
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bench import __version__
+
+        print(f"bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """A benchmark for few-shot image generation."""
+
+
 def fail(message: str, code: int = USAGE_ERROR) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def print_json(data) -> None:
+    """The machine-readable answer of a command (`--json`), on stdout."""
+    print(json.dumps(data, indent=2, default=str))
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
@@ -50,6 +73,18 @@ def check_device(device: str) -> None:
         fail(f"--device must be cpu or cuda[:N], got '{device}'")
 
 
+@contextlib.contextmanager
+def reporting():
+    """The progress reporter of a long command: bars on a terminal, timestamped lines on stderr otherwise (CI, logs)."""
+    from bench.sdk.progress import PlainReporter, RichReporter
+
+    if err.is_terminal:
+        with progress_bars() as bars:
+            yield RichReporter(bars)
+    else:
+        yield PlainReporter(sys.stderr)
+
+
 def progress_bars() -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -69,11 +104,21 @@ def list_entries(
     markdown: bool = typer.Option(
         False, "--markdown", help="metrics only: print the Markdown reference (docs/metric-reference.md is this output)"
     ),
+    imports: str | None = typer.Option(
+        None, "--import", help="comma-separated modules to import first: they register methods or metrics"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """List registered methods, metrics or datasets."""
+    """List registered methods, metrics or datasets (installed plugins included), with where each comes from."""
+    from bench.harness.plugins import PluginImportError, import_modules, parse_imports
+
     choices = ["methods", "metrics", "datasets"]
     if what not in choices:
         fail(str(UnknownNameError("list", what, choices)))
+    try:
+        import_modules(parse_imports(imports))
+    except PluginImportError as exc:
+        fail(str(exc))
     if markdown:
         if what != "metrics":
             fail(f"--markdown lists metrics only, not {what}")
@@ -81,29 +126,88 @@ def list_entries(
 
         sys.stdout.write(metric_reference())
         return
+    if as_json:
+        print(json.dumps(_listing(what), indent=2))
+        return
     out.print({"methods": _methods_table, "metrics": _metrics_table, "datasets": _datasets_table}[what]())
+
+
+def _listing(what: str) -> list[dict]:
+    """`bench list --json`: one object per entry."""
+    if what == "methods":
+        from methods import METHODS
+
+        METHODS.load_plugins()
+        return [
+            {
+                "name": name,
+                "kind": "reference row" if cls.is_reference else "method",
+                "title": cls.title,
+                "reference": cls.reference,
+                "version": cls.version,
+                "capabilities": sorted(cls.capabilities),
+                "profiles": list(cls.profiles),
+                "origin": METHODS.origin(name),
+            }
+            for name, cls in METHODS.items()
+        ]
+    if what == "metrics":
+        from metrics import METRICS, in_display_order
+
+        METRICS.load_plugins()
+        return [
+            {
+                "name": name,
+                "higher_is_better": metric.higher_is_better,
+                "needs": sorted(metric.needs),
+                "version": metric.version,
+                "definition": metric.definition,
+                "reference": metric.reference,
+                "roles": sorted(metric.roles),
+                "origin": METRICS.origin(name),
+            }
+            for name in in_display_order(METRICS.names())
+            for metric in [METRICS.get(name)]
+        ]
+    from bench.data.datasets import DATASETS
+
+    return [
+        {
+            "name": name,
+            "title": dataset.title,
+            "image_shape": list(dataset.image_shape),
+            "protocols": list(dataset.protocols),
+            "classes": list(dataset.class_names) if len(dataset.class_names) <= 20 else len(dataset.class_names),
+            "files_found": len(dataset.find_files()) == len(dataset.slots),
+        }
+        for name, dataset in DATASETS.items()
+    ]
 
 
 def _methods_table() -> Table:
     from methods import METHODS
 
-    table = Table("method", "kind", "capabilities", "profiles", "reference", title="Methods")
+    METHODS.load_plugins()
+    table = Table("method", "kind", "capabilities", "profiles", "reference", "origin", title="Methods")
     table.columns[0].no_wrap = True
     for name, cls in METHODS.items():
         kind = "reference row" if cls.is_reference else "method"
-        table.add_row(name, kind, ", ".join(sorted(cls.capabilities)) or "-", ", ".join(cls.profiles), cls.reference)
+        capabilities = ", ".join(sorted(cls.capabilities)) or "-"
+        table.add_row(name, kind, capabilities, ", ".join(cls.profiles), cls.reference, METHODS.origin(name))
     return table
 
 
 def _metrics_table() -> Table:
     from metrics import METRICS, in_display_order
 
-    table = Table("metric", "better", "needs", "version", "definition", title="Metrics")
+    METRICS.load_plugins()
+    table = Table("metric", "better", "needs", "version", "definition", "origin", title="Metrics")
     table.columns[0].no_wrap = True
     for name in in_display_order(METRICS.names()):
         metric = METRICS.get(name)
         better = {True: "higher ↑", False: "lower ↓", None: "diagnostic ·"}[metric.higher_is_better]
-        table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition)
+        origin = METRICS.origin(name)
+        table.add_row(name, better, ", ".join(sorted(metric.needs)), metric.version, metric.definition, origin)
     return table
 
 
@@ -167,7 +271,9 @@ def run(
     ),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     leaderboard: Path | None = typer.Option(
-        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+        None,
+        "--leaderboard",
+        help="default: leaderboard.md inside the results dir (for the default results/: beside it)",
     ),
     device: str = typer.Option("cpu", "--device", help="where methods train: cpu or cuda[:N]"),
     eval_device: str | None = typer.Option(
@@ -183,24 +289,37 @@ def run(
         1, "--threads", help="threads per run (records are reproduced bit for bit at the same count)"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the run records as JSON"),
+    imports: str | None = typer.Option(
+        None, "--import", help="comma-separated modules to import first: they register methods or metrics"
+    ),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed, training seed); then render the leaderboard."""
+    from bench.harness.api import default_leaderboard
     from bench.harness.executor import default_jobs
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
     spec = _run_spec(
-        methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
+        methods,
+        dataset=dataset,
+        shots=shots,
+        seeds=parse_seeds(seeds),
+        train_seeds=parse_seeds(train_seeds, "--train-seeds"),
+        profile=profile,
+        novel_class=novel_class,
+        characters=characters,
+        device=device,
+        eval_device=eval_device,
+        n_samples=n_samples,
+        metrics=metric_names,
+        overwrite=overwrite,
+        imports=imports,
     )
-    spec.train_seeds = parse_seeds(train_seeds, "--train-seeds")
-    if eval_device is not None:
-        check_device(eval_device)
-        spec.eval_device = eval_device
     if jobs is not None and jobs < 1 or threads < 1:
         fail("--jobs and --threads must be at least 1")
     store = ResultStore(results_dir)
     summary = _run_with_progress(spec, store, jobs or default_jobs(spec.device, spec.eval_device), threads)
-    written, errors = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    written, errors = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
     if as_json:
@@ -212,71 +331,51 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_spec(
-    methods, dataset, shots, seeds, profile, novel_class, characters, device, n_samples, metric_names, overwrite
-):
-    """The `RunSpec` of `bench run`'s options, every name and number checked before anything is built."""
-    from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.data.splits import validate_shots
-    from bench.harness.plan import RunSpec
-    from methods import METHODS, method_names
-    from metrics import METRICS
+def _run_spec(methods: str, **options):
+    """The `RunSpec` of `bench run`'s options (`bench.harness.api.run_spec`), a bad one a usage error."""
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.api import run_spec
+    from bench.harness.plugins import PluginImportError, parse_imports
 
-    check_profile(profile)
-    check_device(device)
-    seed_list = parse_seeds(seeds)
+    check_profile(options["profile"])
+    for device in (options["device"], options["eval_device"]):
+        if device is not None:
+            check_device(device)
     try:
-        # `all`: every method, then the reference rows that give the leaderboard its scale.
-        method_list = METHODS.resolve(methods, method_names(references=False) + method_names(methods=False))
-        dataset_name = DATASETS.get(dataset).name
-        metric_list = METRICS.resolve(metric_names) if metric_names else None
-        validate_shots(shots)
-        DATASETS.get(dataset).novel_classes(novel_class)
-    except (UnknownNameError, ValueError) as exc:
+        return run_spec(methods, **{**options, "imports": parse_imports(options["imports"])})
+    except (UnknownNameError, ValueError, PluginImportError) as exc:
         fail(str(exc))
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
-    if n_samples is not None and n_samples < 2:
-        fail("--samples must be at least 2")
-    if characters is not None and characters < 1:
-        fail("--characters must be at least 1")
-    return RunSpec(
-        method_list,
-        dataset_name,
-        shots=shots,
-        seeds=seed_list,
-        profile=profile,
-        novel_class=novel_class,
-        characters=characters,
-        device=device,
-        n_samples=n_samples,
-        metrics=metric_list,
-        overwrite=overwrite,
-    )
 
 
 def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
-    """`run_benchmark` under progress bars; failed runs are reported as they happen. Returns the outcomes."""
+    """`run_benchmark` with progress (bars, or lines without a terminal); failed runs are reported as they happen.
+    Returns the outcomes."""
     from bench.data.datasets import DataNotFoundError
     from bench.harness.executor import run_benchmark, sweep_units
-    from bench.sdk.progress import RichReporter
 
     try:
         total = len(sweep_units(spec, str(store.root), threads))
-        with progress_bars() as progress:
-            overall = progress.add_task("runs", total=total)
+        with reporting() as reporter:
+            overall = reporter.task(f"runs ({jobs} side by side)", total)
 
             def on_outcome(outcome) -> None:
-                progress.advance(overall)
+                overall.advance()
+                train = f" train {outcome.key.train_seed}" if outcome.key.train_seed else ""
                 if outcome.status == "failed":
-                    train = f" train {outcome.key.train_seed}" if outcome.key.train_seed else ""
                     err.print(
                         f"[yellow]run failed[/] {outcome.key.method} seed {outcome.key.seed}{train}: "
                         f"{outcome.record['failure']['reason']}"
                     )
+                elif not err.is_terminal:
+                    seconds = (outcome.record or {}).get("timings", {}).get("total")
+                    took = f" in {seconds:.0f} s" if outcome.status == "ok" and seconds else ""
+                    err.print(f"{outcome.key.method} seed {outcome.key.seed}{train}: {outcome.status}{took}")
 
             # In plan order, whatever order the runs ended in.
-            summary = run_benchmark(spec, store, RichReporter(progress), on_outcome, jobs=jobs, threads=threads)
+            summary = run_benchmark(spec, store, reporter, on_outcome, jobs=jobs, threads=threads)
+            overall.close()
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
@@ -344,61 +443,47 @@ def evaluate_samples(
     key: str | None = typer.Option(None, "--key", help="array name inside the .npz"),
     metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
     as_json: bool = typer.Option(False, "--json"),
+    imports: str | None = typer.Option(None, "--import", help="comma-separated modules to import first (metrics)"),
 ) -> None:
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
-    from bench.data.datasets import DATASETS, DataNotFoundError
-    from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split
-    from bench.harness.samples import FOLDER_CONVERSION, SampleFileError, load_sample_folder, load_samples
-    from bench.harness.scoring import score
-    from bench.sdk.progress import NullReporter
-    from metrics import METRICS, profile_settings
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.api import evaluate
+    from bench.harness.plugins import PluginImportError, import_modules, parse_imports
+    from bench.harness.samples import SampleFileError
+    from metrics import METRICS
 
     try:
-        spec = DATASETS.get(dataset)
-        metric_list = METRICS.resolve(metric_names) if metric_names else None
-        if samples.is_dir():
-            images, skipped = load_sample_folder(samples, spec.image_shape)
-        else:
-            images, skipped = load_samples(samples, spec.image_shape, key), None
-        split = make_run_split(spec.name, shots, seed, novel_class, characters or DEFAULT_CHARACTERS)
-    except (UnknownNameError, ValueError, SampleFileError) as exc:
+        import_modules(parse_imports(imports))
+        evaluation = evaluate(
+            samples,
+            dataset=dataset,
+            novel_class=novel_class,
+            shots=shots,
+            seed=seed,
+            metrics=metric_names,
+            characters=characters,
+            key=key,
+        )
+    except (UnknownNameError, ValueError, SampleFileError, PluginImportError) as exc:
         fail(str(exc))
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
-    n_tasks = len(split.splits) if isinstance(split, TaskSet) else 1
-    if len(images) % n_tasks or len(images) // n_tasks < 2:
-        fail(
-            f"{samples}: {len(images)} images cannot be divided among the {n_tasks} tasks of {split.info.split_id}: "
-            f"give the same number (at least 2) per novel character, in task order (as `bench run` stores them)"
-        )
-    # Scored as `bench run` scores (the same function, the evaluation seed derived from --seed), so rescoring a stored
-    # sample file reproduces the run's values; metrics that need a fitted model are not applicable.
-    timings: dict[str, float] = {}
-    outcomes, task_outcomes = score(
-        split, images, [None] * n_tasks, profile_settings("quick"), metric_list, NullReporter(), timings
-    )
-    result = {
-        "samples": str(samples),
-        "n_samples": int(images.shape[0]),
-        **({"folder": {"conversion": FOLDER_CONVERSION, "skipped": skipped}} if skipped is not None else {}),
-        "split": {k: v for k, v in split.info.to_dict().items() if k != "data_provenance"},
-        "metrics": outcomes,
-        "timings": timings,
-    }
-    if task_outcomes is not None:
-        result["tasks"] = task_outcomes
+    result = evaluation.to_dict()
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    if skipped is not None:
-        out.print(f"{len(images)} images read from {samples}: {FOLDER_CONVERSION}")
+    if "folder" in result:
+        skipped = result["folder"]["skipped"]
+        out.print(f"{result['n_samples']} images read from {samples}: {result['folder']['conversion']}")
         if skipped:
             out.print(
                 f"skipped {len(skipped)} files that are not images: {', '.join(skipped[:5])}"
                 + (" ..." * (len(skipped) > 5))
             )
-    table = Table("metric", "value", "better", "notes", title=f"{samples} vs {split.info.split_id} (seed {seed})")
-    for name, outcome in outcomes.items():
+    table = Table(
+        "metric", "value", "better", "notes", title=f"{samples} vs {result['split']['split_id']} (seed {seed})"
+    )
+    for name, outcome in evaluation.outcomes.items():
         arrow = METRICS.get(name).arrow
         if outcome["status"] == "ok":
             table.add_row(name, f"{outcome['value']:.5g}", arrow, outcome.get("flag", ""))
@@ -410,17 +495,22 @@ def evaluate_samples(
 @app.command("leaderboard")
 def leaderboard_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
-    output: Path | None = typer.Option(None, "--out", help="default: leaderboard.md beside the results dir"),
+    output: Path | None = typer.Option(
+        None, "--out", help="default: leaderboard.md inside the results dir (for the default results/: beside it)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Render leaderboard.md from the stored run records."""
+    from bench.harness.api import default_leaderboard
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
-    path, errors = write_leaderboard(
-        ResultStore(results_dir), output or results_dir.resolve().parent / "leaderboard.md"
-    )
+    path, errors = write_leaderboard(ResultStore(results_dir), output or default_leaderboard(results_dir))
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    if as_json:
+        print_json({"leaderboard": str(path), "unreadable_records": errors})
+        return
     out.print(f"leaderboard written to {path}")
 
 
@@ -432,17 +522,19 @@ def rescore_command(
         None, "--metrics", help="comma-separated metrics (default: those each run holds)"
     ),
     leaderboard: Path | None = typer.Option(
-        None, "--leaderboard", help="default: leaderboard.md beside the results dir"
+        None,
+        "--leaderboard",
+        help="default: leaderboard.md inside the results dir (for the default results/: beside it)",
     ),
     device: str = typer.Option("cpu", "--device", help="where checkpoints are loaded for the model metrics"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score stored runs again (their samples and checkpoints) with the current evaluator and metrics; no training."""
     from bench.data.datasets import DataNotFoundError
+    from bench.harness.api import default_leaderboard
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.rescore import rescore
     from bench.harness.store import ResultStore
-    from bench.sdk.progress import RichReporter
     from methods import METHODS
     from metrics import METRICS
 
@@ -457,13 +549,13 @@ def rescore_command(
     store = ResultStore(results_dir)
     errors: list[str] = []
     try:
-        with progress_bars() as bars:
-            outcomes = rescore(store, method_list, metric_list, RichReporter(bars), device, errors)
+        with reporting() as reporter:
+            outcomes = rescore(store, method_list, metric_list, reporter, device, errors)
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     for message in errors:
         err.print(f"[yellow]skipped unreadable record:[/] {message}")
-    written, _ = write_leaderboard(store, leaderboard or results_dir.resolve().parent / "leaderboard.md")
+    written, _ = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
     if as_json:
         fields = ("status", "reason", "kept", "changed")
         print(json.dumps([{"key": o.key.to_dict(), **{f: getattr(o, f) for f in fields}} for o in outcomes], indent=2))
@@ -490,6 +582,7 @@ def curve_command(
     lr: float | None = typer.Option(None, "--lr", help="backtracking's Adam learning rate (default: the profile's)"),
     term: str = typer.Option("loss", "--term", help="training: the logged term whose curve is read"),
     device: str = typer.Option("cpu", "--device"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
     fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
@@ -514,6 +607,9 @@ def curve_command(
             fail(str(exc), code=1)
         description = {"split": split_id, "profile": profile, "seed": seed}
         json_path, png_path = write_training_curves(plateaus, output, term, description)
+        if as_json:
+            print_json(json.loads(json_path.read_text()))
+            return
         for method, phases in plateaus.items():
             for phase, found in phases.items():
                 verdict = "plateaued" if found["plateaued"] else "still moving"
@@ -529,6 +625,9 @@ def curve_command(
         result = measure(metric, ResultStore(results_dir), keys, output, device, tolerance, points, overrides)
     except CurveError as exc:
         fail(str(exc), code=1)
+    if as_json:
+        print_json(result)
+        return
     for method, curve in result["curves"].items():
         out.print(f"{method}: " + ", ".join(f"{point}: {value:.4g}" for point, value in curve["values"].items()))
     out.print(f"chosen: {result['chosen']} ({result['rule']}); written to {curve_files(output)[0]} and .png")
@@ -550,8 +649,11 @@ def check_command(
     baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (see `bench baseline`)"),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     strict: bool = typer.Option(False, "--strict", help="fail on entries measured with another card or seed set too"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Compare stored results with a baseline; exit 1 naming every regression (and, with --strict, every entry not comparable)."""
+    import dataclasses
+
     from rich.markup import escape
 
     from bench.harness.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
@@ -561,6 +663,12 @@ def check_command(
         rows = check(ResultStore(results_dir), baseline)
     except BaselineError as exc:
         fail(str(exc))
+    failed = failing(rows, strict)
+    if as_json:
+        print_json({"rows": [dataclasses.asdict(row) for row in rows], "summary": summary(rows), "failed": len(failed)})
+        if failed:
+            raise typer.Exit(1)
+        return
     colour = {OK: "green", REGRESSION: "red", NOT_COMPARABLE: "red" if strict else "yellow"}
     table = Table(
         "split", "profile", "method", "metric", "baseline", "current", "tolerance", "result", title="Regression check"
@@ -579,7 +687,6 @@ def check_command(
             f"[{colour.get(row.status, 'dim')}]{escape(verdict)}[/]",
         )
     out.print(table)
-    failed = failing(rows, strict)
     for r in failed:
         err.print(
             f"{r.status}: {r.method} {r.metric} on {r.split_id} ({r.profile}): {r.reason}",
@@ -606,6 +713,7 @@ def baseline_command(
     spread_note: str | None = typer.Option(
         None, "--spread-note", help="where --spread-from came from, recorded in the baseline"
     ),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Write the current results' means as a baseline for `bench check`."""
     from bench.harness.check import SPREAD_SAFETY, BaselineError, make_baseline, save_baseline
@@ -629,6 +737,9 @@ def baseline_command(
     if not made["entries"]:
         fail(f"no successful runs in {results_dir} to make a baseline from")
     save_baseline(made, output)
+    if as_json:
+        print_json({"baseline": str(output), "entries": len(made["entries"]), "spread": made.get("spread")})
+        return
     if "spread" in made:
         table = Table(title=f"Tolerances: max(default, {SPREAD_SAFETY:g} × spread)")
         table.add_column("metric", no_wrap=True)
@@ -665,8 +776,10 @@ def export_command(
     metric_names: str | None = typer.Option(
         None, "--metrics", help="comma-separated metrics to keep (default: all; failed runs' rows are kept)"
     ),
+    as_json: bool = typer.Option(False, "--json", help="the same as --format jsonl"),
 ) -> None:
     """Write the stored results as a tidy table: one row per (run, metric), for pandas."""
+    fmt = "jsonl" if as_json else fmt
     from bench.harness.export import ExportError, ParquetEngineMissing, check_format, export_frame, write_frame
 
     try:
@@ -741,23 +854,27 @@ def evaluator_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def evaluator_train(
     dataset: str = typer.Option(..., "--dataset"),
     output: Path = typer.Option(..., "--out", help="weights file to write"),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train a dataset's evaluator with its pinned recipe; print the file's sha256 and the test accuracy."""
     import time
 
     from bench.data.datasets import DataNotFoundError
     from bench.features.evaluator import NoDomainEvaluator, save_evaluator, train_evaluator
-    from bench.sdk.progress import RichReporter
 
     start = time.perf_counter()
     try:
-        with progress_bars() as bars:
-            model, card = train_evaluator(dataset, reporter=RichReporter(bars))
+        with reporting() as reporter:
+            model, card = train_evaluator(dataset, reporter=reporter)
     except (UnknownNameError, NoDomainEvaluator) as exc:
         fail(str(exc))
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
     digest = save_evaluator(output, model, card)
+    if as_json:
+        seconds = round(time.perf_counter() - start, 1)
+        print_json({"file": str(output), "bytes": output.stat().st_size, "sha256": digest, "seconds": seconds, **card})
+        return
     print(f"{output}: {output.stat().st_size:,} bytes, sha256 {digest}")
     print(
         f"test accuracy {card['test_accuracy']:.6f}; trained in {time.perf_counter() - start:.0f} s "

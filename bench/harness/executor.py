@@ -30,9 +30,10 @@ from bench.data.datasets import DATASETS
 from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.environment import thread_count
 from bench.harness.plan import RunSpec, plan_run
+from bench.harness.plugins import import_modules
 from bench.harness.runner import RunOutcome, is_current, run_one
 from bench.harness.store import ResultStore
-from bench.sdk.progress import NullReporter, ProgressHandle, Reporter
+from bench.sdk.progress import NullReporter, PrefixedReporter, ProgressHandle, Reporter
 from methods import METHODS
 
 
@@ -64,6 +65,7 @@ class RunUnit:
 def sweep_units(spec: RunSpec, results_dir: str, threads: int) -> list[RunUnit]:
     """The units of `spec` in plan order (novel class, then seed, then training seed, then method), each at
     `threads` threads. Reference rows do not train: they run once per seed, at training seed 0."""
+    import_modules(spec.imports)
     for name in spec.methods:  # unknown names and profiles fail before any split is built
         METHODS.get(name).budget_for(spec.profile)
     return [
@@ -87,6 +89,7 @@ def _split(dataset: str, shots: int, seed: int, novel_class: int, characters: in
 def execute_unit(unit: RunUnit, reporter: Reporter | None = None) -> RunOutcome:
     """Skip `unit` if its record is stored, `ok` and current (unless the spec overwrites); otherwise run it."""
     spec = unit.spec
+    import_modules(spec.imports)  # a spawned worker starts without the user's modules
     cache_before = _split.cache_info().misses
     split, seconds = _split(spec.dataset, spec.shots, unit.seed, unit.novel_class, spec.characters_per_run)
     built_here = _split.cache_info().misses > cache_before
@@ -144,7 +147,7 @@ def run_units(
     if jobs == 1 or len(units) <= 1:
         outcomes = []
         for unit in units:
-            outcomes.append(execute_unit(unit, reporter))
+            outcomes.append(execute_unit(unit, PrefixedReporter(reporter, f"{unit.label}: ")))
             if on_outcome:
                 on_outcome(outcomes[-1])
         return outcomes

@@ -59,6 +59,7 @@ class RunSpec:
     n_samples: int | None = None  # default: EVAL_SAMPLES[profile]
     metrics: list[str] | None = None  # default: every registered metric
     overwrite: bool = False
+    imports: tuple[str, ...] = ()  # modules that register methods or metrics from outside the package (`--import`)
 
     @property
     def characters_per_run(self) -> int:

@@ -72,7 +72,9 @@ def load_sample_folder(path: Path, image_shape: tuple[int, int, int]) -> tuple[t
     return validate_samples(np.stack(images), image_shape, str(path)), skipped
 
 
-def validate_samples(array: np.ndarray, image_shape: tuple[int, int, int], origin: str = "samples") -> torch.Tensor:
+def validate_samples(
+    array: np.ndarray, image_shape: tuple[int, int, int], origin: str = "samples", min_images: int = 2
+) -> torch.Tensor:
     channels, height, width = image_shape
     if array.ndim == 3:
         array = array[:, None]
@@ -82,8 +84,8 @@ def validate_samples(array: np.ndarray, image_shape: tuple[int, int, int], origi
         raise SampleFileError(
             f"{origin}: images have shape {array.shape}; expected (N, {height}, {width}) or (N, {channels}, {height}, {width})"
         )
-    if array.shape[0] < 2:
-        raise SampleFileError(f"{origin}: needs at least 2 images, got {array.shape[0]}")
+    if array.shape[0] < min_images:
+        raise SampleFileError(f"{origin}: needs at least {min_images} images, got {array.shape[0]}")
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
     if not np.issubdtype(array.dtype, np.floating):

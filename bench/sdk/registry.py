@@ -6,12 +6,25 @@ datasets do: `bench/data/datasets/fashion_mnist.py` registers `fashion-mnist`; m
 underscores: `metrics/support_nn_mse.py` registers `support_nn_mse`); look-ups accept either. Entries are discovered by importing every module of their
 package on first use. Unknown names raise `UnknownNameError`, which lists the valid
 names and suggests the closest one.
+
+Entries from outside the package (plugins) come two ways, and their code runs only when the user
+names them:
+
+- an installed distribution declares an entry point in the registry's group (methods:
+  `fewshot_bench.methods`, metrics: `fewshot_bench.metrics`), `name = "package.module"`, `name`
+  being the name the module registers (its last component); the module is imported when `name` is
+  looked up (`get`, `resolve`) or when `load_plugins` is called (`bench list`);
+- a module imported by the user (`bench run --import package.module`, or a Python `import`) that
+  registers itself with the registry's decorator.
+
+`origin(name)` says where an entry came from.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -32,27 +45,70 @@ class UnknownNameError(KeyError):
         return self.args[0]
 
 
+class PluginImportError(ImportError):
+    """A plugin or a module named by the user could not be imported, or registered nothing; the message says why."""
+
+
 def key_for_module(module_name: str, separator: str = "-") -> str:
     """Registry key of a module: its last dotted component, with `separator` for underscores."""
     return module_name.rsplit(".", 1)[-1].replace("_", separator)
 
 
 class Registry(Generic[T]):
-    """Named entries of one kind, discovered from the modules of one package."""
+    """Named entries of one kind, discovered from the modules of one package (and plugins: see the module docstring)."""
 
-    def __init__(self, kind: str, package: str, separator: str = "-"):
+    def __init__(self, kind: str, package: str, separator: str = "-", entry_point_group: str | None = None):
         self.kind = kind
         self.package = package
         self.separator = separator
+        self.entry_point_group = entry_point_group
         self._entries: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
         self._discovered = False
 
-    def register(self, entry: T, module_name: str) -> T:
-        key = key_for_module(module_name, self.separator)
+    def register(self, entry: T, module_name: str, key: str | None = None) -> T:
+        key = key or key_for_module(module_name, self.separator)
         if key in self._entries and self._entries[key] is not entry:
             raise ValueError(f"{self.kind} '{key}' is registered twice (second time from {module_name})")
         self._entries[key] = entry
+        if key not in self._origins:
+            inside = module_name == self.package or module_name.startswith(self.package + ".")
+            self._origins[key] = "built-in" if inside else f"module {module_name}"
         return entry
+
+    def origin(self, name: str) -> str:
+        """`built-in`, `module M` (imported by the user) or `plugin D V (entry point M)`."""
+        return self._origins[self._normalise(name)]
+
+    def entry_points(self) -> dict[str, importlib.metadata.EntryPoint]:
+        """The installed plugins' entry points of this registry's group, by normalised name (nothing is imported)."""
+        if not self.entry_point_group:
+            return {}
+        found = importlib.metadata.entry_points(group=self.entry_point_group)
+        return {self._normalise(point.name): point for point in found}
+
+    def _load_plugin(self, key: str, point: importlib.metadata.EntryPoint) -> None:
+        """Import the plugin's module, which registers its entry (under its module's name, which must be `key`)."""
+        try:
+            point.load()
+        except Exception as exc:
+            raise PluginImportError(
+                f"{self.kind} plugin '{point.name}' ({point.value}) failed to import: {exc}"
+            ) from exc
+        if key not in self._entries:
+            raise PluginImportError(
+                f"{self.kind} plugin '{point.name}': importing {point.value} registered no {self.kind} named '{key}' "
+                f"(an entry point's name must be the registry name of the module it loads)"
+            )
+        dist = point.dist
+        self._origins[key] = f"plugin {dist.name} {dist.version} (entry point {point.value})" if dist else "plugin"
+
+    def load_plugins(self) -> None:
+        """Import every installed plugin of this registry (what `bench list` does: the user asked to see them)."""
+        self._discover()
+        for key, point in self.entry_points().items():
+            if key not in self._entries:
+                self._load_plugin(key, point)
 
     def decorator(self) -> Callable[[T], T]:
         """`@REGISTRY.decorator()` on a class or object registers it under its module's name."""
@@ -82,7 +138,10 @@ class Registry(Generic[T]):
         self._discover()
         key = self._normalise(name)
         if key not in self._entries:
-            raise UnknownNameError(self.kind, name, self.names())
+            point = self.entry_points().get(key)
+            if point is None:
+                raise UnknownNameError(self.kind, name, sorted({*self.names(), *self.entry_points()}))
+            self._load_plugin(key, point)
         return self._entries[key]
 
     def resolve(self, spec: str, all_names: list[str] | None = None) -> list[str]:
