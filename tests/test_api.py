@@ -99,3 +99,19 @@ def test_plain_progress_lines_say_what_runs_and_stay_sparse():
     assert len(lines) == 5 and all(line.split(" ", 1)[1].startswith("vae seed 1: pretrain") for line in lines)
     assert "30/100 (30%), 30 s, about 70 s left" in lines[1] and "ended at 100/100 after 100 s" in lines[-1]
     assert lines[0][:4].isdigit() and lines[0][19] == "Z"  # 2026-12-04T19:05:12Z
+
+
+@requires_data("fashion-mnist")
+def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python API") :]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.S)[:1]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md (Python API)", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out
+    assert "coverage" in printed and "higher" in printed
+    assert (tmp_path / "my-results" / "leaderboard.md").is_file()
+    assert len(list((tmp_path / "my-results" / "runs").rglob("seed*.json"))) == 2
