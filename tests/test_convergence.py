@@ -70,7 +70,8 @@ def test_the_curve_command_reads_each_phase_of_stored_runs(tmp_path):
     settled, falling = exponential(500.0), 10.0 - STEPS / 1000
     log = {
         "pretrain": {"curve": {"step": STEPS.tolist(), "loss": settled.tolist()}},
-        "finetune": {"curve": {"step": STEPS.tolist(), "loss": falling.tolist()}},
+        # A GAN's phase logs its two players' losses, not a `loss`.
+        "finetune": {"curve": {"step": STEPS.tolist(), "d_loss": falling.tolist(), "g_loss": settled.tolist()}},
         "no_curve": {"loss": 1.0},
     }
     store.write({"schema": 1, "status": "ok", "key": key.to_dict(), "training_log": log})
@@ -81,10 +82,12 @@ def test_the_curve_command_reads_each_phase_of_stored_runs(tmp_path):
         + ["--results-dir", str(tmp_path / "results"), "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert "vae pretrain: plateaued" in result.output and "vae finetune: still moving" in result.output
+    assert "vae pretrain loss: plateaued" in result.output
+    assert "vae finetune d_loss: still moving" in result.output and "vae finetune g_loss: plateaued" in result.output
     summary = json.loads(out.with_suffix(".json").read_text())
     assert set(summary["methods"]["vae"]) == {"pretrain", "finetune"}
-    assert summary["methods"]["vae"]["pretrain"]["plateaued"] is True
+    assert summary["methods"]["vae"]["pretrain"]["loss"]["plateaued"] is True
+    assert set(summary["methods"]["vae"]["finetune"]) == {"d_loss", "g_loss"}
     assert out.with_suffix(".png").stat().st_size > 0
     missing = CliRunner().invoke(
         app,

@@ -580,7 +580,11 @@ def curve_command(
         None, "--grid", help="comma-separated steps (backtrack) or importance samples (nll) to read; the largest is run"
     ),
     lr: float | None = typer.Option(None, "--lr", help="backtracking's Adam learning rate (default: the profile's)"),
-    term: str = typer.Option("loss", "--term", help="training: the logged term whose curve is read"),
+    terms: str | None = typer.Option(
+        None,
+        "--terms",
+        help="training: comma-separated logged terms to read (default: loss, d_loss, g_loss where logged)",
+    ),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -588,7 +592,7 @@ def curve_command(
     fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
     phase of stored runs plateaued (bench/harness/convergence.py)."""
     from bench.harness.budgets import CurveError, curve_files, measure
-    from bench.harness.convergence import training_plateaus, write_training_curves
+    from bench.harness.convergence import LOSS_TERMS, training_plateaus, write_training_curves
     from bench.harness.store import ResultStore, RunKey
     from methods import METHODS
 
@@ -602,18 +606,22 @@ def curve_command(
         fail(str(exc))
     if metric == "training":
         try:
-            plateaus = training_plateaus(ResultStore(results_dir), keys, term)
+            chosen = tuple(part.strip() for part in terms.split(",") if part.strip()) if terms else LOSS_TERMS
+            plateaus = training_plateaus(ResultStore(results_dir), keys, chosen)
         except FileNotFoundError as exc:
             fail(str(exc), code=1)
         description = {"split": split_id, "profile": profile, "seed": seed}
-        json_path, png_path = write_training_curves(plateaus, output, term, description)
+        json_path, png_path = write_training_curves(plateaus, output, description)
         if as_json:
             print_json(json.loads(json_path.read_text()))
             return
         for method, phases in plateaus.items():
-            for phase, found in phases.items():
-                verdict = "plateaued" if found["plateaued"] else "still moving"
-                out.print(f"{method} {phase}: {verdict} at step {found['plateau_step']:,} of {found['steps']:,}")
+            for phase, read in phases.items():
+                for term, found in read.items():
+                    verdict = "plateaued" if found["plateaued"] else "still moving"
+                    out.print(
+                        f"{method} {phase} {term}: {verdict} at step {found['plateau_step']:,} of {found['steps']:,}"
+                    )
         out.print(f"written to {json_path} and {png_path}")
         return
     try:

@@ -88,8 +88,14 @@ def plateau(steps, values) -> Plateau:
     return Plateau(int(steps[-1]), plateau_step, plateau_step <= FLAT_FRACTION * int(steps[-1]), final, travel)
 
 
-def training_plateaus(store: ResultStore, keys: list[RunKey], term: str = "loss") -> dict[str, dict]:
-    """{method: {phase: {plateau fields, "curve": (steps, values)}}} for the `term` curve of every phase of each run."""
+# The objectives a phase may log: a likelihood-style `loss`, or a GAN's two players (whose pair at equilibrium is
+# the plateau: the generator's loss alone can keep rising while samples improve).
+LOSS_TERMS = ("loss", "d_loss", "g_loss")
+
+
+def training_plateaus(store: ResultStore, keys: list[RunKey], terms: tuple[str, ...] = LOSS_TERMS) -> dict[str, dict]:
+    """{method: {phase: {term: {plateau fields, "curve": (steps, values)}}}} for every logged term among `terms`
+    of every phase of each run."""
     result: dict[str, dict] = {}
     for key in keys:
         record = store.load(key)
@@ -97,41 +103,54 @@ def training_plateaus(store: ResultStore, keys: list[RunKey], term: str = "loss"
             raise FileNotFoundError(f"no stored run {key.relative}")
         phases = {}
         for phase, curve in curves_of(record.get("training_log", {})).items():
-            if term in curve and len(curve["step"]) >= 2:
-                found = plateau(curve["step"], curve[term])
-                phases[phase] = {**asdict(found), "curve": {"step": curve["step"], term: curve[term]}}
+            read = {}
+            for term in terms:
+                if term in curve and len(curve["step"]) >= 2:
+                    found = plateau(curve["step"], curve[term])
+                    read[term] = {**asdict(found), "curve": {"step": curve["step"], term: curve[term]}}
+            if read:
+                phases[phase] = read
         result[key.method] = phases
     return result
 
 
-def write_training_curves(result: dict[str, dict], output: Path, term: str, description: dict) -> tuple[Path, Path]:
+def write_training_curves(result: dict[str, dict], output: Path, description: dict) -> tuple[Path, Path]:
     """OUT.json (plateaus, rule, how measured) and OUT.png (each phase's curve, smoothed, plateau marked)."""
     json_path, png_path = output.with_suffix(".json"), output.with_suffix(".png")
     summary = {
         "rule": RULE,
-        "term": term,
         "measured": utc_now(),
         **description,
         "methods": {
-            method: {phase: {k: v for k, v in entry.items() if k != "curve"} for phase, entry in phases.items()}
+            method: {
+                phase: {term: {k: v for k, v in entry.items() if k != "curve"} for term, entry in terms.items()}
+                for phase, terms in phases.items()
+            }
             for method, phases in result.items()
         },
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(json_path, (json.dumps(summary, indent=1) + "\n").encode())
-    panels = [(method, phase, entry) for method, phases in result.items() for phase, entry in phases.items()]
+    panels = [
+        (method, phase, term, entry)
+        for method, phases in result.items()
+        for phase, terms in phases.items()
+        for term, entry in terms.items()
+    ]
     columns = min(4, max(1, len(panels)))
     rows = max(1, -(-len(panels) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    for axis, (method, phase, entry) in zip(axes.flat, panels, strict=False):
+    for axis, (method, phase, term, entry) in zip(axes.flat, panels, strict=False):
         steps, values = entry["curve"]["step"], entry["curve"][term]
         axis.plot(steps, values, color="0.75", linewidth=0.8, label=term)
         axis.plot(steps, smoothed(values), color="C0", linewidth=1.2, label="smoothed")
         axis.axvline(entry["plateau_step"], color="C3" if entry["plateaued"] else "C1", linestyle="--", linewidth=1)
         verdict = "plateau" if entry["plateaued"] else "still moving"
-        axis.set_title(f"{method} · {phase}\n{verdict} at {entry['plateau_step']:,} of {entry['steps']:,}", fontsize=8)
+        axis.set_title(
+            f"{method} · {phase} · {term}\n{verdict} at {entry['plateau_step']:,} of {entry['steps']:,}", fontsize=8
+        )
         axis.tick_params(labelsize=7)
     save_figure(figure, png_path, dpi=110)
     return json_path, png_path
