@@ -284,7 +284,7 @@ def make_unconditional_split(dataset_name: str, shots: int, seed: int = 0) -> Sp
     validate_shots(shots, len(data.train_images))
     support_indices = np.random.default_rng(seed).choice(len(data.train_images), size=shots, replace=False)
     reference = np.concatenate([data.train_images, data.test_images])
-    split_name = f"{dataset.name}/unconditional-{shots}shot.v{UNCONDITIONAL_PROTOCOL_VERSION}"
+    split_name = unconditional_split_id(dataset.name, shots)
     digest = hashlib.sha256(f"{split_name}|seed={seed}|hflip={dataset.allows_hflip}|".encode())
     digest.update(np.asarray(support_indices, dtype=np.int64).tobytes())
     for array in (data.train_images[support_indices], reference, data.test_images):
@@ -316,6 +316,20 @@ def make_unconditional_split(dataset_name: str, shots: int, seed: int = 0) -> Sp
         info=info,
     )
     return Split(task=task, reference=to_float(reference), held_out=to_float(data.test_images))
+
+
+def unconditional_split_id(dataset: str, shots: int) -> str:
+    return f"{dataset}/unconditional-{shots}shot.v{UNCONDITIONAL_PROTOCOL_VERSION}"
+
+
+def run_split_id(dataset_name: str, shots: int, novel_class: int, characters: int = DEFAULT_CHARACTERS) -> str:
+    """The id of the split `make_run_split` builds for a resolved novel class, without loading any data."""
+    dataset = DATASETS.get(dataset_name)
+    if CHARACTER_PROTOCOL in dataset.protocols:
+        return character_set_id(dataset.name, characters, shots)
+    if UNCONDITIONAL_PROTOCOL in dataset.protocols:
+        return unconditional_split_id(dataset.name, shots)
+    return split_id(dataset.name, novel_class, shots)
 
 
 def make_run_split(

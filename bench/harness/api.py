@@ -257,6 +257,8 @@ def run(
     jobs: int | None = None,
     threads: int = 1,
     reporter: Reporter | None = None,
+    executor: str = "local",
+    address: str | None = None,
     **options: Any,
 ) -> list[dict]:
     """Train, sample, evaluate and store every (method, seed, training seed), render the leaderboard, and return the
@@ -264,7 +266,8 @@ def run(
 
     `options`: the other fields of `run_spec` (characters, device, eval_device, n_samples, metrics, overwrite,
     imports). `jobs`: runs side by side (default one per core; 1 on CUDA), each at `threads` threads; a method
-    defined in the calling script (`__main__`), which a worker process cannot import, makes it 1.
+    defined in the calling script (`__main__`), which a worker process cannot import, makes it 1. `executor="ray"`
+    runs one Ray task per run on the cluster at `address` (default: a local instance; `bench.harness.ray_executor`).
     """
     spec = run_spec(
         methods,
@@ -279,9 +282,11 @@ def run(
     if (jobs is not None and jobs < 1) or threads < 1:
         raise ValueError("jobs and threads must be at least 1")
     if "__main__" in user_modules(spec.methods):
+        if executor != "local":
+            raise ValueError("a method defined in the calling script (__main__) runs only with the local executor")
         jobs = 1
     store = ResultStore(results_dir)
     jobs = jobs or default_jobs(spec.device, spec.eval_device)
-    outcomes = run_benchmark(spec, store, reporter, jobs=jobs, threads=threads)
+    outcomes = run_benchmark(spec, store, reporter, jobs=jobs, threads=threads, executor=executor, address=address)
     write_leaderboard(store, Path(leaderboard) if leaderboard else default_leaderboard(Path(results_dir)))
     return [outcome.record for outcome in outcomes]

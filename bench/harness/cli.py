@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -40,8 +41,15 @@ def main_options(
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Messages are plain text (brackets such as `.[ray]` are not Rich markup), unwrapped so paths stay whole.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn_unreadable(errors: list[str]) -> None:
+    """Records the store could not read (named by file, with what is wrong): skipped, never silently."""
+    for message in errors:
+        err.print(f"[yellow]skipped unreadable record:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_json(data) -> None:
@@ -292,10 +300,21 @@ def run(
     imports: str | None = typer.Option(
         None, "--import", help="comma-separated modules to import first: they register methods or metrics"
     ),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (runs side by side on this machine) | ray (one Ray task per run)"
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="ray: the cluster's address (default: start a local instance of --jobs x --threads CPUs)",
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="i/N: run only the i-th (from 0) of N disjoint parts of the sweep (e.g. a Slurm array)"
+    ),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed, training seed); then render the leaderboard."""
     from bench.harness.api import default_leaderboard
-    from bench.harness.executor import default_jobs
+    from bench.harness.executor import EXECUTORS, Shard, default_jobs
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.store import ResultStore
 
@@ -317,16 +336,29 @@ def run(
     )
     if jobs is not None and jobs < 1 or threads < 1:
         fail("--jobs and --threads must be at least 1")
+    if executor not in EXECUTORS:
+        fail(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
+    if address is not None and executor != "ray":
+        fail("--address is the Ray cluster's: use it with --executor ray")
+    try:
+        part = Shard.parse(shard) if shard is not None else None
+    except ValueError as exc:
+        fail(str(exc))
     store = ResultStore(results_dir)
-    summary = _run_with_progress(spec, store, jobs or default_jobs(spec.device, spec.eval_device), threads)
-    written, errors = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
-    for message in errors:
-        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    jobs = jobs or default_jobs(spec.device, spec.eval_device)
+    summary = _run_with_progress(spec, store, jobs, threads, executor, address, part)
+    if part is not None:
+        # The other parts may still be running: the leaderboard is rendered once, after the last.
+        leaderboard_line = f"shard {part.index}/{part.count}: run `bench leaderboard` once every part has ended"
+    else:
+        written, errors = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
+        leaderboard_line = f"leaderboard written to {written}"
+        warn_unreadable(errors)
     if as_json:
         print(json.dumps([o.record for o in summary], indent=2))
     else:
         _print_run_summary(summary, spec.metrics)
-        out.print(f"records in {results_dir / 'runs'}; leaderboard written to {written}")
+        out.print(f"records in {results_dir / 'runs'}; {leaderboard_line}")
     if any(o.status == "failed" for o in summary):
         raise typer.Exit(1)
 
@@ -349,16 +381,21 @@ def _run_spec(methods: str, **options):
         fail(str(exc), code=1)
 
 
-def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
+def _run_with_progress(
+    spec, store, jobs: int = 1, threads: int = 1, executor: str = "local", address=None, shard=None
+) -> list:
     """`run_benchmark` with progress (bars, or lines without a terminal); failed runs are reported as they happen.
     Returns the outcomes."""
     from bench.data.datasets import DataNotFoundError
     from bench.harness.executor import run_benchmark, sweep_units
+    from bench.harness.ray_executor import ExecutorUnavailable
 
     try:
-        total = len(sweep_units(spec, str(store.root), threads))
+        units = sweep_units(spec, str(store.root), threads)
+        total = len(shard.select(units) if shard else units)
         with reporting() as reporter:
-            overall = reporter.task(f"runs ({jobs} side by side)", total)
+            where = "on Ray" if executor == "ray" else f"{jobs} side by side"
+            overall = reporter.task(f"runs ({where})", total)
 
             def on_outcome(outcome) -> None:
                 overall.advance()
@@ -374,9 +411,11 @@ def _run_with_progress(spec, store, jobs: int = 1, threads: int = 1) -> list:
                     err.print(f"{outcome.key.method} seed {outcome.key.seed}{train}: {outcome.status}{took}")
 
             # In plan order, whatever order the runs ended in.
-            summary = run_benchmark(spec, store, reporter, on_outcome, jobs=jobs, threads=threads)
+            summary = run_benchmark(
+                spec, store, reporter, on_outcome, jobs, threads, executor=executor, address=address, shard=shard
+            )
             overall.close()
-    except DataNotFoundError as exc:
+    except (DataNotFoundError, ExecutorUnavailable) as exc:
         fail(str(exc), code=1)
     except ValueError as exc:
         fail(str(exc))
@@ -506,12 +545,33 @@ def leaderboard_command(
     from bench.harness.store import ResultStore
 
     path, errors = write_leaderboard(ResultStore(results_dir), output or default_leaderboard(results_dir))
-    for message in errors:
-        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    warn_unreadable(errors)
     if as_json:
         print_json({"leaderboard": str(path), "unreadable_records": errors})
         return
     out.print(f"leaderboard written to {path}")
+
+
+@app.command("report")
+def report_command(
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    output: Path | None = typer.Option(
+        None, "--out", help="directory of the pages (default: report/ in the results dir)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write the visual report: one self-contained HTML page per split and profile (headline table, sample grids
+    beside the reference rows, bar charts with intervals, loss curves and latent plots) and an index."""
+    from bench.harness.report import write_report
+    from bench.harness.store import ResultStore
+
+    errors: list[str] = []
+    pages = write_report(ResultStore(results_dir), output or results_dir / "report", errors)
+    warn_unreadable(errors)
+    if as_json:
+        print_json({"index": str(pages[0]), "pages": [str(p) for p in pages[1:]], "unreadable_records": errors})
+        return
+    out.print(f"{len(pages) - 1} pages written; open {pages[0]}")
 
 
 @app.command("rescore")
@@ -553,8 +613,7 @@ def rescore_command(
             outcomes = rescore(store, method_list, metric_list, reporter, device, errors)
     except DataNotFoundError as exc:
         fail(str(exc), code=1)
-    for message in errors:
-        err.print(f"[yellow]skipped unreadable record:[/] {message}")
+    warn_unreadable(errors)
     written, _ = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
     if as_json:
         fields = ("status", "reason", "kept", "changed")
@@ -797,8 +856,7 @@ def export_command(
         frame, errors = export_frame(results_dir, methods, metric_names)
     except (UnknownNameError, ExportError) as exc:
         fail(str(exc))
-    for message in errors:
-        err.print(f"[yellow]skipped unreadable record:[/] {message}", highlight=False, soft_wrap=True)
+    warn_unreadable(errors)
     try:
         text = write_frame(frame, fmt, output)
     except ParquetEngineMissing as exc:

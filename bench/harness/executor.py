@@ -31,6 +31,7 @@ from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.environment import thread_count
 from bench.harness.plan import RunSpec, plan_run
 from bench.harness.plugins import import_modules
+from bench.harness.ray_executor import run_units_on_ray
 from bench.harness.runner import RunOutcome, is_current, run_one
 from bench.harness.store import ResultStore
 from bench.sdk.progress import NullReporter, PrefixedReporter, ProgressHandle, Reporter
@@ -105,6 +106,32 @@ def execute_unit(unit: RunUnit, reporter: Reporter | None = None) -> RunOutcome:
     return RunOutcome(plan.key, record["status"], record)
 
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard i/N`: the i-th (from 0) of N disjoint parts of a sweep, for schedulers that start N processes (a
+    Slurm array): units i, i + N, i + 2N, ... in plan order, so that every part gets a mix of methods."""
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"a shard is i/N with 0 <= i < N, got {self.index}/{self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, slash, count = text.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"--shard takes i/N, e.g. 0/4 for the first of four parts; got '{text}'")
+        return cls(int(index), int(count))
+
+    def select(self, units: list[RunUnit]) -> list[RunUnit]:
+        return units[self.index :: self.count]
+
+
 def run_benchmark(
     spec: RunSpec,
     store: ResultStore,
@@ -112,14 +139,26 @@ def run_benchmark(
     on_outcome: Callable[[RunOutcome], None] | None = None,
     jobs: int = 1,
     threads: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    shard: Shard | None = None,
 ) -> list[RunOutcome]:
-    """Run every (novel class, seed, method) of `spec` into `store`, `jobs` at a time, each at `threads` threads
-    (default: this process's count); outcomes in plan order.
+    """Run every (novel class, seed, method) of `spec` (or of its `shard`) into `store`, each at `threads` threads
+    (default: this process's count); outcomes in plan order. `executor`: "local" runs `jobs` at a time on this
+    machine; "ray" runs one task per run on a Ray cluster at `address` (None: a local instance of `jobs` x
+    `threads` CPUs).
 
     A run already stored with status `ok` is skipped unless `spec.overwrite`, or unless it was measured differently
     (`is_current`): then it is stale and run again.
     """
-    units = sweep_units(spec, str(store.root), threads or torch.get_num_threads())
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
+    threads = threads or torch.get_num_threads()
+    units = sweep_units(spec, str(store.root), threads)
+    if shard is not None:
+        units = shard.select(units)
+    if executor == "ray":
+        return run_units_on_ray(units, execute_unit, address, on_outcome, num_cpus=jobs * threads)
     return run_units(units, jobs, reporter, on_outcome)
 
 

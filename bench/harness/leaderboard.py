@@ -153,7 +153,7 @@ def _metric_order(present: set[str]) -> list[str]:
     return in_display_order(present)
 
 
-def _header_for(metric: str) -> str:
+def header_for(metric: str) -> str:
     try:
         return f"{metric} {METRICS.get(metric).arrow}"
     except KeyError:
@@ -212,7 +212,7 @@ def headline_metrics(present) -> list[str]:
     chosen = [m for m in ordered if m in key_metrics]
     if chosen:
         return chosen
-    directed = [m for m in ordered if _direction(m) is not None]
+    directed = [m for m in ordered if direction(m) is not None]
     return (directed or ordered)[:HEADLINE_FALLBACK_COLUMNS]
 
 
@@ -225,7 +225,7 @@ def primary_metric(metrics: list[str]) -> str | None:
     """What the headline is ranked by: the `ranking_metric`, else the first of `metrics` with a direction."""
     if ranking_metric() in metrics:
         return ranking_metric()
-    return next((m for m in metrics if _direction(m) is not None), None)
+    return next((m for m in metrics if direction(m) is not None), None)
 
 
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -355,7 +355,7 @@ def _first_artifact(method_runs: pd.DataFrame, column: str) -> str | None:
 
 
 @dataclass
-class _HeadlineOrder:
+class HeadlineOrder:
     """Who appears in a headline table, in which order, with which rank, and who is best per column."""
 
     primary: str | None
@@ -365,7 +365,7 @@ class _HeadlineOrder:
     best: dict[str, set[str]]
 
 
-def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metrics: list[str]) -> _HeadlineOrder:
+def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metrics: list[str]) -> HeadlineOrder:
     """Rank the methods by the primary metric (mean over seeds, comparable cards only); find each column's best."""
     primary = primary_metric(metrics)
     is_reference = runs.groupby("method")["is_reference"].first().astype(bool)
@@ -386,23 +386,33 @@ def _headline_order(ok: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, metr
     ranks = pd.Series(dtype=float)
     if primary is not None:
         ranked = comparable_means(primary)
-        ranks = ranked.rank(ascending=not _direction(primary), method="min")
+        ranks = ranked.rank(ascending=not direction(primary), method="min")
         methods = sorted(ranked.index, key=lambda m: (ranks[m], m)) + [m for m in methods if m not in ranked.index]
     best: dict[str, set[str]] = {}
     for metric in metrics:
-        direction, candidates = _direction(metric), comparable_means(metric)
-        if direction is None or len(candidates) < 2:
+        higher_is_better, candidates = direction(metric), comparable_means(metric)
+        if higher_is_better is None or len(candidates) < 2:
             continue
-        target = candidates.max() if direction else candidates.min()
+        target = candidates.max() if higher_is_better else candidates.min()
         best[metric] = set(candidates.index[candidates == target])
-    return _HeadlineOrder(primary, methods, references, ranks, best)
+    return HeadlineOrder(primary, methods, references, ranks, best)
+
+
+def headline_order(scores: pd.DataFrame) -> tuple[list[str], HeadlineOrder, CardNotes]:
+    """One section's (split and profile) headline columns, its order of rows and its card notes, as the
+    leaderboard's headline table shows them (the visual report lays its pages out in the same order)."""
+    ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
+    runs = scores.drop_duplicates(["method", "seed", "train_seed"])
+    notes = CardNotes(scores)
+    metrics = headline_metrics(ok["metric"].unique())
+    return metrics, _headline_order(ok, runs, notes, metrics), notes
 
 
 def _headline_cells(
     method: str,
     ok: pd.DataFrame,
     metrics: list[str],
-    order: _HeadlineOrder,
+    order: HeadlineOrder,
     notes: CardNotes,
     flags: dict[str, str],
     markers: list[str],
@@ -438,7 +448,7 @@ def _headline(
     intro = (
         "Not ranked (no key metric has a better direction)"
         if order.primary is None
-        else f"Ranked by {_header_for(order.primary)}"
+        else f"Ranked by {header_for(order.primary)}"
     )
     below = "; reference rows (*italics*) below, unranked" if order.references else ""
     table, flags, markers, definitions = [], {}, [], []
@@ -458,7 +468,7 @@ def _headline(
         table.append([rank, name, *_headline_cells(method, ok, metrics, order, notes, flags, markers), verdict])
     lines = [
         f"\n{intro}; best method value of each column in bold{below}:\n",
-        *markdown_table(["#", "method", *[_header_for(m) for m in metrics], "verdict"], table),
+        *markdown_table(["#", "method", *[header_for(m) for m in metrics], "verdict"], table),
         *_footnote_block(flags, notes.footnotes(markers)),
     ]
     if definitions:
@@ -494,11 +504,11 @@ def class_ranks(scores: pd.DataFrame) -> pd.DataFrame:
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna() & ~scores["is_reference"].astype(bool)]
     ranked = []
     for (novel_class, metric), rows in ok.groupby(["novel_class", "metric"]):
-        direction = _direction(metric)
-        if direction is None or rows["card"].nunique() != 1:
+        higher_is_better = direction(metric)
+        if higher_is_better is None or rows["card"].nunique() != 1:
             continue
         means = rows.groupby("method")["value"].mean()
-        ranks = means.rank(ascending=not direction, method="average")
+        ranks = means.rank(ascending=not higher_is_better, method="average")
         ranked.extend(
             {"novel_class": novel_class, "metric": metric, "method": m, "value": means[m], "rank": r}
             for m, r in ranks.items()
@@ -506,7 +516,7 @@ def class_ranks(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(ranked, columns=["novel_class", "metric", "method", "value", "rank"])
 
 
-def _direction(metric: str) -> bool | None:
+def direction(metric: str) -> bool | None:
     try:
         return METRICS.get(metric).higher_is_better
     except KeyError:
@@ -537,7 +547,7 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
                 suffix = f" (of {len(metric_ranks)})" if len(metric_ranks) < len(classes) else ""
                 cells.append(f"{metric_ranks.mean():.2f}{suffix}")
         table.append(cells)
-    lines += markdown_table(["method", *[_header_for(m) for m in metrics]], table)
+    lines += markdown_table(["method", *[header_for(m) for m in metrics]], table)
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
     per_class = ok.groupby(["method", "is_reference", "metric", "novel_class"])["value"].mean()
     means = per_class.groupby(["method", "is_reference", "metric"]).agg(["mean", "count"])
@@ -558,7 +568,7 @@ def _rotation_section(group: str, profile: str, scores: pd.DataFrame) -> str:
             mean, count = means.loc[(method, is_reference, metric)]
             cells.append(format_cell(np.array([mean])) + (f" (of {int(count)})" if count < len(classes) else ""))
         table.append(cells)
-    lines += markdown_table(["row", *[_header_for(m) for m in value_metrics]], table)
+    lines += markdown_table(["row", *[header_for(m) for m in value_metrics]], table)
     ranked_by = ranking_metric()
     by_class = ranks[ranks["metric"] == ranked_by]
     if not by_class.empty:
@@ -719,7 +729,7 @@ def _table(
 ) -> str:
     """The full table: every metric, mean ± std [bootstrap interval], rows by name."""
     metrics = _metric_order({m for m in scores["metric"].dropna().unique()})
-    header = ["method", "seeds", *[_header_for(m) for m in metrics], "fit s", "samples"]
+    header = ["method", "seeds", *[header_for(m) for m in metrics], "fit s", "samples"]
     if verdicts is not None:
         header.append("verdicts")
     table = []
@@ -771,7 +781,7 @@ def _published_section(published: PublishedTable, scores: pd.DataFrame) -> str:
     header = ["method"]
     for column in published.columns:
         header += [f"{column.label}: published", f"{column.label}: here"]
-    header += [_header_for(metric) for metric in published.also_measured]
+    header += [header_for(metric) for metric in published.also_measured]
     table = []
     for method in methods:
         cells = [f"`{method}`"]
