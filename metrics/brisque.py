@@ -68,7 +68,8 @@ _INSTALL = (
 )
 
 
-def _model_dir() -> Path:
+def model_dir() -> Path:
+    """Where the LIVE model files are read from: `BENCH_BRISQUE_MODEL_DIR`, else Debian's opencv-data folder."""
     return Path(os.environ.get("BENCH_BRISQUE_MODEL_DIR") or MODEL_DIR)
 
 
@@ -129,7 +130,7 @@ def brisque_scores(images: torch.Tensor) -> tuple[np.ndarray, dict[str, int], di
 
     `images`: floats in [0, 1], shape (N, C, H, W) with C = 1 (grey) or 3 (RGB).
     """
-    cv2, svm, low, high, card = _load(_model_dir())
+    cv2, svm, low, high, card = _load(model_dir())
     n, c, h, w = images.shape
     if c not in (1, 3):
         raise ValueError(f"brisque scores grey (1-channel) or RGB (3-channel) images, got {c} channels")

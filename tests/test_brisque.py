@@ -17,9 +17,10 @@ from skimage.filters import gaussian
 
 from bench.harness.evaluation import evaluate
 from metrics import EvalInputs
-from metrics.brisque import MODEL_DIR, MODEL_FILE, RANGE_FILE, brisque_scores
+from metrics.brisque import MODEL_FILE, RANGE_FILE, brisque_scores, model_dir
 
-MODEL, RANGE = str(MODEL_DIR / MODEL_FILE), str(MODEL_DIR / RANGE_FILE)
+# The files the metric itself reads (BENCH_BRISQUE_MODEL_DIR honoured), so both sides score with one model.
+MODEL, RANGE = str(model_dir() / MODEL_FILE), str(model_dir() / RANGE_FILE)
 
 
 def reference_score(image_u8: np.ndarray) -> float:

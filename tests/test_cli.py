@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -468,3 +470,29 @@ def test_evaluate_scores_a_stored_omniglot_sample_file_as_the_run_did(tmp_path):
         "evaluate", "--samples", tmp_path / "odd.npz", "--dataset", "omniglot", "--shots", "1", "--characters", "3"
     )
     assert result.exit_code == 2 and "cannot be divided among the 3 tasks" in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--help"],
+        ["evaluate", "--samples", "no-such-file.npz", "--dataset", "fashion-mnist"],
+        ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--profile", "quik"],
+        ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--seeds", "0,x"],
+        ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--device", "gpu"],
+        ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--jobs", "0"],
+    ],
+)
+def test_a_bad_argument_is_answered_before_torch_is_imported(arguments):
+    # Importing torch takes seconds; what needs no model must not wait for it. A fresh interpreter, since the
+    # test process has torch loaded already.
+    program = (
+        "import sys\nfrom bench.harness.cli import main\n"
+        f"sys.argv = ['bench', *{arguments!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print('exit', code, 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    code, torch_loaded = done.stderr.split()[-2:]
+    expected = "0" if arguments == ["--help"] else "2"
+    assert (code, torch_loaded) == (expected, "False"), done.stderr

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.sdk.method import PROFILES
+from bench.sdk.profiles import PROFILES
 from bench.sdk.registry import UnknownNameError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A benchmark for few-shot image generation.")
@@ -73,12 +73,15 @@ def check_profile(profile: str) -> None:
 
 
 def check_device(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu")
     if not (device == "cpu" or device.startswith("cuda")):
         fail(f"--device must be cpu or cuda[:N], got '{device}'")
+    if device.startswith("cuda"):
+        import torch  # only asked when CUDA is: importing torch takes seconds
+
+        if not torch.cuda.is_available():
+            fail(
+                f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu"
+            )
 
 
 @contextlib.contextmanager
@@ -313,6 +316,14 @@ def run(
     ),
 ) -> None:
     """Train, sample, evaluate and store every (method, seed, training seed); then render the leaderboard."""
+    # What can be checked without torch is checked first: a typo is answered in well under a second.
+    check_profile(profile)
+    for name in (device, eval_device):
+        if name is not None:
+            check_device(name)
+    support_draws, training_seeds = parse_seeds(seeds), parse_seeds(train_seeds, "--train-seeds")
+    if jobs is not None and jobs < 1 or threads < 1:
+        fail("--jobs and --threads must be at least 1")
     from bench.harness.api import default_leaderboard
     from bench.harness.executor import EXECUTORS, Shard, default_jobs
     from bench.harness.leaderboard import write_leaderboard
@@ -322,8 +333,8 @@ def run(
         methods,
         dataset=dataset,
         shots=shots,
-        seeds=parse_seeds(seeds),
-        train_seeds=parse_seeds(train_seeds, "--train-seeds"),
+        seeds=support_draws,
+        train_seeds=training_seeds,
         profile=profile,
         novel_class=novel_class,
         characters=characters,
@@ -334,8 +345,6 @@ def run(
         overwrite=overwrite,
         imports=imports,
     )
-    if jobs is not None and jobs < 1 or threads < 1:
-        fail("--jobs and --threads must be at least 1")
     if executor not in EXECUTORS:
         fail(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
     if address is not None and executor != "ray":
@@ -369,10 +378,6 @@ def _run_spec(methods: str, **options):
     from bench.harness.api import run_spec
     from bench.harness.plugins import PluginImportError, parse_imports
 
-    check_profile(options["profile"])
-    for device in (options["device"], options["eval_device"]):
-        if device is not None:
-            check_device(device)
     try:
         return run_spec(methods, **{**options, "imports": parse_imports(options["imports"])})
     except (UnknownNameError, ValueError, PluginImportError) as exc:
@@ -485,6 +490,8 @@ def evaluate_samples(
     imports: str | None = typer.Option(None, "--import", help="comma-separated modules to import first (metrics)"),
 ) -> None:
     """Score an external generator's samples against a split's evaluation reference with every applicable metric."""
+    if not samples.exists():  # answered before the heavy imports below (torch alone takes seconds)
+        fail(f"{samples}: no such file or folder")
     from bench.data.datasets import DataNotFoundError
     from bench.harness.api import evaluate
     from bench.harness.plugins import PluginImportError, import_modules, parse_imports

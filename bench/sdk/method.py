@@ -47,11 +47,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from bench.sdk.profiles import PROFILES
 from bench.sdk.progress import NullReporter, Reporter
 from bench.sdk.registry import UnknownNameError
 from bench.sdk.task import FewShotTask
 
-PROFILES = ("smoke", "quick", "standard", "paper")
 CAPABILITIES = {
     "latent": ("latent_dim", "sample_latent", "decode"),
     "log_likelihood": ("log_likelihood",),
