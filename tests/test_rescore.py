@@ -122,20 +122,3 @@ def test_rescore_rejects_unknown_names_and_empty_folders(tmp_path):
     assert result.exit_code == 2 and "Valid methods" in result.output
     result = CliRunner().invoke(app, ["rescore", "--results-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no run records" in " ".join(result.output.split())
-
-
-def test_a_checkpoint_of_code_that_has_since_moved_is_refused_with_the_reason(tmp_path, monkeypatch):
-    import sys
-
-    from bench.harness.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-
-    (tmp_path / "gone_module.py").write_text("class Fitted:\n    pass\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import gone_module
-
-    path = tmp_path / "model.pt"
-    digest = save_checkpoint(path, gone_module.Fitted())
-    del sys.modules["gone_module"]
-    (tmp_path / "gone_module.py").unlink()
-    with pytest.raises(CheckpointError, match="moved or changed"):
-        load_checkpoint(path, digest)

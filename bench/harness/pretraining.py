@@ -16,8 +16,8 @@ read the support set while pretraining would fail, not silently cache the wrong 
 Entries live under `<cache>/pretrained/` as `<method>-<key>.pt` (the pretrained method object, pickled
 as checkpoints are: `bench.harness.checkpoints`) with a `.json` beside it: the key's content and the
 file's sha256, written after the file, so an entry without its `.json` (a killed write) is not read. A
-file whose sha256 differs from its `.json` is refused and recomputed. Loading a pickle runs code: the
-digest ties the file to the harness's own write. Concurrent runs of one key (`--jobs`, cluster workers
+file whose sha256 differs from its `.json`, or that names code a checkpoint may not run, is refused and
+recomputed. Concurrent runs of one key (`--jobs`, cluster workers
 sharing a cache directory) take a file lock, so one pretrains and the others load its result.
 """
 
