@@ -56,11 +56,17 @@ class Plateau:
 
 
 def running_median(values: np.ndarray, window: int) -> np.ndarray:
-    """Median of each point's centred window (shrunk at the ends), `window` rounded up to an odd count."""
+    """Median of each point's centred window, `window` rounded up to an odd count and shrunk symmetrically at the
+    ends (the first and last points are their own medians). Padding with the end values instead would make the
+    last point most of its neighbours' windows, and the smoothed curve would end on that one block's noise;
+    a symmetric window keeps a monotone curve unchanged."""
+    values = np.asarray(values, dtype=float)
     half = max(0, window // 2)
-    padded = np.pad(values, half, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
-    return np.median(windows, axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(values, half, constant_values=np.nan), 2 * half + 1)
+    index = np.arange(len(values))
+    reach = np.minimum(half, np.minimum(index, len(values) - 1 - index))  # the half-width each point can have
+    offsets = np.abs(np.arange(-half, half + 1))
+    return np.nanmedian(np.where(offsets[None, :] <= reach[:, None], windows, np.nan), axis=1)
 
 
 def smoothed(values) -> np.ndarray:
