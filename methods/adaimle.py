@@ -27,7 +27,7 @@ from methods._imle import IMLEMethod
 class AdaptiveIMLE(IMLEMethod):
     title = "Adaptive IMLE: per-example thresholds that tighten once reached (from scratch on the support set)"
     reference = "Aghabozorgi, Peng and Li, Adaptive IMLE for Few-shot Pretraining-free Generative Modelling, ICML 2023"
-    version = "2"
+    version = "3"
 
     def select(self, distances: torch.Tensor, current: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config

@@ -17,7 +17,7 @@ from methods._imle import IMLEMethod
 class IMLE(IMLEMethod):
     title = "IMLE: nearest pool sample per training image, pulled towards it (from scratch on the support set)"
     reference = "Li and Malik, Implicit Maximum Likelihood Estimation, 2018"
-    version = "2"
+    version = "3"
 
     def select(self, distances: torch.Tensor, current: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         return distances.argmin(1), torch.ones(distances.shape[0], dtype=torch.bool)

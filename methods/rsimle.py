@@ -36,7 +36,7 @@ class RejectionSamplingIMLE(IMLEMethod):
         "RS-IMLE: reject pool samples within epsilon of any training image, then IMLE (from scratch on the support set)"
     )
     reference = "Vashist, Peng and Li, Rejection Sampling IMLE, ECCV 2024"
-    version = "2"
+    version = "3"
 
     def prepare_selection(self, targets: torch.Tensor) -> None:
         """Epsilon (as a squared distance in the matching units) from the training images' nearest-neighbour spacing."""

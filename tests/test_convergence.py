@@ -62,7 +62,15 @@ def test_a_last_point_off_a_flat_curve_moves_only_its_own_smoothed_value():
     smooth = running_median(values, 11)
     assert np.array_equal(smooth[:-1], np.ones(99))  # padding with the end value would pull the last 5 points to 5
     # Near the ends a point's window holds as many points on each side as there are.
-    assert running_median(np.array([3.0, 0.0, 1.0, 0.0, 2.0, 0.0, 4.0]), 5).tolist() == [3.0, 1.0, 1.0, 0.0, 1.0, 2.0, 4.0]
+    assert running_median(np.array([3.0, 0.0, 1.0, 0.0, 2.0, 0.0, 4.0]), 5).tolist() == [
+        3.0,
+        1.0,
+        1.0,
+        0.0,
+        1.0,
+        2.0,
+        4.0,
+    ]
 
 
 def test_bad_curves_are_refused():

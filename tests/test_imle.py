@@ -85,13 +85,16 @@ def test_the_perceptual_embedding_measures_lpips_form_plus_weighted_l2():
 
 
 @requires_data("fashion-mnist")
-def test_at_100_shots_epsilon_rejects_a_share_of_what_a_model_of_the_class_would_sample():
+@pytest.mark.parametrize("matching", ["pixel", "perceptual"])
+def test_at_100_shots_epsilon_rejects_a_share_of_what_a_model_of_the_class_would_sample(matching):
     # A model that had learnt the class samples its other images: the rule must reject some of them at 100 shots
     # (a fixed 0.01 per-pixel MSE rejected 0.25% of them; RS-IMLE then runs as IMLE) and not most of them.
     split = make_split("fashion-mnist", 100, seed=0)
     task = split.task_with_unseen_novel()
     method = RejectionSamplingIMLE()
-    method.pretrain(base_only(task), dataclasses.replace(method.budget_for("smoke"), matching_steps=100), 0)
+    method.pretrain(
+        base_only(task), dataclasses.replace(method.budget_for("smoke"), matching=matching, matching_steps=100), 0
+    )
     method.prepare_selection(method._embed_all(task.support))
     method.select(
         pairwise_squared_distances(method._embed_all(task.support), method._embed_all(task.unseen_novel)), None
@@ -103,7 +106,7 @@ def test_at_100_shots_epsilon_rejects_a_share_of_what_a_model_of_the_class_would
 @pytest.mark.parametrize("cls", [IMLE, AdaptiveIMLE, RejectionSamplingIMLE])
 def test_training_pulls_samples_towards_the_training_images(cls, fashion_split):
     method = cls()
-    method.fit(fashion_split.task, IMLEBudget(rounds=15, steps_per_round=10, pool_size=64, matching_steps=20), 0)
+    method.fit(fashion_split.task, IMLEBudget(rounds=15, steps_per_round=10, pool_size=64), 0)
     curve = method.training_log["imle"]["curve"]
     assert curve["nearest_distance"][-1] < 0.5 * curve["nearest_distance"][0]
     assert method.timings["nearest_neighbours"] > 0 and method.timings["update"] > 0
@@ -122,6 +125,18 @@ def test_pretrained_entries_pretrain_on_the_base_classes_and_plain_ones_do_not(f
     assert not torch.allclose(plain.decode(z), pretrained.decode(z))
 
 
-def test_an_unknown_matching_distance_is_refused_when_the_config_is_built():
+def test_an_unknown_matching_distance_is_refused_when_the_budget_is_built():
     with pytest.raises(ValueError, match="perceptual, pixel"):
-        IMLE.Config(matching="lpips")
+        IMLEBudget(rounds=1, steps_per_round=1, pool_size=8, matching="lpips")
+    with pytest.raises(ValueError, match="matching_steps"):
+        IMLEBudget(rounds=1, steps_per_round=1, pool_size=8, matching="perceptual")
+
+
+def test_only_paper_matches_perceptually():
+    for cls in (IMLE, RejectionSamplingIMLE):
+        assert {name: budget.matching for name, budget in cls.profiles.items()} == {
+            "smoke": "pixel",
+            "quick": "pixel",
+            "standard": "pixel",
+            "paper": "perceptual",
+        }
