@@ -88,11 +88,14 @@ class _Observed:
         }
 
 
-def _observations(store: ResultStore) -> tuple[dict[Key, _Observed], dict[tuple[str, str, str], dict[RunId, str]]]:
-    """Per key, the outcomes of every stored run; and per (split id, profile, method), the failed runs."""
+def _observations(
+    store: ResultStore, errors: list[str] | None = None
+) -> tuple[dict[Key, _Observed], dict[tuple[str, str, str], dict[RunId, str]]]:
+    """Per key, the outcomes of every stored run; and per (split id, profile, method), the failed runs. Unreadable
+    records are reported in `errors`."""
     observed: dict[Key, _Observed] = {}
     failed: dict[tuple[str, str, str], dict[RunId, str]] = {}
-    for record in store.records():
+    for record in store.records(errors):
         key = record["key"]
         run = (key["split_id"], key["profile"], key["method"])
         seed = run_id(key)
@@ -202,9 +205,11 @@ def _judge(entry: dict, obs: _Observed, failed: dict[RunId, str], tolerance: flo
     return (REGRESSION, value, reason) if regressed else (OK, value, "ok")
 
 
-def check(store: ResultStore, baseline_path: Path) -> list[CheckRow]:
+def check(store: ResultStore, baseline_path: Path, errors: list[str] | None = None) -> list[CheckRow]:
+    """One row per baseline entry; records that cannot be read are reported in `errors` (the CLI fails on them:
+    a damaged record must not pass as a missing or skipped run)."""
     baseline = load_baseline(baseline_path)
-    observed, failed = _observations(store)
+    observed, failed = _observations(store, errors)
     default = {**DEFAULT_TOLERANCE, **baseline.get("default_tolerance", {})}
     rows = []
     for entry in baseline["entries"]:

@@ -360,7 +360,10 @@ def run(
         # The other parts may still be running: the leaderboard is rendered once, after the last.
         leaderboard_line = f"shard {part.index}/{part.count}: run `bench leaderboard` once every part has ended"
     else:
-        written, errors = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
+        try:
+            written, errors = write_leaderboard(store, leaderboard or default_leaderboard(results_dir))
+        except OSError as exc:
+            fail(f"{storage_failure(exc)}; the records are stored: `bench leaderboard` renders it again", code=1)
         leaderboard_line = f"leaderboard written to {written}"
         warn_unreadable(errors)
     if as_json:
@@ -424,7 +427,18 @@ def _run_with_progress(
         fail(str(exc), code=1)
     except ValueError as exc:
         fail(str(exc))
+    except OSError as exc:  # a full or read-only disk: every file is written atomically, so nothing is half-written
+        fail(
+            f"{storage_failure(exc)}; every record already stored is complete: run the same command again to "
+            "finish the missing runs",
+            code=1,
+        )
     return summary
+
+
+def storage_failure(exc: OSError) -> str:
+    """An OS error in one line: what went wrong and on which file (`No space left on device: results/runs/...`)."""
+    return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
 
 
 def _print_run_summary(summary, metric_list) -> None:
@@ -733,14 +747,22 @@ def check_command(
     from bench.harness.check import NOT_COMPARABLE, OK, REGRESSION, BaselineError, check, failing, summary
     from bench.harness.store import ResultStore
 
+    unreadable: list[str] = []
     try:
-        rows = check(ResultStore(results_dir), baseline)
+        rows = check(ResultStore(results_dir), baseline, unreadable)
     except BaselineError as exc:
         fail(str(exc))
     failed = failing(rows, strict)
     if as_json:
-        print_json({"rows": [dataclasses.asdict(row) for row in rows], "summary": summary(rows), "failed": len(failed)})
-        if failed:
+        print_json(
+            {
+                "rows": [dataclasses.asdict(row) for row in rows],
+                "summary": summary(rows),
+                "failed": len(failed),
+                "unreadable_records": unreadable,
+            }
+        )
+        if failed or unreadable:
             raise typer.Exit(1)
         return
     colour = {OK: "green", REGRESSION: "red", NOT_COMPARABLE: "red" if strict else "yellow"}
@@ -767,8 +789,10 @@ def check_command(
             highlight=False,
             markup=False,
         )
-    out.print(summary(rows), highlight=False)
-    if failed:
+    for message in unreadable:
+        err.print(f"unreadable record: {message}", highlight=False, markup=False, soft_wrap=True)
+    out.print(summary(rows) + (f", {len(unreadable)} unreadable records" if unreadable else ""), highlight=False)
+    if failed or unreadable:
         raise typer.Exit(1)
 
 
