@@ -181,12 +181,12 @@ def test_a_sweep_killed_while_a_file_is_renamed_into_place_leaves_a_store_a_reru
     print(f"killed at rename #{nth} of {target}: {len(stored)} complete records kept, records lost: 0")
 
 
-def test_sweeps_killed_at_random_moments_lose_nothing_and_a_rerun_completes_exactly_the_rest(
-    tmp_path, uninterrupted
-):
+def test_sweeps_killed_at_random_moments_lose_nothing_and_a_rerun_completes_exactly_the_rest(tmp_path, uninterrupted):
     records, seconds, _ = uninterrupted
     results, cache = tmp_path / "results", tmp_path / "cache"
-    moments = random.Random(20).sample(range(1, 100), RANDOM_KILLS)  # percent of an uninterrupted sweep
+    # Percent of an uninterrupted sweep's time, one drawn from each of RANDOM_KILLS equal parts of it.
+    rng = random.Random(20)
+    moments = [round(100 * (part + rng.random()) / RANDOM_KILLS) or 1 for part in range(RANDOM_KILLS)]
     survived, stored = 0, {}
     for percent in moments:
         process = subprocess.Popen(
