@@ -7,8 +7,12 @@ by the registry-parametrised smoke tests.
 
 from __future__ import annotations
 
-from bench.sdk.method import Method
+from typing import TYPE_CHECKING
+
 from bench.sdk.registry import Registry, key_for_module
+
+if TYPE_CHECKING:  # importing it imports torch; the CLI reads METHODS' names before it needs torch
+    from bench.sdk.method import Method
 
 METHODS: Registry[type[Method]] = Registry("method", "methods", entry_point_group="fewshot_bench.methods")
 

@@ -116,6 +116,8 @@ ROLES = {
     "copying": "read by the copying verdict: a method at or below the copy reference rows copies the support set",
     "diversity": "read by the diversity verdict: a method at or below `support-augment` is no more diverse than "
     "its augmentation",
+    "report": "one of the FIGR/GAN report's metrics (its Table 1), kept to compare with it; the degenerate-set table "
+    "(docs/metrics.md#degenerate-sets) shows what it rewards on this benchmark's data",
 }
 
 

@@ -10,41 +10,61 @@ whose radius is the distance to r's k-th nearest neighbour in R:
 Density rewards samples where real images are dense (it can exceed 1; real images score about 1)
 and, unlike k-NN precision, is not inflated by outliers of the reference set; coverage is the
 fraction of real images that have a sample nearby, which copies of a few images cannot raise.
+
+`compute_prdc` also computes k-NN precision and recall, for which it holds the samples' full
+pairwise distance matrix: 10 GB at 50,000 samples. Density and coverage need only the reference
+radii and the reference-to-sample distances, so this module calls prdc's own functions for those and
+streams the samples in blocks: memory is |R| x block whatever the number of samples, and the result
+equals `compute_prdc`'s (tests/test_metrics.py checks it against the package).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 
 import numpy as np
-from prdc import compute_prdc
+from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
 
 from metrics import EvalInputs
 from metrics._features import domain_features, feature_card
 
 PRDC_NEIGHBOURHOOD = 5
+SAMPLE_BLOCK = 4096  # samples per block of reference-to-sample distances
 
 
 def prdc_scores(inputs: EvalInputs) -> tuple[dict, dict]:
     """Density and coverage of the samples against the reference (share it: `inputs.shared(prdc_scores)`)."""
     samples, _ = domain_features(inputs, "samples")
     reference, _ = domain_features(inputs, "reference")
-    # prdc takes each set's (k+1)-th smallest distance to itself (the first is the point itself).
-    if min(len(samples), len(reference)) < PRDC_NEIGHBOURHOOD + 2:
+    # A reference image's radius is its (k+1)-th smallest distance within the set (the first is itself).
+    if len(reference) < PRDC_NEIGHBOURHOOD + 2:
         raise ValueError(
-            f"density and coverage need at least k+2={PRDC_NEIGHBOURHOOD + 2} images in both sets "
-            f"(got {len(samples)} samples, {len(reference)} reference images)"
+            f"density and coverage need at least k+2={PRDC_NEIGHBOURHOOD + 2} reference images, got {len(reference)}"
         )
-    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
-        scores = compute_prdc(
-            reference.numpy().astype(np.float32), samples.numpy().astype(np.float32), PRDC_NEIGHBOURHOOD
-        )
+    scores = density_coverage(
+        reference.numpy().astype(np.float32), samples.numpy().astype(np.float32), PRDC_NEIGHBOURHOOD
+    )
     card = {
         **feature_card(inputs),
-        "implementation": f"prdc {importlib.metadata.version('prdc')} (Naeem et al.'s reference code)",
+        "implementation": f"prdc {importlib.metadata.version('prdc')} (Naeem et al.'s reference code), samples streamed in blocks of {SAMPLE_BLOCK}",
         "nearest_k": PRDC_NEIGHBOURHOOD,
         "distance": "euclidean in feature space",
     }
-    return {name: float(value) for name, value in scores.items()}, card
+    return scores, card
+
+
+def density_coverage(
+    reference: np.ndarray, samples: np.ndarray, nearest_k: int, block: int = SAMPLE_BLOCK
+) -> dict[str, float]:
+    """`compute_prdc`'s density and coverage, the samples taken `block` at a time."""
+    radii = compute_nearest_neighbour_distances(reference, nearest_k)
+    inside = 0  # sum over samples of the number of reference balls holding the sample
+    nearest = np.full(len(reference), np.inf, dtype=np.float64)  # each reference image's nearest sample
+    for start in range(0, len(samples), block):
+        distances = compute_pairwise_distance(reference, samples[start : start + block])
+        inside += int((distances < radii[:, None]).sum())
+        nearest = np.minimum(nearest, distances.min(axis=1))
+    return {
+        "density": inside / (nearest_k * len(samples)),
+        "coverage": float((nearest < radii).mean()),
+    }

@@ -217,6 +217,7 @@ METRIC = register(
             "in n_failed and left out of the mean."
         ),
         display_order=310,
+        roles=frozenset({"report"}),
     ),
     __name__,
 )

@@ -25,6 +25,7 @@ METRIC = register(
             "the mean of those MSEs, on the [0, 1] pixel scale."
         ),
         display_order=320,
+        roles=frozenset({"report"}),
     ),
     __name__,
 )

@@ -40,6 +40,7 @@ METRIC = register(
             "image by pixel MSE; the mean over samples."
         ),
         display_order=330,
+        roles=frozenset({"report"}),
     ),
     __name__,
 )

@@ -481,6 +481,7 @@ def test_evaluate_scores_a_stored_omniglot_sample_file_as_the_run_did(tmp_path):
         ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--seeds", "0,x"],
         ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--device", "gpu"],
         ["run", "--methods", "vae", "--dataset", "fashion-mnist", "--jobs", "0"],
+        ["run", "--methods", "vae,vaee", "--dataset", "fashion-mnist"],
     ],
 )
 def test_a_bad_argument_is_answered_before_torch_is_imported(arguments):

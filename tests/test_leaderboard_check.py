@@ -267,31 +267,31 @@ def test_published_numbers_sit_beside_ours_in_the_publication_unit(tmp_path):
 
 def test_a_published_ordering_is_checked_on_the_measured_means(tmp_path):
     from bench.harness.leaderboard import claim_verdict, scores_frame
-    from bench.harness.published import IMLE_RECALL_CLAIM
+    from bench.harness.published import IMLE_COVERAGE_CLAIM
 
-    def recall_record(method, seed, value):
+    def coverage_record(method, seed, value):
         rec = record(method, seed, 0.05, 0.5)
         rec["key"]["split_id"] = "fashion-mnist/novel9-100shot.v1"
-        rec["metrics"]["recall"] = {"status": "ok", "value": value}
+        rec["metrics"]["coverage"] = {"status": "ok", "value": value}
         return rec
 
     holding = scores_frame(
         [
-            recall_record("rsimle", 0, 0.5),
-            recall_record("adaimle", 0, 0.4),
-            recall_record("imle", 0, 0.1),
-            recall_record("imle", 1, 0.3),
+            coverage_record("rsimle", 0, 0.5),
+            coverage_record("adaimle", 0, 0.4),
+            coverage_record("imle", 0, 0.1),
+            coverage_record("imle", 1, 0.3),
         ]
     )
-    assert "**held**" in claim_verdict(IMLE_RECALL_CLAIM, holding) and "`imle` 0.2" in claim_verdict(
-        IMLE_RECALL_CLAIM, holding
+    assert "**held**" in claim_verdict(IMLE_COVERAGE_CLAIM, holding) and "`imle` 0.2" in claim_verdict(
+        IMLE_COVERAGE_CLAIM, holding
     )
     broken = scores_frame(
-        [recall_record("rsimle", 0, 0.1), recall_record("adaimle", 0, 0.4), recall_record("imle", 0, 0.1)]
+        [coverage_record("rsimle", 0, 0.1), coverage_record("adaimle", 0, 0.4), coverage_record("imle", 0, 0.1)]
     )
-    assert "**did not hold**" in claim_verdict(IMLE_RECALL_CLAIM, broken)
-    partial = scores_frame([recall_record("imle", 0, 0.1)])
-    assert "Not checked here" in claim_verdict(IMLE_RECALL_CLAIM, partial)
+    assert "**did not hold**" in claim_verdict(IMLE_COVERAGE_CLAIM, broken)
+    partial = scores_frame([coverage_record("imle", 0, 0.1)])
+    assert "Not checked here" in claim_verdict(IMLE_COVERAGE_CLAIM, partial)
 
 
 def test_descriptive_card_keys_do_not_split_rows_but_measurement_keys_do():

@@ -167,6 +167,21 @@ def test_density_and_coverage_match_an_independent_computation(fashion_split, sh
     assert outcomes["coverage"]["card"]["nearest_k"] == 5
 
 
+@pytest.mark.parametrize("block", [1, 7, 4096])
+def test_density_and_coverage_streamed_in_blocks_equal_the_packages_whole_computation(block):
+    from prdc import compute_prdc
+
+    from metrics._prdc import density_coverage
+
+    rng = np.random.default_rng(block)
+    real = rng.normal(size=(60, 8)).astype(np.float32)
+    fake = (rng.normal(size=(45, 8)) * 1.3 + 0.4).astype(np.float32)
+    streamed = density_coverage(real, fake, 5, block=block)
+    whole = compute_prdc(real, fake, 5)
+    assert streamed["density"] == pytest.approx(whole["density"], rel=1e-12)
+    assert streamed["coverage"] == pytest.approx(whole["coverage"], rel=1e-12)
+
+
 # -- the leaderboard --------------------------------------------------------------------------
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
@@ -204,7 +219,7 @@ def test_reference_rows_are_never_ranked_and_verdicts_name_what_failed(tmp_path)
         _record(
             "copies-shifted", {"recall": 0.3, "coverage": 0.5, "support_nn_shift_mse": 0.003, "support_nn_feat": 20.0}
         ),
-        _record("collapsed", {"recall": 0.01, "coverage": 0.5, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
+        _record("collapsed", {"recall": 0.3, "coverage": 0.1, "support_nn_shift_mse": 0.05, "support_nn_feat": 20.0}),
     ]:
         store.write(record)
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
@@ -218,27 +233,27 @@ def test_reference_rows_are_never_ranked_and_verdicts_name_what_failed(tmp_path)
     assert "**copies the support set** (support_nn_shift_mse 0.003 <= support-augment 0.02)" in copies
     assert "no more diverse" not in copies
     collapsed = _rows(text, "collapsed")[0]
-    assert "**no more diverse than its augmentation** (recall 0.01 <= support-augment 0.02)" in collapsed
+    assert "**no more diverse than its augmentation** (coverage 0.1 <= support-augment 0.2)" in collapsed
     assert "copies" not in collapsed  # a collapsed generator far from the support set does not copy it
 
 
 def test_no_verdict_across_different_cards(tmp_path):
     store = ResultStore(tmp_path / "results")
-    augment = _record("support-augment", {"recall": 0.5}, is_reference=True)
-    augment["metrics"]["recall"]["card"] = {"version": "1", "feature_weights_sha256": "other"}
+    augment = _record("support-augment", {"coverage": 0.5}, is_reference=True)
+    augment["metrics"]["coverage"]["card"] = {"version": "1", "feature_weights_sha256": "other"}
     store.write(augment)
-    store.write(_record("low-recall", {"recall": 0.1}))
+    store.write(_record("low-coverage", {"coverage": 0.1}))
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
-    assert "not checked" in _rows(text, "low-recall")[0]
+    assert "not checked" in _rows(text, "low-coverage")[0]
 
 
 def test_verdicts_are_judged_on_the_seeds_both_rows_have(tmp_path):
     store = ResultStore(tmp_path / "results")
-    for seed, recall in ((0, 0.10), (1, 0.30)):
-        record = _record("support-augment", {"recall": recall}, is_reference=True)
+    for seed, coverage in ((0, 0.10), (1, 0.30)):
+        record = _record("support-augment", {"coverage": coverage}, is_reference=True)
         record["key"]["seed"] = seed
         store.write(record)
-    method = _record("method", {"recall": 0.2})  # seed 0 only: above the floor's seed 0, below its mean
+    method = _record("method", {"coverage": 0.2})  # seed 0 only: above the floor's seed 0, below its mean
     store.write(method)
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     assert _rows(text, "method")[0].endswith("| - (copying not checked) |")  # no support distances were measured

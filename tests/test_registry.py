@@ -27,6 +27,23 @@ def test_resolve_all_and_lists():
         METRICS.resolve("mse,fidd")
 
 
+@pytest.mark.parametrize("registry", [METHODS, METRICS], ids=lambda r: r.kind)
+def test_names_read_from_the_module_files_are_the_names_importing_them_registers(registry):
+    # The CLI checks names against the files before torch is imported; a module that registered under
+    # another name, or registered nothing, would make that early answer wrong.
+    assert registry.names_on_disk() == registry.names()
+
+
+def test_the_early_name_check_agrees_with_resolve():
+    METHODS.check_names("vae, imle_pretrained,support-augment")
+    METHODS.check_names("all")
+    for spec in ("vae,vaee", "", " , "):
+        with pytest.raises(UnknownNameError):
+            METHODS.check_names(spec)
+        with pytest.raises(UnknownNameError):
+            METHODS.resolve(spec)
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_registered_methods_follow_the_protocol(name):
     cls = METHODS.get(name)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from bench.sdk.profiles import PROFILES
 from bench.sdk.registry import UnknownNameError
+from methods import METHODS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A benchmark for few-shot image generation.")
 out = Console()
@@ -118,6 +119,9 @@ def list_entries(
     imports: str | None = typer.Option(
         None, "--import", help="comma-separated modules to import first: they register methods or metrics"
     ),
+    results_dir: Path = typer.Option(
+        Path("results"), "--results-dir", help="--markdown: where the degenerate-set tables are stored"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List registered methods, metrics or datasets (installed plugins included), with where each comes from."""
@@ -133,9 +137,14 @@ def list_entries(
     if markdown:
         if what != "metrics":
             fail(f"--markdown lists metrics only, not {what}")
+        from bench.harness.degenerate_tables import read_tables
         from bench.harness.metric_docs import metric_reference
 
-        sys.stdout.write(metric_reference())
+        try:
+            tables = read_tables(results_dir)
+        except ValueError as exc:
+            fail(str(exc))
+        sys.stdout.write(metric_reference(tables))
         return
     if as_json:
         print(json.dumps(_listing(what), indent=2))
@@ -146,8 +155,6 @@ def list_entries(
 def _listing(what: str) -> list[dict]:
     """`bench list --json`: one object per entry."""
     if what == "methods":
-        from methods import METHODS
-
         METHODS.load_plugins()
         return [
             {
@@ -196,7 +203,6 @@ def _listing(what: str) -> list[dict]:
 
 
 def _methods_table() -> Table:
-    from methods import METHODS
 
     METHODS.load_plugins()
     table = Table("method", "kind", "capabilities", "profiles", "reference", "origin", title="Methods")
@@ -324,6 +330,11 @@ def run(
     support_draws, training_seeds = parse_seeds(seeds), parse_seeds(train_seeds, "--train-seeds")
     if jobs is not None and jobs < 1 or threads < 1:
         fail("--jobs and --threads must be at least 1")
+    if imports is None:  # a module named by --import may register more names: those are checked after it is imported
+        try:
+            METHODS.check_names(methods)
+        except UnknownNameError as exc:
+            fail(str(exc))
     from bench.harness.api import default_leaderboard
     from bench.harness.executor import EXECUTORS, Shard, default_jobs
     from bench.harness.leaderboard import write_leaderboard
@@ -552,6 +563,48 @@ def evaluate_samples(
     out.print(table)
 
 
+@app.command("degenerate")
+def degenerate_command(
+    dataset: str = typer.Option("fashion-mnist", "--dataset"),
+    novel_class: str | None = typer.Option(None, "--class", help="default: the dataset's novel class"),
+    shots: int = typer.Option(4, "--shots"),
+    seed: int = typer.Option(0, "--seed", help="the support draw, and the draw of the images the sets are made of"),
+    n: int = typer.Option(1000, "--n", help="images per set"),
+    metric_names: str | None = typer.Option(None, "--metrics", help="comma-separated metrics (default: all)"),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir"),
+    docs: Path | None = typer.Option(
+        None, "--docs", help="a Markdown file whose degenerate-set markers receive every stored table (docs/metrics.md)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score real unseen images of the novel class and six degenerate sets (one image repeated, the class mean,
+    noise, another class, blanks plus one image, blurred images) with every sample metric; store the table under
+    the results directory: which cases each metric orders correctly."""
+    if n < 2:
+        fail(f"--n must be at least 2, got {n}")
+    if docs is not None and not docs.is_file():
+        fail(f"--docs {docs}: no such file")
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.degenerate import measure
+    from bench.harness.degenerate_tables import markdown, read_tables, update_docs, write_table
+
+    try:
+        with reporting() as reporter:
+            table = measure(dataset, novel_class, shots, seed, n, metric_names, reporter)
+        path = write_table(table, results_dir)
+        if docs is not None:
+            update_docs(docs, read_tables(results_dir))
+    except (UnknownNameError, ValueError) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json({"table": str(path), **table})
+        return
+    out.print(markdown(table))
+    out.print(f"table written to {path}" + (f"; {docs} updated" if docs else ""))
+
+
 @app.command("leaderboard")
 def leaderboard_command(
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
@@ -616,7 +669,6 @@ def rescore_command(
     from bench.harness.leaderboard import write_leaderboard
     from bench.harness.rescore import rescore
     from bench.harness.store import ResultStore
-    from methods import METHODS
     from metrics import METRICS
 
     check_device(device)
@@ -674,7 +726,6 @@ def curve_command(
     from bench.harness.budgets import CurveError, curve_files, measure
     from bench.harness.convergence import LOSS_TERMS, training_plateaus, write_training_curves
     from bench.harness.store import ResultStore, RunKey
-    from methods import METHODS
 
     if metric not in ("backtrack", "nll", "training"):
         fail(f"unknown curve '{metric}' (valid: backtrack, nll, training)")

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from bench.harness.degenerate_tables import fooled_by, read_tables
 from bench.harness.markdown import markdown_table
 from bench.harness.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
 from bench.harness.store import ResultStore
@@ -153,18 +154,21 @@ def _metric_order(present: set[str]) -> list[str]:
     return in_display_order(present)
 
 
-def header_for(metric: str) -> str:
+def header_for(metric: str, marked: frozenset[str] = frozenset()) -> str:
+    """A column's header: the metric, its direction, and † when a degenerate set fools it (`marked`)."""
+    mark = " †" if metric in marked else ""
     try:
-        return f"{metric} {METRICS.get(metric).arrow}"
+        return f"{metric} {METRICS.get(metric).arrow}{mark}"
     except KeyError:
-        return metric
+        return metric + mark
 
 
 def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> str:
     """Markdown text of the leaderboard for `records`; links are relative to `leaderboard_path`."""
     frame = scores_frame(records)
     relative_results = os.path.relpath(results_root, leaderboard_path.parent)
-    parts = [HEADER.format(results=f"{relative_results}/runs", verdicts=_verdict_legend())]
+    fooled, caveats = _degenerate_caveats(results_root)
+    parts = [HEADER.format(results=f"{relative_results}/runs", verdicts=_verdict_legend() + caveats)]
     if frame.empty:
         parts.append("\nNo runs are stored yet: run `bench run --methods all --dataset fashion-mnist`.\n")
         return "".join(parts)
@@ -176,7 +180,7 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         parts.append(f"Samples per run: {', '.join(map(str, n_samples)) or 'n/a'}.\n")
         verdicts = support_verdicts(table)
         notes = CardNotes(table)
-        parts.append(_headline(table, runs, notes, verdicts, links))
+        parts.append(_headline(table, runs, notes, verdicts, links, fooled))
         for is_reference, subset in runs.groupby("is_reference", sort=True):
             parts.append(
                 "\nReference rows (not ranked):\n\n"
@@ -191,6 +195,7 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
                     results_root,
                     leaderboard_path,
                     None if is_reference else verdicts,
+                    fooled,
                 )
             )
         for published in PUBLISHED_TABLES:
@@ -437,7 +442,12 @@ def _headline_cells(
 
 
 def _headline(
-    scores: pd.DataFrame, runs: pd.DataFrame, notes: CardNotes, verdicts: dict[str, Verdict], links: _Links
+    scores: pd.DataFrame,
+    runs: pd.DataFrame,
+    notes: CardNotes,
+    verdicts: dict[str, Verdict],
+    links: _Links,
+    marked: frozenset[str] = frozenset(),
 ) -> str:
     """The section's compact table: rank, method, the key metrics, the verdicts; reference rows below."""
     ok = scores[(scores["status"] == "ok") & scores["metric"].notna()]
@@ -468,7 +478,7 @@ def _headline(
         table.append([rank, name, *_headline_cells(method, ok, metrics, order, notes, flags, markers), verdict])
     lines = [
         f"\n{intro}; best method value of each column in bold{below}:\n",
-        *markdown_table(["#", "method", *[header_for(m) for m in metrics], "verdict"], table),
+        *markdown_table(["#", "method", *[header_for(m, marked) for m in metrics], "verdict"], table),
         *_footnote_block(flags, notes.footnotes(markers)),
     ]
     if definitions:
@@ -601,6 +611,9 @@ class VerdictRule:
     role: str  # the role (`metrics.ROLES`) of the metrics it reads; the headline names it when it was not checked
     floors: tuple[str, ...]
     meaning: str  # `{metrics}` stands for the names of the metrics it reads
+    # The degenerate sets (`bench.harness.degenerate_tables.CASE_NAMES`) every metric it reads must rank below real
+    # images: a test keeps the role off any metric that a stored table shows fooled by one of them.
+    must_order: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -633,8 +646,32 @@ AUGMENT_DIVERSITY = VerdictRule(
     (AUGMENT_FLOOR,),
     "its {metrics} is at or below `support-augment`'s: it covers no more of the class than augmented "
     "support images do. An under-trained or collapsed generator gets this too; it does not say the method copies",
+    must_order=("one image repeated", "class mean", "blanks plus one"),
 )
 VERDICT_RULES = (COPIES, AUGMENT_DIVERSITY)
+
+
+def _degenerate_caveats(results_root: Path) -> tuple[frozenset[str], str]:
+    """The metrics the stored degenerate-set tables show fooled, and the legend that names them and the cases."""
+    try:
+        fooled = fooled_by(read_tables(results_root))
+    except ValueError as exc:
+        return frozenset(), f"\nThe degenerate-set tables could not be read: {exc}\n"
+    report = metrics_with_role("report")
+    text = ""
+    if fooled:
+        text += (
+            "\n† Fooled by a degenerate sample set: on the sets of [docs/metrics.md](docs/metrics.md#degenerate-sets) "
+            "a set no generator should be rewarded for scores as well as or better than real unseen images: "
+            + "; ".join(f"`{metric}` by {', '.join(cases)}" for metric, cases in fooled.items())
+            + ". No verdict reads a metric for a case that fools it.\n"
+        )
+    if report:
+        text += (
+            f"\n{', '.join(f'`{m}`' for m in report)}: the FIGR/GAN report's metrics (its Table 1), kept to compare "
+            "with it" + ("; read them with the † caveat above" if set(report) & set(fooled) else "") + ".\n"
+        )
+    return frozenset(fooled), text
 
 
 def _verdict_legend() -> str:
@@ -726,10 +763,11 @@ def _table(
     results_root: Path,
     leaderboard_path: Path,
     verdicts: dict[str, Verdict] | None = None,
+    marked: frozenset[str] = frozenset(),
 ) -> str:
     """The full table: every metric, mean ± std [bootstrap interval], rows by name."""
     metrics = _metric_order({m for m in scores["metric"].dropna().unique()})
-    header = ["method", "seeds", *[header_for(m) for m in metrics], "fit s", "samples"]
+    header = ["method", "seeds", *[header_for(m, marked) for m in metrics], "fit s", "samples"]
     if verdicts is not None:
         header.append("verdicts")
     table = []

@@ -7,6 +7,7 @@ in the metric's own file; a test keeps the committed file equal to this output.
 from __future__ import annotations
 
 from bench.harness.check import DEFAULT_TOLERANCE
+from bench.harness.degenerate_tables import summary
 from bench.harness.markdown import markdown_table
 from bench.sdk.method import PROFILES
 from metrics import METRICS, ROLES, Metric, in_display_order
@@ -20,8 +21,9 @@ ACROSS_TASKS = {
 }
 
 
-def metric_reference() -> str:
-    """The Markdown reference of every registered metric, in display order."""
+def metric_reference(degenerate_tables: list[dict] = ()) -> str:
+    """The Markdown reference of every registered metric, in display order; `degenerate_tables`: the stored
+    degenerate-set tables (`bench degenerate`), summarised in each metric's entry."""
     metrics = [METRICS.get(name) for name in in_display_order(METRICS.names())]
     overview = markdown_table(
         ["metric", "direction", "needs", "version", "tolerance", "roles"],
@@ -57,11 +59,11 @@ def metric_reference() -> str:
         "only a Python caller changes it (`bench.harness.evaluation.evaluate(..., settings={name: value})`), and "
         "the metric card records the value used.\n",
     ]
-    parts += [_section(metric) for metric in metrics]
+    parts += [_section(metric, degenerate_tables) for metric in metrics]
     return "\n".join(parts)
 
 
-def _section(metric: Metric) -> str:
+def _section(metric: Metric, degenerate_tables: list[dict]) -> str:
     facts = [
         ("direction", DIRECTIONS[metric.higher_is_better]),
         ("needs", _codes(metric.needs) or "nothing but the samples"),
@@ -71,6 +73,10 @@ def _section(metric: Metric) -> str:
         ("display order", "-" if metric.display_order is None else str(metric.display_order)),
         ("tolerance", _tolerance(metric)),
         ("roles", _codes(metric.roles) or "none"),
+        (
+            "degenerate sets ([table](metrics.md#degenerate-sets))",
+            summary(metric.name, degenerate_tables) or "not measured (it needs a fitted model, or no table is stored)",
+        ),
     ]
     lines = [f"## {metric.name}\n", metric.definition, "", *(f"- {label}: {text}" for label, text in facts)]
     if metric.settings is None:

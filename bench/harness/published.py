@@ -92,12 +92,17 @@ class PublishedClaim:
     statement: str
 
 
-IMLE_RECALL_CLAIM = PublishedClaim(
+IMLE_COVERAGE_CLAIM = PublishedClaim(
     split_pattern=r"/novel\d+-100shot\.v\d+$",
-    metric="recall",
+    # The papers state it with recall; it is checked on coverage, which measures the same "covers more of the data"
+    # without recall's outlier inflation (one real image among blanks scores recall 0.996; docs/metrics.md#degenerate-sets).
+    metric="coverage",
     order=("rsimle", "adaimle", "imle"),
     source="Vashist, Peng and Li (RS-IMLE, ECCV 2024) and Aghabozorgi, Peng and Li (Adaptive IMLE, ICLR 2023)",
-    statement="each IMLE refinement covers more of the data: recall of rsimle >= adaimle >= imle (100-shot setting)",
+    statement=(
+        "each IMLE refinement covers more of the data: coverage of rsimle >= adaimle >= imle (100-shot setting; "
+        "the papers say it with recall, which a degenerate set fools)"
+    ),
 )
 
 VCE_NLL_CLAIM = PublishedClaim(
@@ -111,4 +116,4 @@ VCE_NLL_CLAIM = PublishedClaim(
     ),
 )
 
-PUBLISHED_CLAIMS: tuple[PublishedClaim, ...] = (IMLE_RECALL_CLAIM, VCE_NLL_CLAIM)
+PUBLISHED_CLAIMS: tuple[PublishedClaim, ...] = (IMLE_COVERAGE_CLAIM, VCE_NLL_CLAIM)

@@ -11,7 +11,8 @@ from bench.data.datasets.folder import as_channels, read_image
 
 # How a folder of images is made to match the dataset: the stated resizing and colour conversion.
 FOLDER_CONVERSION = (
-    "every file OpenCV can read (png, jpg, bmp, ...), in name order; resized to the dataset's side "
+    "every 8- or 16-bit image file OpenCV can read (png, jpg, bmp, tiff, ...), in name order; floating-point "
+    "images skipped (no agreed range); resized to the dataset's side "
     "(OpenCV INTER_AREA when shrinking, INTER_CUBIC when enlarging); colour to grey by ITU-R 601 luma "
     "(0.299 R + 0.587 G + 0.114 B), grey to RGB by repetition; alpha dropped; 16-bit scaled to 8-bit"
 )
@@ -44,7 +45,10 @@ def load_samples(path: str | Path, image_shape: tuple[int, int, int], key: str |
                 key = "samples" if "samples" in files else (files[0] if len(files) == 1 else None)
             if key is None or key not in files:
                 raise SampleFileError(f"{path}: holds arrays {files}; name the one to score with --key")
-            array = loaded[key]
+            try:  # members are read lazily: a damaged archive or a pickled (object) array fails only here
+                array = loaded[key]
+            except Exception as exc:
+                raise SampleFileError(f"{path}: array {key!r} cannot be read ({type(exc).__name__}: {exc})") from exc
     else:
         array = loaded
     return validate_samples(array, image_shape, str(path))

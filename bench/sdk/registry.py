@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
@@ -129,6 +130,32 @@ class Registry(Generic[T]):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{info.name}")
         self._discovered = True
+
+    def names_on_disk(self) -> list[str]:
+        """The keys of the package's own modules and of the installed plugins, read from the module files and the
+        installed metadata without importing any of them: importing the entries imports torch, which takes
+        seconds, and a misspelt name should be answered at once."""
+        spec = importlib.util.find_spec(self.package)
+        locations = (spec.submodule_search_locations if spec else None) or []
+        own = {
+            key_for_module(i.name, self.separator)
+            for i in pkgutil.iter_modules(locations)
+            if not i.name.startswith("_")
+        }
+        return sorted(own | set(self.entry_points()))
+
+    def check_names(self, spec: str) -> None:
+        """Raise `UnknownNameError` for a name in comma-separated `spec` (or `all`) that `names_on_disk` lacks.
+
+        Entries registered by a module the user imports are not on disk: check those with `resolve` after the import.
+        """
+        parts = [self._normalise(p) for p in spec.split(",") if p.strip()]
+        valid = self.names_on_disk()
+        if parts == ["all"]:
+            return
+        for part in parts or [spec]:
+            if part not in valid:
+                raise UnknownNameError(self.kind, part, valid)
 
     def names(self) -> list[str]:
         self._discover()

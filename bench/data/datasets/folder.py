@@ -49,17 +49,25 @@ def parse(spec: str) -> tuple[Path, int]:
 
 
 def read_image(path: Path, size: int) -> np.ndarray | None:
-    """(H, W) grey or (H, W, 3) RGB uint8 resized to size x size; None when OpenCV cannot read it."""
+    """(H, W) grey or (H, W, 3) RGB uint8 resized to size x size; None when OpenCV cannot read it as an 8- or
+    16-bit image of 1 to 4 channels (grey, grey + alpha, colour, colour + alpha)."""
     import cv2
 
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # a decoder that fails loudly rather than returning None
+        return None
+    if image is None or image.size == 0 or image.dtype not in (np.uint8, np.uint16):
+        return None  # floating-point and signed images (TIFF, ...) have no agreed range: not guessed
+    if image.ndim == 3 and not 1 <= image.shape[2] <= 4:
         return None
     if image.dtype == np.uint16:
         image = (image / 257).round().astype(np.uint8)
     if image.ndim == 3:
-        image = image[:, :, :3]  # drop alpha
-        image = image[:, :, 0] if image.shape[2] == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if image.shape[2] <= 2:  # grey, or grey + alpha
+            image = image[:, :, 0]
+        else:
+            image = cv2.cvtColor(np.ascontiguousarray(image[:, :, :3]), cv2.COLOR_BGR2RGB)  # alpha dropped
     shrinking = image.shape[0] > size or image.shape[1] > size
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
@@ -89,11 +97,17 @@ class FolderDataset(ImageDataset):
                 labels.append(label)
         if unreadable:
             warnings.warn(f"{self.name}: {len(unreadable)} unreadable files skipped: {unreadable[:10]}", stacklevel=2)
+        labels = np.asarray(labels, dtype=np.int64)
+        counts = np.bincount(labels, minlength=len(folders))
+        if (counts < 2).any():  # one image cannot be divided into a train and a test part
+            short = [str(folders[i].relative_to(self.root.parent)) for i in np.flatnonzero(counts < 2)]
+            raise ValueError(
+                f"{self.root}: every {'class folder' if self.has_classes else 'folder'} needs at least 2 readable "
+                f"images; too few in {short[:10]}"
+                + (f" ({len(unreadable)} unreadable files skipped)" if unreadable else "")
+            )
         channels = self.image_shape[0]
         array = np.stack([as_channels(image, channels) for image in images])
-        labels = np.asarray(labels, dtype=np.int64)
-        if len(labels) < 2:
-            raise ValueError(f"{self.root}: {len(labels)} readable image(s); at least 2 are needed")
         test = np.zeros(len(labels), dtype=bool)
         rng = np.random.default_rng(DIVISION_SEED)
         fraction = TEST_FRACTION if self.has_classes else HELD_OUT_FRACTION
