@@ -311,7 +311,7 @@ class TransferGAN(PretrainThenAdapt, LatentSampler, Method):
 
     Budget = TransferBudget
     profiles = TRANSFER_PROFILES
-    capabilities = frozenset({"latent", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "transfer"})
 
     # -- what a GAN defines -----------------------------------------------------------------------
     @abc.abstractmethod

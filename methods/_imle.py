@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.sdk.method import Method, PretrainThenAdapt
+from bench.sdk.method import Method, PretrainThenAdapt, StandardNormalLatent
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import minibatches, optimise, seeded_init
 from methods._gan import DCGANGenerator, LatentSampler, to_unit
@@ -117,7 +117,7 @@ PRETRAINED_IMLE_PROFILES = {
 }
 
 
-class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
+class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method):
     """The generator trained from scratch on the support images only (the papers' protocol); it is the
     DCGAN-shaped generator of `methods/_gan.py` with layer normalisation (batch statistics would differ
     between the pool pass and the training pass)."""
@@ -125,7 +125,7 @@ class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
     Config = IMLEConfig
     Budget = IMLEBudget
     profiles = IMLE_PROFILES
-    capabilities = frozenset({"latent", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "transfer"})
 
     @abc.abstractmethod
     def select(self, distances: torch.Tensor, current: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,9 +135,6 @@ class IMLEMethod(PretrainThenAdapt, LatentSampler, Method):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
-
-    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> the vectors whose squared distances are the matching distance (differentiable)."""

@@ -110,6 +110,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.sdk.ais import LatentPrior
 from bench.sdk.augment import AugmentConfig, augment
 from bench.sdk.likelihood import binarise, iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
@@ -409,7 +410,7 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         # slides give no adaptation budget.
         "paper": CADAVQVAEBudget(episodes=540, adapt_steps=900, pool_size=300, base_images_per_class=30),
     }
-    capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "reconstruct", "embed", "transfer"})
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
@@ -612,6 +613,18 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         component = torch.multinomial(mixture["weights"], n, replacement=True, generator=generator)
         eps = torch.randn(n, self.latent_dim, generator=generator)
         return mixture["means"][component] + torch.exp(0.5 * mixture["logvars"][component]) * eps
+
+    def latent_prior(self) -> LatentPrior:
+        """`sample_latent`'s mixture for AIS: component c is mean_c + std_c * u."""
+        mixture = self.mixture
+        means, stds = mixture["means"], torch.exp(0.5 * mixture["logvars"])
+        weights = mixture["weights"].double()
+        return LatentPrior(
+            self.latent_dim,
+            torch.log(weights / weights.sum()),
+            lambda u, component: means[component] + stds[component] * u,
+            f"mixture of {len(weights)} diagonal Gaussians in {self.latent_dim} dimensions ({self.config.sampling} sampling)",
+        )
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) of the sampling mixture, (m, d) -> (m,), in z's dtype (float64 in the IWAE estimator)."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.sdk.method import StandardNormalLatent
 from bench.sdk.task import FewShotTask
 from methods import register
 from methods._gan import (
@@ -27,7 +28,7 @@ from methods._gan import (
 
 
 @register
-class ConditionalGAN(TransferGAN):
+class ConditionalGAN(StandardNormalLatent, TransferGAN):
     title = "Conditional DCGAN (one-hot labels; pretrain on base classes, fine-tune with the novel label)"
     reference = "Mirza and Osindero, Conditional Generative Adversarial Nets, 2014; transfer protocol of Batra et al."
     version = "1"
@@ -62,9 +63,6 @@ class ConditionalGAN(TransferGAN):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
-
-    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         labels = torch.full((len(z),), self.novel_label, dtype=torch.int64, device=z.device)

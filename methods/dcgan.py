@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from bench.sdk.method import StandardNormalLatent
 from bench.sdk.task import FewShotTask
 from methods import register
 from methods._gan import (
@@ -29,7 +30,7 @@ from methods._gan import (
 
 
 @register
-class DCGAN(TransferGAN):
+class DCGAN(StandardNormalLatent, TransferGAN):
     title = "DCGAN (pretrain on base classes, fine-tune on augmented support)"
     reference = "Radford et al., ICLR 2016; transfer protocol of Batra, Mahajan and Vartak, Few Shot Learning for Image Generation"
     version = "1"
@@ -54,6 +55,3 @@ class DCGAN(TransferGAN):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
-
-    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)

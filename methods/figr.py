@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from bench.sdk.method import Method, PretrainThenAdapt
+from bench.sdk.method import Method, PretrainThenAdapt, StandardNormalLatent
 from bench.sdk.reptile import MetaNetwork, copy_weights, reptile
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import seeded_init
@@ -78,7 +78,7 @@ INNER_OPTIMIZERS = {
 
 
 @register
-class FIGR(PretrainThenAdapt, LatentSampler, Method):
+class FIGR(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method):
     title = "FIGR: WGAN-GP meta-trained with Reptile, adapted on the support set"
     reference = "Clouatre and Demers, FIGR: Few-shot Image Generation with Reptile, 2019; Nichol et al., Reptile, 2018"
     version = "2"
@@ -101,7 +101,7 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
         # steps inside, in training and in generation.
         "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10, inner_optimizer="sgd"),
     }
-    capabilities = frozenset({"latent", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "transfer"})
 
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
@@ -119,9 +119,6 @@ class FIGR(PretrainThenAdapt, LatentSampler, Method):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
-
-    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)
 
     # -- Algorithm 1 --------------------------------------------------------------------------
     def pretrain_on_base(self, task: FewShotTask, budget: FIGRBudget, seed: int, generator: torch.Generator) -> None:

@@ -18,12 +18,14 @@ it); the generator the non-saturating loss plus lambda * info. Transfer protocol
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.sdk.ais import LatentPrior, uniform_from_normal
 from bench.sdk.task import FewShotTask
 from methods import register
 from methods._gan import (
@@ -71,6 +73,23 @@ class InfoGAN(TransferGAN):
         category = torch.randint(cfg.categories, (n,), generator=generator)
         continuous = torch.rand(n, cfg.continuous_codes, generator=generator) * 2 - 1
         return torch.cat([noise, F.one_hot(category, cfg.categories).float(), continuous], 1)
+
+    def latent_prior(self) -> LatentPrior:
+        """`sample_latent`'s distribution for AIS: one component per category (equal weights), the noise and the
+        uniform codes from standard normal noise (a code is 2 Phi(u) - 1)."""
+        cfg = self.config
+
+        def to_latent(u: torch.Tensor, category: int) -> torch.Tensor:
+            one_hot = torch.zeros(len(u), cfg.categories, dtype=u.dtype)
+            one_hot[:, category] = 1
+            return torch.cat([u[:, : cfg.latent_dim], one_hot, uniform_from_normal(u[:, cfg.latent_dim :])], 1)
+
+        return LatentPrior(
+            cfg.latent_dim + cfg.continuous_codes,
+            torch.full((cfg.categories,), -math.log(cfg.categories), dtype=torch.float64),
+            to_latent,
+            f"N(0, I_{cfg.latent_dim}) noise x uniform category of {cfg.categories} x U(-1, 1)^{cfg.continuous_codes} codes",
+        )
 
     def _information(self, codes: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Negative mutual-information lower bound (up to the constant H(c)) of the codes given Q's outputs."""

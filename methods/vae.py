@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from bench.sdk.augment import AugmentConfig, augment
 from bench.sdk.likelihood import binarise, iwae_log_likelihood
-from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
+from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, StandardNormalLatent
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
@@ -101,7 +101,7 @@ def negative_elbo(
 
 
 @register
-class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
+class VAE(StandardNormalLatent, PretrainThenAdapt, SamplesFromLatent, Method):
     title = "Convolutional VAE (pretrain on base classes, fine-tune on augmented support)"
     reference = "Kingma and Welling, Auto-Encoding Variational Bayes, ICLR 2014"
     version = "1"
@@ -117,7 +117,7 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
         # batch 64 (16,880 steps), then the support set augmented 4 -> 300.
         "paper": VAEBudget(pretrain_steps=16880, finetune_steps=1000, pool_size=300),
     }
-    capabilities = frozenset({"latent", "log_likelihood", "reconstruct", "embed", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "reconstruct", "embed", "transfer"})
     # Images per encoder pass and (image, importance sample) pairs per decoder pass in log_likelihood.
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
@@ -157,9 +157,6 @@ class VAE(PretrainThenAdapt, SamplesFromLatent, Method):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
-
-    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, generator=generator)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         # Differentiable in z: LPIPS backtracking optimises latents through it.

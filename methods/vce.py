@@ -79,6 +79,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.sdk.ais import LatentPrior
 from bench.sdk.likelihood import binarise, iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.sdk.reptile import MetaNetwork, reptile
@@ -219,7 +220,7 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             final_steps=200_000,
         ),
     }
-    capabilities = frozenset({"latent", "log_likelihood", "transfer"})
+    capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "transfer"})
     likelihood_description = (
         "conditional on the support images: p(x) = (1/k) sum_j p(x | s_j), each an IWAE "
         "estimate with K/k importance samples (k = 1: VCE's Table 1 quantity p(x | q))"
@@ -420,6 +421,20 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         rule = torch.randn(n, self.model.latent_dim, generator=generator)
         index = torch.randint(len(self.conditions), (n, 1), generator=generator).float()
         return torch.cat([rule, index], 1)
+
+    def latent_prior(self) -> LatentPrior:
+        """`sample_latent`'s distribution for AIS: one component per condition (equal weights), the rule N(0, I)."""
+        conditions = len(self.conditions)
+
+        def to_latent(u: torch.Tensor, condition: int) -> torch.Tensor:
+            return torch.cat([u, torch.full((len(u), 1), float(condition), dtype=u.dtype)], 1)
+
+        return LatentPrior(
+            self.model.latent_dim,
+            torch.full((conditions,), -math.log(conditions), dtype=torch.float64),
+            to_latent,
+            f"N(0, I_{self.model.latent_dim}) rule x uniform choice of {conditions} support conditions",
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         # Differentiable in the rule; the condition index is discrete (rounded, no gradient).

@@ -16,12 +16,11 @@ generator seeded with `EvalInputs.seed`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from bench.sdk.likelihood import binarise
+from bench.sdk.likelihood import binarise, nll_summary
 from metrics import EvalInputs, Metric, MetricResult, MetricSettings, profile_setting, register
 
 OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
@@ -57,20 +56,11 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
     log_px = torch.as_tensor(inputs.model.log_likelihood(x, k, generator)).double().cpu()
     if log_px.shape != (x.shape[0],):
         raise ValueError(f"log_likelihood returned shape {tuple(log_px.shape)}, expected ({x.shape[0]},)")
-    if not torch.isfinite(log_px).all():
-        raise ValueError(f"log_likelihood returned {int((~torch.isfinite(log_px)).sum())} non-finite values")
-    nll = -log_px
-    n = nll.shape[0]
-    mean = float(nll.mean())
-    std = float(nll.std()) if n > 1 else 0.0
-    dims = x[0].numel()
+    mean, details = nll_summary(log_px, x[0].numel(), "log_likelihood")
+    n = x.shape[0]
     return MetricResult(
         mean,
-        details={
-            "std": std,  # spread over images
-            "sem": std / math.sqrt(n),  # standard error of the mean over images
-            "bits_per_dim": mean / (dims * math.log(2)),
-        },
+        details=details,
         card={
             "estimator": "IWAE",
             "importance_samples": k,

@@ -40,3 +40,13 @@ def fashion_split():
     from bench.data.splits import make_split
 
     return make_split("fashion-mnist", shots=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def smoke_vae(fashion_split):
+    """A VAE fitted at the smoke budget on the Fashion-MNIST 4-shot split (read-only: tests share it)."""
+    from methods.vae import VAE
+
+    method = VAE()
+    method.fit(fashion_split.task, VAE.profiles["smoke"], 0)
+    return method

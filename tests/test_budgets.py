@@ -33,10 +33,17 @@ def test_the_cheapest_point_within_the_tolerance_on_every_run_is_chosen():
     assert cheapest_within({"a": fast_converging, "b": slow_converging}, grid_cost, 0.001) == "200,3"
 
 
+def test_an_absolute_tolerance_reads_values_near_zero_in_their_units():
+    # AIS values (nats per image of a density) can sit near 0, where a relative tolerance asks for nothing.
+    near_zero = curve({"30": -40.0, "100": -2.5, "300": -0.4, "1000": 0.1})
+    assert cheapest_within({"a": near_zero}, int, 1.0, absolute=True) == "300"
+    assert cheapest_within({"a": near_zero}, int, 0.02) == "1000"
+
+
 def test_a_curve_of_an_unknown_metric_or_a_missing_run_is_refused(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["curve", "fid", "--methods", "imle"])
-    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll, training)" in result.output
+    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll, ais, training)" in result.output
     result = runner.invoke(app, ["curve", "backtrack", "--methods", "imle", "--results-dir", str(tmp_path)])
     assert result.exit_code == 1 and "no stored run" in result.output, result.output
 
@@ -60,3 +67,13 @@ def test_a_backtracking_curve_is_measured_on_a_stored_run(tmp_path):
     # The best of five restarts is never worse than the first restart alone (the same optimisation, read twice).
     assert all(values[f"{t},5"] <= values[f"{t},1"] for t in (2, 4, 8))
     assert measured["chosen"] in values and (out.parent / "bt-lr0.05.png").is_file()
+    # The AIS curve on the same stored model: one value per T, chosen with a tolerance in nats per image.
+    out = tmp_path / "curves" / "ais"
+    result = CliRunner().invoke(
+        app,
+        ["curve", "ais", "--methods", "imle", "--profile", "smoke", "--results-dir", str(results)]
+        + ["--out", str(out), "--grid", "1,10", "--tolerance", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    measured = json.loads((out.parent / "ais.json").read_text())
+    assert set(measured["curves"]["imle"]["values"]) == {"1", "10"} and "nats per image" in measured["rule"]

@@ -309,13 +309,6 @@ def test_every_profile_has_evaluation_settings():
 
 
 # -- the real VAE on the real split ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def smoke_vae(fashion_split):
-    method = VAE()
-    method.fit(fashion_split.task, VAE.profiles["smoke"], 0)
-    return method
-
-
 @requires_data("fashion-mnist")
 def test_smoke_vae_gives_finite_likelihoods_better_than_coin_flips(smoke_vae, fashion_split):
     x = fashion_split.reference[:32]

@@ -46,6 +46,18 @@ def test_declared_capabilities_work(name, fashion_split):
         assert decoded.shape == (6, 1, 28, 28)
         # Samples are decode(sample_latent(...)) with the same generator state.
         assert torch.allclose(method.sample(6, torch.Generator().manual_seed(0)), decoded)
+    if method.has("latent_prior"):  # the prior AIS anneals from is the distribution sample_latent draws
+        n, g = 4000, torch.Generator().manual_seed(1)
+        prior = method.latent_prior()
+        component = torch.multinomial(prior.log_weights.exp(), n, replacement=True, generator=g)
+        u = torch.randn(n, prior.noise_dim, generator=g)
+        z_prior = torch.cat([prior.to_latent(u[component == c], c) for c in range(len(prior.log_weights))])
+        z_sampled = method.sample_latent(n, torch.Generator().manual_seed(2))
+        assert z_prior.shape == z_sampled.shape
+        # Moments per dimension agree within sampling error (6 standard errors of a difference of two means).
+        spread = z_sampled.std(0).clamp_min(1e-3)
+        assert ((z_prior.mean(0) - z_sampled.mean(0)).abs() < 6 * spread * (2 / n) ** 0.5 + 1e-6).all()
+        assert ((z_prior.std(0) - z_sampled.std(0)).abs() < 0.1 * spread + 1e-6).all()
     if method.has("reconstruct"):
         assert method.reconstruct(x).shape == x.shape
     if method.has("embed"):

@@ -1,21 +1,25 @@
 """Budgets of the scoring computations that optimise or sample, read off a measured curve.
 
 LPIPS backtracking optimises latents for T steps from R restarts; the NLL averages K importance
-samples. Both only approach their limit, so a profile's budget is a cost traded against an error.
-`bench curve backtrack|nll` measures that error on stored runs' fitted models (runs stored with a
-checkpoint, i.e. scored with a model metric):
+samples; AIS anneals through T distributions. All three only approach their limit, so a profile's budget is a cost
+traded against an error. `bench curve backtrack|nll|ais` measures that error on stored runs' fitted models
+(runs stored with a checkpoint, i.e. scored with a model metric):
 
 - backtracking: one optimisation at the long budget (T_max steps, R_max restarts) records the
   distances after each t in `steps`; the best of the first r restarts is a run with r restarts
   (restarts are independent), so one optimisation gives the whole (t, r) grid;
-- NLL: the estimate at each K in `samples`, each with the same noise seed.
+- NLL: the estimate at each K in `samples`, each with the same noise seed;
+- AIS: the estimate at each T in `steps` (the profile's chains, leapfrog steps and sigma), each with the
+  same noise seed.
 
-The budget chosen is the cheapest point whose value is within `tolerance` (relative) of the long
-budget's on every run. The curve (values, chosen point, how it was measured) goes to JSON and PNG.
+The budget chosen is the cheapest point whose value is within `tolerance` of the long budget's on every
+run: relative for backtracking and the NLL, in nats per image for AIS (its values, densities on
+continuous pixels, can be near or below zero). The curve (values, chosen point, how it was measured) goes to JSON and PNG.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ from bench.harness.store import ResultStore, RunKey
 from bench.sdk.likelihood import binarise
 from metrics import EvalInputs, profile_settings
 from metrics._backtrack import backtrack_trajectory
+from metrics.nll_ais import ais_negative_log_likelihood
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
@@ -41,6 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the file backend
 BACKTRACK_STEPS = (25, 50, 100, 150, 200, 300, 400, 600)
 BACKTRACK_RESTARTS = 5
 NLL_SAMPLES = (10, 30, 100, 300, 1000)
+AIS_STEPS = (30, 100, 300, 1000, 3000)
 DEFAULT_TOLERANCE = 0.02
 
 
@@ -111,16 +117,32 @@ def nll_curve(run: RunModel, images: int = 200, samples: tuple[int, ...] = NLL_S
     return {"values": values, "seconds": seconds}
 
 
-def cheapest_within(curves: dict[str, dict], cost, tolerance: float) -> str | None:
-    """The cheapest grid point whose value is within `tolerance` (relative) of the most expensive point's, on every
-    run; None if no point but the longest qualifies."""
+def ais_curve(run: RunModel, images: int = 20, steps: tuple[int, ...] = AIS_STEPS) -> dict:
+    """{"values": {"T": mean AIS NLL in nats}, ...} on the first `images` reference images, one noise seed for all T."""
+    if "latent_prior" not in run.inputs.capabilities:
+        raise CurveError(f"{run.key.method} declares no latent prior")
+    values, seconds = {}, {}
+    for t in steps:
+        inputs = dataclasses.replace(
+            run.inputs, settings={**run.inputs.settings, "ais_steps": t, "ais_max_images": images}
+        )
+        start = time.perf_counter()
+        values[str(t)] = ais_negative_log_likelihood(inputs).value
+        seconds[str(t)] = time.perf_counter() - start
+    return {"values": values, "seconds": seconds}
+
+
+def cheapest_within(curves: dict[str, dict], cost, tolerance: float, absolute: bool = False) -> str | None:
+    """The cheapest grid point whose value is within `tolerance` (relative, or in the values' units if `absolute`)
+    of the most expensive point's, on every run; None if no point but the longest qualifies."""
     points = list(next(iter(curves.values()))["values"])
     longest = max(points, key=cost)
     good = [
         point
         for point in points
         if all(
-            abs(curve["values"][point] - curve["values"][longest]) <= tolerance * abs(curve["values"][longest])
+            abs(curve["values"][point] - curve["values"][longest])
+            <= tolerance * (1.0 if absolute else abs(curve["values"][longest]))
             for curve in curves.values()
         )
     ]
@@ -146,6 +168,8 @@ def measure(
         run = _run_model(store, key, device, settings or {})
         if metric == "backtrack":
             curves[key.method] = backtrack_curve(run, steps=grid or BACKTRACK_STEPS)
+        elif metric == "ais":
+            curves[key.method] = ais_curve(run, steps=grid or AIS_STEPS)
         else:
             curves[key.method] = nll_curve(run, samples=grid or NLL_SAMPLES)
     if metric == "backtrack":
@@ -158,7 +182,8 @@ def measure(
         def cost(point: str) -> int:
             return int(point)
 
-    chosen = cheapest_within(curves, cost, tolerance)
+    absolute = metric == "ais"
+    chosen = cheapest_within(curves, cost, tolerance, absolute)
     result = {
         "metric": metric,
         "runs": [key.to_dict() for key in keys],
@@ -166,7 +191,11 @@ def measure(
         "curves": curves,
         "tolerance": tolerance,
         "chosen": chosen,
-        "rule": f"the cheapest point within {tolerance:.0%} (relative) of the longest budget's value on every run",
+        "rule": (
+            f"the cheapest point within {tolerance:g} nats per image of the longest budget's value on every run"
+            if absolute
+            else f"the cheapest point within {tolerance:.0%} (relative) of the longest budget's value on every run"
+        ),
         "code": git_commit(),
         "environment": environment(device),
         "created_at": utc_now(),
@@ -200,7 +229,7 @@ def plot_curves(result: dict, path: Path) -> None:
         else:
             ks = sorted(int(k) for k in curve["values"])
             axis.plot(ks, [curve["values"][str(k)] for k in ks], marker="o")
-            axis.set_xlabel("importance samples K")
+            axis.set_xlabel("importance samples K" if result["metric"] == "nll" else "intermediate distributions T")
             axis.set_ylabel("NLL (nats)")
         axis.set_xscale("log")
         grid = sorted({int(point.split(",")[0]) for point in curve["values"]})

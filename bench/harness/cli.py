@@ -700,16 +700,20 @@ def rescore_command(
 
 @app.command("curve")
 def curve_command(
-    metric: str = typer.Argument(..., help="backtrack | nll | training"),
+    metric: str = typer.Argument(..., help="backtrack | nll | ais | training"),
     methods: str = typer.Option(..., "--methods", help="comma-separated methods whose stored runs are measured"),
     split_id: str = typer.Option("fashion-mnist/novel9-4shot.v1", "--split", help="split id of the stored runs"),
     profile: str = typer.Option("quick", "--profile"),
     seed: int = typer.Option(0, "--seed"),
     results_dir: Path = typer.Option(Path("results"), "--results-dir"),
     output: Path = typer.Option(Path("results/curves/curve"), "--out", help="writes OUT.json and OUT.png"),
-    tolerance: float = typer.Option(0.02, "--tolerance", help="relative distance to the longest budget's value"),
+    tolerance: float = typer.Option(
+        0.02, "--tolerance", help="distance to the longest budget's value: relative; for ais, nats per image"
+    ),
     grid: str | None = typer.Option(
-        None, "--grid", help="comma-separated steps (backtrack) or importance samples (nll) to read; the largest is run"
+        None,
+        "--grid",
+        help="comma-separated steps (backtrack), importance samples (nll) or intermediate distributions (ais) to read",
     ),
     lr: float | None = typer.Option(None, "--lr", help="backtracking's Adam learning rate (default: the profile's)"),
     terms: str | None = typer.Option(
@@ -720,15 +724,15 @@ def curve_command(
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Measure a scoring budget's curve (backtracking steps x restarts, or NLL importance samples) on stored runs'
-    fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
+    """Measure a scoring budget's curve (backtracking steps x restarts, NLL importance samples or AIS intermediate
+    distributions) on stored runs' fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
     phase of stored runs plateaued (bench/harness/convergence.py)."""
     from bench.harness.budgets import CurveError, curve_files, measure
     from bench.harness.convergence import LOSS_TERMS, training_plateaus, write_training_curves
     from bench.harness.store import ResultStore, RunKey
 
-    if metric not in ("backtrack", "nll", "training"):
-        fail(f"unknown curve '{metric}' (valid: backtrack, nll, training)")
+    if metric not in ("backtrack", "nll", "ais", "training"):
+        fail(f"unknown curve '{metric}' (valid: backtrack, nll, ais, training)")
     check_profile(profile)
     check_device(device)
     try:

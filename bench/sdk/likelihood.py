@@ -59,6 +59,23 @@ def binarise(x: torch.Tensor) -> torch.Tensor:
     return (x > 0.5).to(x.dtype)
 
 
+def nll_summary(log_px: torch.Tensor, dims: int, source: str) -> tuple[float, dict]:
+    """The mean NLL in nats per image of per-image estimates `log_px` (n,), and its details: the spread over
+    images, the standard error of the mean and bits per dimension. Non-finite estimates are an error naming
+    `source`."""
+    if not torch.isfinite(log_px).all():
+        raise ValueError(f"{source} returned {int((~torch.isfinite(log_px)).sum())} non-finite values")
+    nll = -log_px.double()
+    n = nll.shape[0]
+    mean = float(nll.mean())
+    std = float(nll.std()) if n > 1 else 0.0
+    return mean, {
+        "std": std,  # spread over images
+        "sem": std / math.sqrt(n),  # standard error of the mean over images
+        "bits_per_dim": mean / (dims * math.log(2)),
+    }
+
+
 def check_estimator_arguments(num_samples: int, batch_size: int, chunk_size: int, generator: torch.Generator) -> None:
     """The arguments every importance-sampling estimator here takes: counts of at least 1 and a CPU generator."""
     if num_samples < 1:

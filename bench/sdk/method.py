@@ -13,6 +13,10 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
 - `"latent"`: `latent_dim`, `sample_latent(n, generator)` and `decode(z)`; samples are
   `decode(sample_latent(...))`, and `decode` is differentiable in z (LPIPS backtracking
   optimises latents through it);
+- `"latent_prior"` (with `"latent"`): `latent_prior() -> bench.sdk.ais.LatentPrior`, the
+  distribution `sample_latent` draws from, written as a mixture of standard normal noise mapped
+  to the latent (what AIS anneals from: the `nll_ais` metric); `StandardNormalLatent` gives both
+  for z ~ N(0, I);
 - `"log_likelihood"`: `log_likelihood(x, num_samples=1000, generator=None) -> Tensor`: for
   images x (n, C, H, W) in [0, 1], a float64 CPU tensor (n,) of log p(x) in nats per image,
   estimated with `num_samples` importance samples (latent-variable methods reuse
@@ -47,6 +51,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from bench.sdk.ais import LatentPrior
 from bench.sdk.profiles import PROFILES
 from bench.sdk.progress import NullReporter, Reporter
 from bench.sdk.registry import UnknownNameError
@@ -54,6 +59,7 @@ from bench.sdk.task import FewShotTask
 
 CAPABILITIES = {
     "latent": ("latent_dim", "sample_latent", "decode"),
+    "latent_prior": ("latent_prior",),
     "log_likelihood": ("log_likelihood",),
     "reconstruct": ("reconstruct",),
     "embed": ("embed",),
@@ -190,6 +196,19 @@ class SamplesFromLatent:
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = self.sample_latent(n, generator)
         return torch.cat([self.decode(chunk) for chunk in z.split(self.sample_batch_size)])
+
+
+class StandardNormalLatent:
+    """Mixin for a latent z ~ N(0, I_latent_dim): `sample_latent` draws it and `latent_prior` declares it,
+    so the two cannot disagree (declare `"latent_prior"` in `capabilities`)."""
+
+    latent_dim: int
+
+    def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    def latent_prior(self) -> LatentPrior:
+        return LatentPrior.standard_normal(self.latent_dim)
 
 
 @dataclasses.dataclass(frozen=True)
