@@ -17,7 +17,7 @@ of the benchmark gets it; its scores are not a like-for-like comparison. The emb
 
 Model (the slides' `CADA_VAE(latent_size, num_embeddings, embedding_dim)`):
 - ImageEncoder: two stride-2 convs (layer norm) -> 256 -> Gaussian q(z|x), mean and log-variance of latent_size;
-- ImageDecoder: z -> 256 -> (2w, H/4, W/4) -> two stride-2 transposed convs -> Bernoulli logits (C = 1 or 3);
+- ImageDecoder: z -> 256 -> (2w, H/4, W/4) -> two stride-2 transposed convs -> the observation's logits (C = 1 or 3);
 - SemanticEncoderVQVAE: class embedding s -> 256 -> z_e (latent_size), split into latent_size / embedding_dim
   chunks, each replaced by its nearest of num_embeddings codebook vectors (straight-through gradient);
   the quantised vector is the mean of q(z|s), a log-variance head gives its spread;
@@ -25,7 +25,7 @@ Model (the slides' `CADA_VAE(latent_size, num_embeddings, embedding_dim)`):
 Layer normalisation or none, never batch norm: Reptile averages weights, batch statistics do not survive it.
 
 Loss per episode (images x with class labels y, class embeddings s_y), all in nats-comparable units:
-1. image VAE: Bernoulli cross-entropy of x given z_x ~ q(z|x) + kl_weight * KL(q(z|x) || N(0, I));
+1. image VAE: the observation's reconstruction loss of x given z_x ~ q(z|x) + kl_weight * KL(q(z|x) || N(0, I));
 2. semantic VAE: semantic_weight * |s - D_s(z_s)|^2 + vq_weight * (codebook loss + commitment *
    commitment loss) + kl_weight * KL(q(z|s) || N(0, I)), per class of the episode;
 3. cross-alignment (CADA-VAE): image decoded from the class's semantic sample, D_x(z_s), scored
@@ -91,9 +91,9 @@ FID of 1,000 samples): Reptile
 and w = 0, plain training was ahead (1,223 against 1,325). No consistent effect at this budget:
 adaptation on the support pool does most of the work, as for FIGR (docs/methods.md).
 
-Observation model and likelihood (capability `log_likelihood`): Bernoulli(sigmoid(D_x(z))) on
-BINARISED images (x > 0.5); training uses the cross-entropy on [0, 1] values as `methods/vae.py`
-does. log p(x) is the IWAE estimate of `bench.sdk.likelihood` with the image encoder as proposal and,
+Observation model and likelihood (capability `log_likelihood`): `methods._vae.observation_for`'s, as
+`methods/vae.py` (Bernoulli(sigmoid(D_x(z))) on BINARISED grey images (x > 0.5), trained with the
+cross-entropy on [0, 1] values; a discretised logistic on the 8-bit values of colour images). log p(x) is the IWAE estimate of `bench.sdk.likelihood` with the image encoder as proposal and,
 as prior, the log-density of the sampling distribution (q(z|s_novel), or the support mixture): the
 likelihood of the model the samples come from, conditional on the description (and, for the mixture,
 on the support images).
@@ -112,7 +112,7 @@ import torch.nn.functional as F
 
 from bench.sdk.ais import LatentPrior
 from bench.sdk.augment import AugmentConfig, augment
-from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.likelihood import iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, TrainingDiverged
 from bench.sdk.reptile import MetaNetwork, reptile
 from bench.sdk.semantics import class_embeddings, embedding_card
@@ -120,7 +120,7 @@ from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, run_steps, seeded_init
 from methods import register
 from methods._nets import Quantised, VectorQuantiser
-from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import ObservedModel, gaussian_kl, observation_for, reparameterise
 
 _LOG_2PI = math.log(2 * math.pi)
 SAMPLINGS = ("semantic", "support-mixture")  # values of `CADAVQVAEConfig.sampling`
@@ -199,7 +199,7 @@ class ImageEncoder(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """(n, latent_size) -> Bernoulli logits (n, C, H, W): the mirror of the encoder."""
+    """(n, latent_size) -> the observation's logits (n, C, H, W): the mirror of the encoder."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_size: int, width: int = 32, hidden: int = 256):
         super().__init__()
@@ -259,8 +259,9 @@ class SemanticDecoder(nn.Module):
         return self.net(z)
 
 
-class CADAVAE(nn.Module):
-    """The slides' `CADA_VAE(latent_size, num_embeddings, embedding_dim)`: the four networks."""
+class CADAVAE(ObservedModel):
+    """The slides' `CADA_VAE(latent_size, num_embeddings, embedding_dim)`: the four networks, and the observation
+    model of the images."""
 
     def __init__(self, image_shape: tuple[int, int, int], semantic_dim: int, cfg: CADAVQVAEConfig):
         super().__init__()
@@ -270,6 +271,7 @@ class CADAVAE(nn.Module):
             semantic_dim, cfg.latent_size, cfg.num_embeddings, cfg.embedding_dim, cfg.hidden
         )
         self.semantic_decoder = SemanticDecoder(cfg.latent_size, semantic_dim, cfg.hidden)
+        self.observation = observation_for(image_shape)
 
 
 # -- the loss terms -------------------------------------------------------------------------------
@@ -334,7 +336,7 @@ def cada_loss(
     mean_s, logvar_s = semantic.mean[labels], semantic.logvar[labels]
     z_s = reparameterise(mean_s, logvar_s, generator)  # one semantic sample per image, for its class
 
-    reconstruction = reconstruction_loss(model.image_decoder(z_x), images)
+    reconstruction = model.observation.loss(model.image_decoder(z_x), images)
     image_vae = reconstruction + cfg.kl_weight * gaussian_kl(mean_x, logvar_x).mean()
     quantised = semantic.quantised
     semantic_vae = (
@@ -344,7 +346,7 @@ def cada_loss(
     )
     cross_alignment = cfg.semantic_weight * semantic_error(model.semantic_decoder(z_x), embeddings[labels])
     if cross_reconstruction:
-        cross_alignment = reconstruction_loss(model.image_decoder(z_s), images) + cross_alignment
+        cross_alignment = model.observation.loss(model.image_decoder(z_s), images) + cross_alignment
     classes = labels.unique()
     if cfg.distribution_alignment == "mmd":
         distribution_alignment = torch.stack(
@@ -391,7 +393,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "Few-Shot Image Generation Using Cross-Aligned and Vector Quantized VAE with Meta-Learning (slides); "
         "Schönfeld et al., CADA-VAE, CVPR 2019"
     )
-    version = "2"  # 2: samples from the semantic posterior (the generative path), not the support posteriors
+    # 2: samples from the semantic posterior (the generative path), not the support posteriors;
+    # 3: colour images are modelled by a discretised logistic (grey-scale ones as in 2).
+    version = "3"
     Config = CADAVQVAEConfig
     Budget = CADAVQVAEBudget
     profiles = {
@@ -420,11 +424,11 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         if self.config.sampling == "support-mixture":
             return (
                 "p(x) of the sampling model: z from the mixture of the support images' posteriors and the "
-                "novel class description's semantic posterior (conditional on both), Bernoulli decoder"
+                "novel class description's semantic posterior (conditional on both), the observation model's decoder"
             )
         return (
             "p(x) of the sampling model: z from the semantic posterior q(z|s) of the novel class description "
-            "(the generative path; the support set acts only through adaptation), Bernoulli decoder"
+            "(the generative path; the support set acts only through adaptation), the observation model's decoder"
         )
 
     # -- semantics ----------------------------------------------------------------------------
@@ -650,7 +654,7 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     ) -> torch.Tensor:
         """IWAE estimate of log p(x) in nats per image, (n,) float64 on the CPU, under the sampling model.
 
-        `x` (n, C, H, W) in [0, 1] is binarised at 0.5; proposal: the image encoder; prior: the
+        `x` (n, C, H, W) in [0, 1] is made the observation (binarised or 8-bit); proposal: the image encoder; prior: the
         sampling mixture (`log_prior`); noise only from the CPU `generator` (default seeded with 0).
         """
         generator = generator if generator is not None else make_generator(0)
@@ -659,9 +663,9 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         model.eval()
         try:
             return iwae_log_likelihood(
-                binarise(x.float()).to(self.device),
+                model.observation.observe(x.float()).to(self.device),
                 model.image_encoder,
-                lambda x_rows, z: bernoulli_log_prob(model.image_decoder(z), x_rows),
+                lambda x_rows, z: model.observation.log_prob(model.image_decoder(z), x_rows),
                 num_samples,
                 generator,
                 log_prior=self.log_prior,

@@ -5,17 +5,16 @@ transfer-learning baseline of "Few Shot Learning for Image Generation" (pretrain
 classes, augment the k support images to a pool, e.g. 4 -> 300, fine-tune the pretrained
 weights on the pool) applied to a VAE.
 
-Loss (negative ELBO per image, nats): Bernoulli reconstruction cross-entropy summed over
+Loss (negative ELBO per image, nats): the observation model's reconstruction term summed over
 pixels + `kl_weight` * KL(q(z|x) || N(0, I)). Samples are the decoder's mean image
 sigmoid(decoder(z)) for z ~ N(0, I).
 
-Log-likelihood (capability `log_likelihood`, for the `nll` metric): the observation model is
-Bernoulli(sigmoid(decoder(z))) on BINARISED images, x_bin = (x > 0.5). Training uses the
-same Bernoulli cross-entropy on the continuous [0, 1] values (standard practice; it is not a
-normalised density for non-binary x), so evaluation binarises: `log_likelihood` binarises its
-input itself (a no-op on images that are already 0/1, which is what `nll` passes). log p(x)
-is the IWAE estimate of `bench.sdk.likelihood` with q(z|x) the encoder, p(z) = N(0, I), computed
-with the model in eval mode (BatchNorm uses its running statistics).
+Log-likelihood (capability `log_likelihood`, for the `nll` metric): the observation model of
+`methods._vae.observation_for` (Bernoulli on BINARISED grey images, x_bin = (x > 0.5), trained
+with the cross-entropy on the continuous values; a discretised logistic on the 8-bit values of
+colour images). `log_likelihood` makes the observation itself (a no-op on what `nll` passes).
+log p(x) is the IWAE estimate of `bench.sdk.likelihood` with q(z|x) the encoder, p(z) = N(0, I),
+computed with the model in eval mode (BatchNorm uses its running statistics).
 """
 
 from __future__ import annotations
@@ -26,12 +25,12 @@ import torch
 import torch.nn as nn
 
 from bench.sdk.augment import AugmentConfig, augment
-from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.likelihood import iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent, StandardNormalLatent
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
-from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import ObservedModel, gaussian_kl, observation_for, reparameterise
 
 
 @dataclass
@@ -52,7 +51,7 @@ class VAEBudget:
     pool_size: int  # support images after augmentation
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(ObservedModel):
     """Two stride-2 conv layers down to (H/4, W/4), a Gaussian latent, and the mirror decoder."""
 
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int):
@@ -81,6 +80,7 @@ class ConvVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1),
         )
+        self.observation = observation_for(image_shape)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -95,7 +95,7 @@ def negative_elbo(
 ) -> dict[str, torch.Tensor]:
     """Mean over the batch of reconstruction + kl_weight * KL, in nats per image."""
     mean, logvar = model.encode(x)
-    reconstruction = reconstruction_loss(model.decode_logits(reparameterise(mean, logvar, generator)), x)
+    reconstruction = model.observation.loss(model.decode_logits(reparameterise(mean, logvar, generator)), x)
     kl = gaussian_kl(mean, logvar).mean()
     return {"loss": reconstruction + kl_weight * kl, "reconstruction": reconstruction, "kl": kl}
 
@@ -104,7 +104,8 @@ def negative_elbo(
 class VAE(StandardNormalLatent, PretrainThenAdapt, SamplesFromLatent, Method):
     title = "Convolutional VAE (pretrain on base classes, fine-tune on augmented support)"
     reference = "Kingma and Welling, Auto-Encoding Variational Bayes, ICLR 2014"
-    version = "1"
+    # 2: colour images are modelled by a discretised logistic (grey-scale ones as in 1).
+    version = "2"
     Config = VAEConfig
     Budget = VAEBudget
     profiles = {
@@ -173,7 +174,7 @@ class VAE(StandardNormalLatent, PretrainThenAdapt, SamplesFromLatent, Method):
     ) -> torch.Tensor:
         """IWAE estimate of log p(x) in nats per image, (n,) float64 on the CPU.
 
-        `x` (n, C, H, W) in [0, 1] is binarised at 0.5 first (see the module docstring);
+        `x` (n, C, H, W) in [0, 1] is made the observation first (binarised or 8-bit; module docstring);
         `num_samples` importance samples per image; noise from the CPU `generator` (default:
         a generator seeded with 0, so the call is deterministic).
         """
@@ -183,9 +184,9 @@ class VAE(StandardNormalLatent, PretrainThenAdapt, SamplesFromLatent, Method):
         model.eval()  # BatchNorm must use its running statistics, not the batch's
         try:
             return iwae_log_likelihood(
-                binarise(x.float()).to(self.device),
+                model.observation.observe(x.float()).to(self.device),
                 model.encode,
-                lambda x_rows, z: bernoulli_log_prob(model.decode_logits(z), x_rows),
+                lambda x_rows, z: model.observation.log_prob(model.decode_logits(z), x_rows),
                 num_samples,
                 generator,
                 batch_size=self.likelihood_batch_size,

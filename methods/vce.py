@@ -38,7 +38,8 @@ Training (section 4.3, Algorithms 1 and 2), in three phases:
    L_C = KL(z) + lambda * KL(z_r) + (1 - sigma) L_CON(x, y) + sigma L_REG(q, y)              (convertor step),
    the encoder updated first, z_r recomputed with the updated encoder for the convertor's loss;
    in L_E the converted image is a constant (the encoder acts as the discriminator of converted
-   images, IntroVAE-style). L_CON and L_REG are Bernoulli cross-entropies of y against x and q.
+   images, IntroVAE-style). L_CON and L_REG are the observation's reconstruction losses of y against x and q
+   (`methods._vae.observation_for`: Bernoulli cross-entropies on grey images).
    The ablation `vce-vae` keeps the plain VAE loss in phase 3 (Table 1's "Our VCE, VAE" row).
 Batches follow section 3.3: every image of a batch comes from one class and shares one condition
 image (paper: batch 19, one Omniglot character's 20 drawings minus the condition). Paper settings:
@@ -54,7 +55,8 @@ conditional NLL -log p(x | q) of a held-out image given one condition image of i
 sampling model here picks the condition uniformly among the k support images, so its likelihood
 is the mixture p(x) = (1/k) sum_j p(x | s_j), which for one shot is exactly Table 1's quantity.
 Each p(x | s_j) is an IWAE estimate (`bench.sdk.likelihood`) with proposal q(z | x, s_j), prior
-N(0, I) and observation model Bernoulli(sigmoid(Con(z, s_j))) on the BINARISED image; the K
+N(0, I) and the observation model of `methods._vae.observation_for` (Bernoulli(sigmoid(Con(z, s_j))) on
+the BINARISED grey image, a discretised logistic on 8-bit colour values); the K
 importance samples are split evenly over the k conditions (stratified), so the cost per image
 does not grow with k. log of the mean of the k unbiased estimates is again a stochastic lower
 bound on log p(x).
@@ -80,14 +82,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.sdk.ais import LatentPrior
-from bench.sdk.likelihood import binarise, iwae_log_likelihood
+from bench.sdk.likelihood import iwae_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.sdk.reptile import MetaNetwork, reptile
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import finite_loss, make_generator, run_steps, seeded_init
 from methods import register
 from methods._nets import ResidualBlock
-from methods._vae import bernoulli_log_prob, gaussian_kl, reconstruction_loss, reparameterise
+from methods._vae import ObservedModel, gaussian_kl, observation_for, reparameterise
 
 LOSSES = ("lmvae", "vae")
 RULE_BATCHES = 10  # fresh base-class batches on which the trained rule is measured (`training_log["vce"]`)
@@ -136,7 +138,7 @@ class StrideOneResNet(nn.Module):
         return self.net(x)
 
 
-class ConvertorEncoder(nn.Module):
+class ConvertorEncoder(ObservedModel):
     """The encoder q(z | x, q) and the convertor p(x | z, q); z has two numbers per image row."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: int, blocks: int, norm: str):
@@ -144,6 +146,7 @@ class ConvertorEncoder(nn.Module):
         self.image_channels, self.height, self.width = image_shape
         self.encoder = StrideOneResNet(2 * self.image_channels, 4, channels, blocks, norm)
         self.convertor = StrideOneResNet(self.image_channels + 2, self.image_channels, channels, blocks, norm)
+        self.observation = observation_for(image_shape)
 
     @property
     def latent_dim(self) -> int:
@@ -157,7 +160,7 @@ class ConvertorEncoder(nn.Module):
         return mean, logvar
 
     def convert_logits(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits (n, C, H, W) of the condition converted by the rule z (n, 2H).
+        """The observation's logits (n, C, H, W) of the condition converted by the rule z (n, 2H).
 
         Row r's two noise values z[2r], z[2r + 1] are laid along that row as two extra input
         channels, so every pixel of the row reads them in the first layer (module docstring).
@@ -186,7 +189,8 @@ def class_members(labels: torch.Tensor, minimum: int) -> list[torch.Tensor]:
 class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "VCE: Variational Convertor-Encoder, LMVAE loss (one-shot conversion of a support image)"
     reference = "Li, Han and Xing, VCE: Variational Convertor-Encoder for One-Shot Generalization"
-    version = "2"
+    # 3: colour images are modelled by a discretised logistic (grey-scale ones as in 2).
+    version = "3"
     Config = VCEConfig
     Budget = VCEBudget
     profiles = {
@@ -303,7 +307,7 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         """
         mean, logvar = model.encode(x, condition)
         logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
-        conversion = reconstruction_loss(logits, x)
+        conversion = model.observation.loss(logits, x)
         kl = gaussian_kl(mean, logvar).mean()
         loss = finite_loss(conversion + kl, phase, step)
         terms = {"loss": loss.item(), "conversion": conversion.item(), "kl": kl.item()}
@@ -330,8 +334,8 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         kl = gaussian_kl(mean, logvar).mean()
         logits = model.convert_logits(reparameterise(mean, logvar, generator), condition)
         converted = torch.sigmoid(logits)
-        data_terms = (1 - cfg.style_weight) * reconstruction_loss(logits, x) + cfg.style_weight * reconstruction_loss(
-            logits, condition
+        data_terms = (1 - cfg.style_weight) * model.observation.loss(logits, x) + cfg.style_weight * (
+            model.observation.loss(logits, condition)
         )
         kl_converted = gaussian_kl(*model.encode(converted.detach(), condition))
         encoder_loss = finite_loss(
@@ -383,8 +387,8 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
             terms = {
                 "kl_z": gaussian_kl(mean, logvar).mean(),
                 "kl_zr": gaussian_kl(*model.encode(converted, condition)).mean(),
-                "conversion_gain": reconstruction_loss(model.convert_logits(torch.zeros_like(mean), condition), x)
-                - reconstruction_loss(model.convert_logits(mean, condition), x),
+                "conversion_gain": model.observation.loss(model.convert_logits(torch.zeros_like(mean), condition), x)
+                - model.observation.loss(model.convert_logits(mean, condition), x),
                 "sample_spread": (first - second).pow(2).mean(),
                 "pair_mse": (x - condition).pow(2).mean(),
             }
@@ -449,13 +453,13 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
     ) -> torch.Tensor:
         """log p(x) = log (1/k) sum_j p(x | s_j) in nats per image, (n,) float64 on the CPU (module docstring).
 
-        `x` is binarised at 0.5 first; each of the k conditions gets max(1, num_samples // k)
+        `x` is made the observation first (binarised or 8-bit); each of the k conditions gets max(1, num_samples // k)
         importance samples; noise only from the CPU `generator` (default: seeded with 0).
         """
         generator = generator if generator is not None else make_generator(0)
         model, k = self.model, len(self.conditions)
         per_condition = max(1, num_samples // k)
-        x = binarise(x.float()).to(self.device)
+        x = model.observation.observe(x.float()).to(self.device)
         was_training = model.training
         model.eval()
         try:
@@ -469,7 +473,9 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
                     iwae_log_likelihood(
                         x,
                         lambda xb, rows=rows: model.encode(xb, rows(xb)),
-                        lambda x_rows, z, rows=rows: bernoulli_log_prob(model.convert_logits(z, rows(x_rows)), x_rows),
+                        lambda x_rows, z, rows=rows: model.observation.log_prob(
+                            model.convert_logits(z, rows(x_rows)), x_rows
+                        ),
                         per_condition,
                         generator,
                         batch_size=self.likelihood_batch_size,

@@ -35,9 +35,10 @@ WITHOUT re-quantising, so it is differentiable in z. LPIPS backtracking optimise
 and may therefore leave the codebook lattice: a backtracked z is a point of the decoder's
 continuous input space, not necessarily a code map the prior can sample.
 
-Observation model and log-likelihood (capability `log_likelihood`): Bernoulli(sigmoid(decoder))
-on BINARISED images x_bin = (x > 0.5), the observation of the `nll` metric (training uses the
-Bernoulli cross-entropy on the continuous values, like `vae`). log p(x) = log sum_c p(x|c) p(c)
+Observation model and log-likelihood (capability `log_likelihood`): `methods._vae.observation_for`,
+as `vae` (Bernoulli(sigmoid(decoder)) on BINARISED grey images x_bin = (x > 0.5), trained with
+the cross-entropy on the continuous values; a discretised logistic on the 8-bit values of colour
+images), the observation of the `nll` metric. log p(x) = log sum_c p(x|c) p(c)
 is estimated by importance sampling over discrete code maps,
 
     log p(x) ~= logsumexp_k [log p(x|c_k) + log p(c_k) - log q(c_k|x)] - log K,   c_k ~ q(c|x),
@@ -62,13 +63,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.sdk.augment import AugmentConfig, augment
-from bench.sdk.likelihood import binarise, discrete_importance_log_likelihood
+from bench.sdk.likelihood import discrete_importance_log_likelihood
 from bench.sdk.method import Method, PretrainThenAdapt, SamplesFromLatent
 from bench.sdk.task import FewShotTask
 from bench.sdk.training import make_generator, minibatches, optimise, seeded_init
 from methods import register
 from methods._nets import Quantised, ResidualBlock, VectorQuantiser
-from methods._vae import bernoulli_log_prob, reconstruction_loss
+from methods._vae import ObservedModel, observation_for
 
 
 @dataclass
@@ -115,8 +116,8 @@ def paper_residual_block(channels: int) -> ResidualBlock:
     return ResidualBlock(channels, channels, norm="none", activation="relu", second_kernel=1)
 
 
-class ConvVQVAE(nn.Module):
-    """Encoder to an (H/4, W/4) map of D-vectors, vector quantiser, mirror decoder to Bernoulli logits."""
+class ConvVQVAE(ObservedModel):
+    """Encoder to an (H/4, W/4) map of D-vectors, vector quantiser, mirror decoder to the observation's logits."""
 
     def __init__(self, image_shape: tuple[int, int, int], config: VQVAEConfig):
         super().__init__()
@@ -142,6 +143,7 @@ class ConvVQVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(w, channels, 4, 2, 1),
         )
+        self.observation = observation_for(image_shape)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z_e: (n, D, H/4, W/4)."""
@@ -172,7 +174,7 @@ class ConvVQVAE(nn.Module):
 def vqvae_loss(model: ConvVQVAE, x: torch.Tensor, commitment: float) -> dict[str, torch.Tensor]:
     """Eq. 3 of the paper, per image (batch mean), plus codebook-usage diagnostics (not optimised)."""
     out = model.quantise(model.encode(x))
-    reconstruction = reconstruction_loss(model.decode_logits(out.z_q), x)
+    reconstruction = model.observation.loss(model.decode_logits(out.z_q), x)
     usage = torch.bincount(out.codes.reshape(-1), minlength=model.quantiser.size).to(x.dtype)
     p = usage / usage.sum()
     perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
@@ -292,7 +294,8 @@ class PixelCNNPrior(nn.Module):
 class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     title = "VQ-VAE with a PixelCNN prior (pretrain on base classes, fine-tune on augmented support)"
     reference = "van den Oord, Vinyals and Kavukcuoglu, Neural Discrete Representation Learning, NeurIPS 2017"
-    version = "1"
+    # 2: colour images are modelled by a discretised logistic (grey-scale ones as in 1).
+    version = "2"
     Config = VQVAEConfig
     Budget = VQVAEBudget
     profiles = {
@@ -457,8 +460,8 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Importance-sampled estimate of log p(x) in nats per image, (n,) float64 on the CPU.
 
-        Observation model: Bernoulli(sigmoid(decoder(e_c))) on x binarised at 0.5 (done here, a
-        no-op on 0/1 images); p(c) the PixelCNN prior. The estimate, a stochastic lower bound on
+        Observation model: `observation_for`'s on x made its observation here (binarised grey, 8-bit
+        colour; a no-op on what `nll` passes); p(c) the PixelCNN prior. The estimate, a stochastic lower bound on
         log p(x) (so NLL is an upper bound), is
 
             logsumexp_k [log p(x|c_k) + log p(c_k) - log q(c_k|x)] - log K,
@@ -486,12 +489,12 @@ class VQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
 
         def log_joint(x_rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
             code_map = codes.view(-1, *model.map_shape)
-            log_lik = bernoulli_log_prob(model.decode_logits(model.code_map(code_map)), x_rows)
+            log_lik = model.observation.log_prob(model.decode_logits(model.code_map(code_map)), x_rows)
             return log_lik.double() + prior.log_prob(code_map).double()
 
         try:
             return discrete_importance_log_likelihood(
-                binarise(x.float()).to(self.device),
+                model.observation.observe(x.float()).to(self.device),
                 proposal_log_probs,
                 log_joint,
                 1 if tau == 0 else num_samples,

@@ -2,10 +2,13 @@
 
 Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016 (the estimator,
 shared in `bench.sdk.likelihood`). The images scored are the evaluation reference (the novel
-class's TEST images, never shown to the method), binarised at 0.5 by `bench.sdk.likelihood.binarise`
-(the binarisation the methods use too): the observation model of the benchmark's grey-scale data
-is Bernoulli on binarised images, so every method is scored on the same 0/1 data. The method
-computes log p(x) through its `log_likelihood` capability.
+class's TEST images, never shown to the method), made discrete by `bench.sdk.likelihood.observe`
+(what the methods score too), so that log p(x) is a log probability and every method is scored on
+the same data: grey-scale images binarised at 0.5 (the observation model of the benchmark's grey
+data is Bernoulli on binarised images), colour images at their 8-bit values (each method gives a
+probability mass over the 256 levels of a subpixel, e.g. a discretised logistic; the details
+carry bits per dimension, the unit of the colour-image literature). The method computes log p(x)
+through its `log_likelihood` capability.
 
 Settings (`NllSettings`, set per profile): `nll_importance_samples` (K) and `nll_max_images`
 (score the first N reference images in the split's fixed order; None = all). The IWAE estimate
@@ -20,10 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.sdk.likelihood import binarise, nll_summary
+from bench.sdk.likelihood import nll_summary, observe
 from metrics import EvalInputs, Metric, MetricResult, MetricSettings, profile_setting, register
 
-OBSERVATION_MODEL = "Bernoulli on binarised images (x > 0.5)"
+GREY_OBSERVATION = "Bernoulli on binarised images (x > 0.5)"
+COLOUR_OBSERVATION = "8-bit values round(255 x) / 255, a probability mass over the 256 levels of each subpixel"
 BUDGET_RULE = (
     "K per profile: quick the smallest K of the measured curve within 5% of K = 1,000 (docs/metrics.md#budgets); "
     "paper 5,000 (the IWAE paper); smoke 8 (a test of the code path)"
@@ -45,13 +49,9 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
     k = int(settings.nll_importance_samples)
     max_images = settings.nll_max_images
     reference = inputs.reference if max_images is None else inputs.reference[: int(max_images)]
-    if reference.shape[1] != 1:
-        raise ValueError(
-            f"nll is defined for grey-scale images (Bernoulli on binarised pixels), got {reference.shape[1]} channels"
-        )
     if reference.shape[0] == 0:
         raise ValueError("no reference images to score")
-    x = binarise(reference)
+    x = observe(reference)
     generator = torch.Generator().manual_seed(inputs.seed)
     log_px = torch.as_tensor(inputs.model.log_likelihood(x, k, generator)).double().cpu()
     if log_px.shape != (x.shape[0],):
@@ -65,7 +65,7 @@ def negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
             "estimator": "IWAE",
             "importance_samples": k,
             "budget_rule": BUDGET_RULE,
-            "observation_model": OBSERVATION_MODEL,
+            "observation_model": GREY_OBSERVATION if x.shape[1] == 1 else COLOUR_OBSERVATION,
             "n_images": n,
             "image_selection": "all" if n == inputs.reference.shape[0] else f"first {n} of the evaluation reference",
             "units": "nats per image",
@@ -87,7 +87,8 @@ METRIC = register(
         version="1",
         reference="Burda, Grosse and Salakhutdinov, Importance Weighted Autoencoders, ICLR 2016",
         definition=(
-            "Mean over the evaluation-reference images (binarised at 0.5) of -log p(x) in nats per image, "
+            "Mean over the evaluation-reference images (grey binarised at 0.5, colour at 8 bits) of -log p(x) in "
+            "nats per image, "
             "log p(x) estimated by the method with K importance samples (IWAE, K in the card)."
         ),
         display_order=230,

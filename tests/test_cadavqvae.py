@@ -14,6 +14,7 @@ import scipy.linalg
 import torch
 
 from bench.data.datasets import DATASETS, ImageDataset
+from bench.sdk.likelihood import quantise
 from bench.sdk.semantics import class_embeddings, embedding_card
 from bench.sdk.task import FewShotTask, SplitInfo
 from methods.cadavqvae import (
@@ -302,9 +303,11 @@ def test_colour_images_of_other_sizes_and_every_capability():
     assert method.embed(task.support).shape == (3, method.latent_dim)
     log_px = method.log_likelihood(task.support, num_samples=4, generator=_gen(1))
     assert log_px.dtype == torch.float64 and log_px.shape == (3,) and torch.isfinite(log_px).all()
-    # The likelihood scores the binarised image: any [0, 1] input with the same binarisation scores the same.
-    nudged = (task.support + 0.2 * (task.support > 0.5).float() - 0.1).clamp(0, 1)
-    torch.testing.assert_close(method.log_likelihood(nudged, num_samples=4, generator=_gen(1)), log_px)
+    # Colour images are scored at their 8-bit values: any [0, 1] input with the same values scores the same.
+    within_level = (
+        quantise(task.support) + 0.4 / 255 * (torch.rand(task.support.shape, generator=_gen(2)) - 0.5)
+    ).clamp(0, 1)
+    torch.testing.assert_close(method.log_likelihood(within_level, num_samples=4, generator=_gen(1)), log_px)
 
 
 # -- sampling through the generative path -----------------------------------------------------------

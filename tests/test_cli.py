@@ -219,7 +219,8 @@ def test_novel_class_all_holds_out_each_class_in_turn(tmp_path):
 
 @requires_data("cifar10")
 def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
-    # Pixel and quality metrics only, to keep it short; the evaluator metrics on RGB are covered by the shipped weights' tests.
+    # Pixel, quality and likelihood metrics only, to keep it short; the evaluator metrics on RGB are covered by the
+    # shipped weights' tests.
     result = invoke(
         "run",
         "--methods",
@@ -231,7 +232,7 @@ def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
         "--profile",
         "smoke",
         "--metrics",
-        "mse,ssim,brisque,support_nn_mse",
+        "mse,ssim,brisque,support_nn_mse,nll",
         "--samples",
         "40",
         "--results-dir",
@@ -241,7 +242,10 @@ def test_a_one_shot_rgb_run_lands_in_the_leaderboard(tmp_path):
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout[result.stdout.index("[") :])
     assert all(r["status"] == "ok" for r in records) and records[0]["split"]["split_id"] == "cifar10/novel9-1shot.v1"
-    assert all(o["status"] == "ok" for r in records for o in r["metrics"].values())
+    by_method = {r["key"]["method"]: r["metrics"] for r in records}
+    assert all(o["status"] == "ok" for o in by_method["vae"].values())
+    assert by_method["support-copy"]["nll"]["status"] == "not_applicable"  # it has no likelihood
+    assert all(o["status"] == "ok" for name, o in by_method["support-copy"].items() if name != "nll")
     board = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "## cifar10/novel9-1shot.v1 · profile `smoke`" in board and "| `vae` | 1 |" in board
 

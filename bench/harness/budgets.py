@@ -35,7 +35,7 @@ from bench.harness.evaluation import prepare_ruler
 from bench.harness.plots import save_figure
 from bench.harness.rescore import load_models, rebuild_split
 from bench.harness.store import ResultStore, RunKey
-from bench.sdk.likelihood import binarise
+from bench.sdk.likelihood import observe
 from metrics import EvalInputs, profile_settings
 from metrics._backtrack import backtrack_trajectory
 from metrics.nll_ais import ais_negative_log_likelihood
@@ -107,7 +107,7 @@ def nll_curve(run: RunModel, images: int = 200, samples: tuple[int, ...] = NLL_S
     """{"values": {"K": mean NLL in nats}, ...} on the first `images` reference images, one noise seed for all K."""
     if "log_likelihood" not in run.inputs.capabilities:
         raise CurveError(f"{run.key.method} has no log-likelihood")
-    x = binarise(run.inputs.reference[:images])
+    x = observe(run.inputs.reference[:images])
     values, seconds = {}, {}
     for k in samples:
         start = time.perf_counter()

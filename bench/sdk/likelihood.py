@@ -25,8 +25,11 @@ and CUDA draw the same numbers). The numbers image i sees depend only on the gen
 and on the images before it, never on `batch_size` or `chunk_size`: changing either changes the
 result only by floating-point rounding in the model.
 
-The observation: grey-scale images are scored as their binarisation (`binarise`, x > 0.5), what
-the `nll` metric passes and what a Bernoulli method scores whatever it is given.
+The observation (`observe`): grey-scale images are scored as their binarisation (`binarise`,
+x > 0.5), what the `nll` metric passes and what a Bernoulli method scores whatever it is given;
+colour images as their 8-bit values (`quantise`, round(255 x) / 255), scored by a probability
+mass over the 256 levels of each subpixel (a discretised density), so that log p(x) is a log
+probability on both kinds of data and NLLs of different methods compare.
 """
 
 from __future__ import annotations
@@ -57,6 +60,23 @@ def binarise(x: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise TypeError(f"binarise takes floating-point images in [0, 1], got {x.dtype}")
     return (x > 0.5).to(x.dtype)
+
+
+def quantise(x: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """The observation of a colour image in [0, 1]: each value rounded to the nearest of `levels` evenly spaced
+    levels (k / (levels - 1)), in x's (floating) dtype."""
+    if not x.is_floating_point():
+        raise TypeError(f"quantise takes floating-point images in [0, 1], got {x.dtype}")
+    top = levels - 1
+    return torch.round(x.clamp(0, 1) * top) / top
+
+
+def observe(x: torch.Tensor) -> torch.Tensor:
+    """What a likelihood scores of images x (n, C, H, W) in [0, 1]: grey-scale (C = 1) binarised, colour
+    (C > 1) quantised to 8 bits (module docstring)."""
+    if x.dim() != 4:
+        raise ValueError(f"observe takes images (n, C, H, W), got shape {tuple(x.shape)}")
+    return binarise(x) if x.shape[1] == 1 else quantise(x)
 
 
 def nll_summary(log_px: torch.Tensor, dims: int, source: str) -> tuple[float, dict]:

@@ -21,10 +21,11 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   images x (n, C, H, W) in [0, 1], a float64 CPU tensor (n,) of log p(x) in nats per image,
   estimated with `num_samples` importance samples (latent-variable methods reuse
   `bench.sdk.likelihood.iwae_log_likelihood`), noise drawn only from the CPU `generator` (None: a
-  generator seeded with 0). For grey-scale data the observation is the binarised image
-  (x > 0.5, `bench.sdk.likelihood.binarise`): the `nll` metric passes binarised images, and a
-  Bernoulli method binarises its input itself too (a no-op on 0/1 images), so any [0, 1] input
-  is scored as its binarisation.
+  generator seeded with 0). The observation is `bench.sdk.likelihood.observe`'s: the binarised
+  image (x > 0.5) for grey-scale data, the 8-bit values for colour (p(x) a probability mass over
+  the 256 levels of each subpixel). The `nll` metric passes observed images, and a method makes
+  the observation of its input itself too (a no-op on observed images), so any [0, 1] input is
+  scored as its observation.
   It runs without gradients in eval mode (e.g. BatchNorm running statistics) and restores the
   model's mode;
 - `"reconstruct"`: `reconstruct(x)`;
