@@ -186,3 +186,9 @@ def test_unknown_loss_and_classless_tasks_are_refused(fashion_split):
     )
     with pytest.raises(ValueError, match="pairs of images of one class"):
         VCE().fit(classless, VCEBudget(1, 4, 0, 0, 1, 1), 0)
+
+
+def test_the_sigma_zero_ablation_drops_only_the_style_term():
+    ablation, full = METHODS.get("vce-sigma0")(), METHODS.get("vce")()
+    assert ablation.config.style_weight == 0 and full.config.style_weight == 0.15
+    assert {**vars(ablation.config), "style_weight": 0.15} == vars(full.config)
