@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from bench.data.datasets import DATASETS
 from bench.data.datasets.folder import folder_dataset
 from bench.harness.samples import SampleFileError, load_sample_folder, load_samples, validate_samples
 
@@ -239,7 +240,7 @@ def test_a_folder_dataset_of_anything_loads_or_says_which_folder_is_short(classe
             sure.append(images)
             possible.append(images + damaged)
         try:
-            dataset = folder_dataset(f"folder:{root}@8")
+            dataset = folder_dataset(f"folder:{root}@8", DATASETS.get)
             loaded = dataset.load()
         except ValueError as error:
             assert str(root) in str(error)

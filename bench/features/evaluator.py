@@ -419,7 +419,9 @@ def load_domain_evaluator(
     device: str = "cpu",
 ) -> DomainEvaluator:
     """The dataset's evaluator: its pinned shipped weights, or (no shipped file, or a non-default `config`) trained on
-    first use and cached."""
+    first use and cached. A dataset measured by another's evaluator (`evaluator_dataset`: a folder made from it) gets
+    that dataset's."""
+    dataset_name = DATASETS.get(dataset_name).evaluator_dataset or dataset_name
     require_classes(dataset_name)
     dataset = DATASETS.get(dataset_name)
     if config is None and dataset.name in PINNED_WEIGHTS:

@@ -1034,6 +1034,33 @@ def evaluator_train(
     )
 
 
+@app.command("folder")
+def folder_command(
+    source: str = typer.Option(..., "--from", help="the dataset the images come from, e.g. cifar10"),
+    class_name: str = typer.Option(..., "--class", help="its class, by index or name"),
+    images: int = typer.Option(100, "--images", help="how many of the class's train images"),
+    seed: int = typer.Option(0, "--seed", help="seed of the draw (numpy default_rng)"),
+    out: Path = typer.Option(..., "--out", help="a new or empty folder"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write a folder of one class's train images (PNG) with a card naming their dataset, whose domain evaluator then
+    measures `folder:OUT@SIZE` (the unconditional protocol of the IMLE papers, on data at hand)."""
+    from bench.data.datasets import DATASETS, DataNotFoundError
+    from bench.data.datasets.folder import write_folder
+
+    try:
+        card = write_folder(DATASETS.get(source), class_name, images, seed, out)
+    except (UnknownNameError, ValueError, FileExistsError) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json({"folder": str(out), **card})
+        return
+    size = card["source"]["size"]
+    print(f"{out}: {images} images of {source} class {card['source']['class']!r}; use --dataset folder:{out}@{size}")
+
+
 def main() -> None:
     try:
         app()

@@ -81,6 +81,10 @@ def evaluate(
     names = metric_names if metric_names is not None else in_display_order(METRICS.names())
     ruler = ruler if ruler is not None else prepare_ruler(dataset, names, device=device)
     need_reasons = dict(need_reasons or {})
+    if dataset is not None and DATASETS.get(dataset).evaluator_dataset is not None:
+        # Measured by another dataset's evaluator (a folder made from it): its classes are that dataset's.
+        novel_class = DATASETS.get(dataset).evaluator_class
+        need_reasons.setdefault("novel_class", "the folder's card names no class of its evaluator's dataset")
     if ruler.reason or ruler.error:
         need_reasons.setdefault("evaluator", ruler.reason or ruler.error)
     inputs = EvalInputs(

@@ -15,7 +15,7 @@ class DatasetRegistry(Registry[ImageDataset]):
 
     def get(self, name: str) -> ImageDataset:
         if name.strip().startswith(PREFIX):
-            dataset = folder_dataset(name)
+            dataset = folder_dataset(name, lookup=super().get)
             self._entries.setdefault(dataset.name, dataset)
             return self._entries[dataset.name]
         return super().get(name)

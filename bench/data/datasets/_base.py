@@ -142,6 +142,10 @@ class ImageDataset:
     # Feature space of fid/kid/precision/recall (`metrics/_fidelity.py`): "domain" (the domain
     # evaluator) or "inception-v3-compat" (where no evaluator can be trained: folders without classes).
     feature_extractor: str = "domain"
+    # The dataset whose domain evaluator measures this one (a folder made from it, `folder.json`); None: its own.
+    evaluator_dataset: str | None = None
+    # With `evaluator_dataset`: the class of that dataset's evaluator the images depict (None: not known).
+    evaluator_class: int | None = None
     notes: str = ""
     protocols: tuple[str, ...] = ("novel-class",)
     # One short hand-written sentence per class saying what its images look like: the semantic

@@ -12,14 +12,23 @@ provenance of every record, and reported with a warning.
   of the IMLE/FastGAN papers. The images are divided once, by a fixed seed, into a train part
   (90%) and a held-out part (10%, at least one image): train = `train_images`, held-out =
   `test_images`, all labelled 0. There are no classes, so no domain evaluator: the
-  distribution metrics use InceptionV3 features (the weights must be available).
+  distribution metrics use InceptionV3 features (the weights must be available), unless the
+  folder's card says otherwise.
+
+The folder's card (`PATH/folder.json`, optional, not an image): `{"evaluator": DATASET, "source":
+{"class": CLASS, ...}}` says that the images come from DATASET, whose pinned domain evaluator then
+measures the folder (its images must have DATASET's shape: pass the matching @SIZE), and where
+they came from; CLASS (optional) is the evaluator's class they depict (`class_consistency`).
+`write_folder` makes such a folder from a class of a dataset at hand (`bench folder`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +41,11 @@ DEFAULT_SIZE = 64
 TEST_FRACTION = 0.2
 HELD_OUT_FRACTION = 0.1  # of a folder without classes: the backtracking targets
 DIVISION_SEED = 0  # the train/test division is part of the dataset's definition, not of a run's seed
+CARD = "folder.json"  # the folder's card (module docstring): never read as an image
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != CARD)
 
 
 def parse(spec: str) -> tuple[Path, int]:
@@ -88,7 +102,7 @@ class FolderDataset(ImageDataset):
         images, labels, unreadable = [], [], []
         folders = [self.root / c for c in self.class_names] if self.has_classes else [self.root]
         for label, folder in enumerate(folders):
-            for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            for path in _image_files(folder):
                 image = read_image(path, self.image_size)
                 if image is None:
                     unreadable.append(str(path.relative_to(self.root)))
@@ -146,8 +160,9 @@ def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return image.transpose(2, 0, 1)
 
 
-def folder_dataset(spec: str) -> FolderDataset:
-    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`."""
+def folder_dataset(spec: str, lookup: Callable[[str], ImageDataset]) -> FolderDataset:
+    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`; `lookup` finds
+    the registered dataset a folder card names."""
     root, size = parse(spec)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) == 1:
@@ -166,19 +181,19 @@ def folder_dataset(spec: str) -> FolderDataset:
         allows_hflip=False,
     )  # unknown content: no mirror symmetry assumed
     if not classes:
-        if not any(p.is_file() for p in root.iterdir()):
+        if not _image_files(root):
             raise ValueError(f"{spec}: {root} holds no files and no class sub-folders")
+        image_shape = (3 if _any_colour([root], size) else 1, size, size)
         return FolderDataset(
             name=f"folder-{stem}-{key}",
             title=f"Image folder {root} (no classes)",
             class_names=(root.name,),
-            image_shape=(3 if _any_colour([root], size) else 1, size, size),
+            image_shape=image_shape,
             default_novel_class=0,
             notes="made from a folder of images without classes: the unconditional protocol",
             protocols=("unconditional",),
             evaluator_classes=0,
-            evaluator_trained_on="nothing: a folder without classes has no labels to train a domain evaluator on",
-            feature_extractor="inception-v3-compat",
+            **_ruler(spec, root, image_shape, lookup),
             **common,
         )
     return FolderDataset(
@@ -192,9 +207,73 @@ def folder_dataset(spec: str) -> FolderDataset:
     )
 
 
+def _ruler(spec: str, root: Path, image_shape: tuple[int, int, int], lookup: Callable[[str], ImageDataset]) -> dict:
+    """The feature space of a folder without classes: InceptionV3, or the evaluator of the dataset its card names."""
+    card_path = root / CARD
+    if not card_path.is_file():
+        return {
+            "evaluator_trained_on": "nothing: a folder without classes has no labels to train a domain evaluator on",
+            "feature_extractor": "inception-v3-compat",
+        }
+    try:
+        card = json.loads(card_path.read_text())
+        name = card["evaluator"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f'{spec}: {card_path} is not a folder card ({{"evaluator": DATASET, ...}}): {exc}') from exc
+    source = lookup(name)  # an unknown name lists the valid ones
+    if source.image_shape != image_shape:
+        raise ValueError(
+            f"{spec}: its card names the {name} evaluator, which measures {source.image_shape} images, but the folder "
+            f"reads as {image_shape}; pass @{source.image_shape[1]}"
+        )
+    described = card.get("source", {}).get("class") if isinstance(card.get("source"), dict) else None
+    return {
+        "evaluator_dataset": name,
+        "evaluator_class": None if described is None else source.class_index(described),
+        "evaluator_trained_on": f"the {name} evaluator's (the folder's card says its images come from {name})",
+        "feature_extractor": "domain",
+    }
+
+
+def write_folder(dataset: ImageDataset, class_name: str | int, images: int, seed: int, out: Path) -> dict:
+    """Write `images` train images of one class of a dataset at hand as PNG files into the empty or new folder `out`,
+    drawn by `default_rng(seed)`, with the card naming the dataset (its evaluator measures the folder); return the
+    card."""
+    import cv2
+
+    label = dataset.class_index(class_name)
+    data = dataset.load()
+    members = np.flatnonzero(data.train_labels == label)
+    if not 1 <= images <= len(members):
+        raise ValueError(
+            f"{dataset.name} class {dataset.class_names[label]!r} has {len(members)} train images; asked {images}"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; the folder must hold only the images written here")
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = np.sort(np.random.default_rng(seed).choice(members, images, replace=False))
+    for index in chosen:
+        image = data.train_images[index].transpose(1, 2, 0)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[2] == 3 else image[:, :, 0]
+        cv2.imwrite(str(out / f"{dataset.name}-train-{index:06d}.png"), bgr)
+    card = {
+        "evaluator": dataset.name,
+        "source": {
+            "dataset": dataset.name,
+            "class": dataset.class_names[label],
+            "split": "train",
+            "indices": [int(i) for i in chosen],
+            "seed": seed,
+            "size": dataset.image_shape[1],
+        },
+    }
+    (out / CARD).write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
 def _any_colour(folders: list[Path], size: int) -> bool:
     for folder in folders:
-        for path in sorted(folder.iterdir()):
+        for path in _image_files(folder):
             image = read_image(path, size) if path.is_file() else None
             if image is not None and image.ndim == 3 and not (image == image[:, :, :1]).all():
                 return True
