@@ -126,6 +126,7 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
     Budget = IMLEBudget
     profiles = IMLE_PROFILES
     capabilities = frozenset({"latent", "latent_prior", "transfer"})
+    reports_checkpoints = True  # after each IMLE round of the support phase (`bench curve fid`)
 
     @abc.abstractmethod
     def select(self, distances: torch.Tensor, current: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +204,7 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
         selected = torch.zeros(n, cfg.latent_dim)
         log = {"reselected": [], "nearest_distance": []}
         handle = self.reporter.task("IMLE rounds", budget.rounds)
+        self.training_checkpoint("support", 0, budget.rounds)
         try:
             for round_index in range(budget.rounds):
                 with self.phase("nearest_neighbours"):
@@ -228,6 +230,7 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
                     result = optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"round {round_index}")
                 log.setdefault("loss", []).append(result.get("loss", float("nan")))
                 handle.advance()
+                self.training_checkpoint("support", round_index + 1, budget.rounds)
         finally:
             handle.close()
         self.generator_net.eval()

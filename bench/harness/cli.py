@@ -700,8 +700,10 @@ def rescore_command(
 
 @app.command("curve")
 def curve_command(
-    metric: str = typer.Argument(..., help="backtrack | nll | ais | training"),
-    methods: str = typer.Option(..., "--methods", help="comma-separated methods whose stored runs are measured"),
+    metric: str = typer.Argument(..., help="backtrack | nll | ais | training | fid"),
+    methods: str = typer.Option(
+        ..., "--methods", help="comma-separated methods whose stored runs are measured (fid: which are trained)"
+    ),
     split_id: str = typer.Option("fashion-mnist/novel9-4shot.v1", "--split", help="split id of the stored runs"),
     profile: str = typer.Option("quick", "--profile"),
     seed: int = typer.Option(0, "--seed"),
@@ -721,24 +723,32 @@ def curve_command(
         "--terms",
         help="training: comma-separated logged terms to read (default: loss, d_loss, g_loss where logged)",
     ),
+    dataset: str | None = typer.Option(None, "--dataset", help="fid: the dataset to train on"),
+    shots: int = typer.Option(4, "--shots", help="fid: support images"),
+    every: int = typer.Option(1, "--every", help="fid: score every N-th checkpoint (and the last)"),
+    samples: int = typer.Option(5000, "--samples", help="fid: samples scored at each checkpoint"),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Measure a scoring budget's curve (backtracking steps x restarts, NLL importance samples or AIS intermediate
     distributions) on stored runs' fitted models, and the cheapest budget within the tolerance of the longest; or (`training`) where each training
-    phase of stored runs plateaued (bench/harness/convergence.py)."""
+    phase of stored runs plateaued (bench/harness/convergence.py); or (`fid`) FID at the checkpoints of a fresh fit
+    (bench/harness/training_fid.py)."""
     from bench.harness.budgets import CurveError, curve_files, measure
     from bench.harness.convergence import LOSS_TERMS, training_plateaus, write_training_curves
     from bench.harness.store import ResultStore, RunKey
 
-    if metric not in ("backtrack", "nll", "ais", "training"):
-        fail(f"unknown curve '{metric}' (valid: backtrack, nll, ais, training)")
+    if metric not in ("backtrack", "nll", "ais", "training", "fid"):
+        fail(f"unknown curve '{metric}' (valid: backtrack, nll, ais, training, fid)")
     check_profile(profile)
     check_device(device)
     try:
         keys = [RunKey(name, split_id, profile, seed) for name in METHODS.resolve(methods)]
     except UnknownNameError as exc:
         fail(str(exc))
+    if metric == "fid":
+        _fid_curve([key.method for key in keys], dataset, shots, profile, seed, every, samples, output, device, as_json)
+        return
     if metric == "training":
         try:
             chosen = tuple(part.strip() for part in terms.split(",") if part.strip()) if terms else LOSS_TERMS
@@ -774,6 +784,32 @@ def curve_command(
     for method, curve in result["curves"].items():
         out.print(f"{method}: " + ", ".join(f"{point}: {value:.4g}" for point, value in curve["values"].items()))
     out.print(f"chosen: {result['chosen']} ({result['rule']}); written to {curve_files(output)[0]} and .png")
+
+
+def _fid_curve(names, dataset, shots, profile, seed, every, samples, output, device, as_json) -> None:
+    from bench.data.datasets import DataNotFoundError
+    from bench.harness.training_fid import TrainingCurveError, fid_over_training, write_fid_curve
+
+    if dataset is None:
+        fail("the fid curve trains afresh: name the data with --dataset (and --shots)")
+    try:
+        with reporting() as reporter:
+            result = fid_over_training(
+                names, dataset, shots, profile, seed, every, samples, device=device, reporter=reporter
+            )
+    except (TrainingCurveError, UnknownNameError, ValueError) as exc:
+        fail(str(exc))
+    except DataNotFoundError as exc:
+        fail(str(exc), code=1)
+    json_path, png_path = write_fid_curve(result, output)
+    if as_json:
+        print_json(result)
+        return
+    for method, curve in result["curves"].items():
+        out.print(
+            f"{method}: " + ", ".join(f"{step}: {value:.4g}" for step, value in zip(curve["step"], curve["value"]))
+        )
+    out.print(f"written to {json_path} and {png_path}")
 
 
 def _print_rescore_table(outcomes) -> None:

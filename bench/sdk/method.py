@@ -47,7 +47,7 @@ import contextlib
 import dataclasses
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -120,6 +120,18 @@ class Method(abc.ABC):
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
+
+    # -- measuring during training --------------------------------------------------
+    # Whether `fit` calls `training_checkpoint` (then `bench curve fid` can follow a metric over its training).
+    reports_checkpoints: ClassVar[bool] = False
+    # Set by the harness, never by a method: called at each checkpoint with (method, phase, step, total). It samples
+    # with its own generator and restores the networks' modes, so a fit with a probe equals a fit without.
+    training_probe: Callable[[Method, str, int, int], None] | None = None
+
+    def training_checkpoint(self, phase: str, step: int, total: int) -> None:
+        """Where the model is a complete generator during `fit` (e.g. after a round): `step` of `total` in `phase`."""
+        if self.training_probe is not None:
+            self.training_probe(self, phase, step, total)
 
     @classmethod
     def budget_for(cls, profile: str) -> Any:
