@@ -297,6 +297,35 @@ def test_an_image_folder_runs_the_novel_class_protocol_end_to_end(tmp_path, imag
 
 
 @requires_data("fashion-mnist")
+def test_a_folder_runs_in_worker_processes_which_read_the_folder_themselves(tmp_path, image_folder):
+    # Workers resolve the dataset again: from the folder spec, since the folder's name is registered only where it
+    # was read.
+    result = invoke(
+        "run",
+        "--methods",
+        "support-copy,support-augment",
+        "--dataset",
+        f"folder:{image_folder}@28",
+        "--profile",
+        "smoke",
+        "--metrics",
+        "mse",
+        "--samples",
+        "20",
+        "--results-dir",
+        tmp_path / "results",
+        "--json",
+        "--jobs",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout[result.stdout.index("[") :])
+    assert [r["status"] for r in records] == ["ok", "ok"] and records[0]["split"]["split_id"].startswith(
+        "folder-shoes-"
+    )
+
+
+@requires_data("fashion-mnist")
 def test_an_image_folder_split_keeps_reference_images_out_of_training(image_folder):
     from bench.data.datasets import DATASETS
     from bench.data.splits import make_split

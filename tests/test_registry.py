@@ -86,3 +86,12 @@ def test_duplicate_registration_is_refused():
     registry.register(object(), "x.alpha")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(object(), "y.alpha")
+
+
+def test_an_unknown_name_error_survives_the_trip_back_from_a_worker_process():
+    import pickle
+
+    error = UnknownNameError("dataset", "mnits", ["mnist", "omniglot"])
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is UnknownNameError and str(back) == str(error) and "Did you mean 'mnist'" in str(back)
+    assert (back.kind, back.name, back.valid) == ("dataset", "mnits", ["mnist", "omniglot"])

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.data.datasets import DATASETS
+from bench.data.datasets.folder import PREFIX as FOLDER_PREFIX
 from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split, validate_shots
 from bench.harness.executor import default_jobs, run_benchmark
 from bench.harness.leaderboard import write_leaderboard
@@ -204,7 +205,8 @@ def run_spec(
     names = methods if isinstance(methods, str) else ",".join(methods)
     # `all`: every method, then the reference rows that give the leaderboard its scale.
     method_list = METHODS.resolve(names, method_names(references=False) + method_names(methods=False))
-    dataset_name = DATASETS.get(dataset).name
+    # A folder spec travels as given: worker processes can build the folder's dataset from it, not from its name.
+    dataset_name = dataset.strip() if dataset.strip().startswith(FOLDER_PREFIX) else DATASETS.get(dataset).name
     metric_list = METRICS.resolve(metrics if isinstance(metrics, str) else ",".join(metrics)) if metrics else None
     validate_shots(shots)
     DATASETS.get(dataset).novel_classes(novel_class)

@@ -45,6 +45,8 @@ class RunSpec:
     """A sweep as the user asks for it: methods x seeds (x novel classes) on one dataset at one profile."""
 
     methods: list[str]
+    # A registered name, or a `folder:PATH[@SIZE]` spec as given (a worker process resolves it again: the folder's
+    # generated name is registered only in the process that read the folder).
     dataset: str
     # Keyword-only from here: a field added later must not shift the meaning of a positional argument.
     _: KW_ONLY

@@ -45,6 +45,10 @@ class UnknownNameError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message otherwise
         return self.args[0]
 
+    def __reduce__(self):
+        # Rebuilt from its own arguments when a worker process sends it back (the default passes only the message).
+        return type(self), (self.kind, self.name, self.valid)
+
 
 class PluginImportError(ImportError):
     """A plugin or a module named by the user could not be imported, or registered nothing; the message says why."""
