@@ -17,6 +17,7 @@ from bench.data.datasets import DATASETS, ImageDataset
 from bench.sdk.likelihood import quantise
 from bench.sdk.semantics import class_embeddings, embedding_card
 from bench.sdk.task import FewShotTask, SplitInfo
+from methods import METHODS
 from methods.cadavqvae import (
     CADAVQVAE,
     CADAVQVAEBudget,
@@ -381,3 +382,10 @@ def test_meta_training_draws_its_episodes_from_a_seeded_subset_of_each_base_clas
         assert len(set(indices)) == 10 and (task.base_labels[indices] == c).all()
     with pytest.raises(ValueError, match=r"base_images_per_class \(9\) is below the 10 images an episode draws"):
         CADAVQVAE().pretrain(task, dataclasses.replace(TINY, base_images_per_class=9), seed=0)
+
+
+def test_the_registered_ablation_is_cadavqvae_with_standard_training_only():
+    plain, meta = METHODS.get("cadavqvae-plain")(), METHODS.get("cadavqvae")()
+    assert plain.config.meta_learning is False and meta.config.meta_learning is True
+    assert {**dataclasses.asdict(plain.config), "meta_learning": True} == dataclasses.asdict(meta.config)
+    assert plain.profiles == meta.profiles and plain.profiles["paper"].base_images_per_class == 30
