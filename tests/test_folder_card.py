@@ -5,6 +5,7 @@ back exactly the drawn train images); the card's bad cases must each say what is
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,3 +95,19 @@ def test_a_folder_is_written_only_into_an_empty_folder_and_only_as_many_images_a
         write_folder(DATASETS.get("mnist"), "9", 5, seed=0, out=out)
     with pytest.raises(ValueError, match="has .* train images; asked 100000"):
         write_folder(DATASETS.get("mnist"), "9", 100000, seed=0, out=tmp_path / "many")
+
+
+def test_the_papers_cat_numbers_sit_beside_the_cats_folder_wherever_it_was_written(tmp_path):
+    import cv2
+
+    from bench.data.splits import unconditional_split_id
+    from bench.harness.published import IMLE_CAT_TABLE, PUBLISHED_TABLES
+
+    for parent in ("a", "b"):
+        root = tmp_path / parent / "cifar10-cats"
+        root.mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(root / f"{i}.png"), np.full((32, 32, 3), (40 * i, 10, 200), dtype=np.uint8))
+        split = unconditional_split_id(folder_dataset(f"folder:{root}@32", DATASETS.get).name, 100)
+        assert [t for t in PUBLISHED_TABLES if re.fullmatch(t.split_pattern, split)] == [IMLE_CAT_TABLE]
+        assert not re.fullmatch(IMLE_CAT_TABLE.split_pattern, split.replace("100shot", "90shot"))

@@ -199,7 +199,7 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
                 )
             )
         for published in PUBLISHED_TABLES:
-            if published.split_id == split_id:
+            if re.fullmatch(published.split_pattern, split_id):
                 parts.append(_published_section(published, table))
         for claim in PUBLISHED_CLAIMS:
             if re.search(claim.split_pattern, split_id):
