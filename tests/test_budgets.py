@@ -42,8 +42,10 @@ def test_an_absolute_tolerance_reads_values_near_zero_in_their_units():
 
 def test_a_curve_of_an_unknown_metric_or_a_missing_run_is_refused(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["curve", "fid", "--methods", "imle"])
-    assert result.exit_code == 2 and "unknown curve 'fid' (valid: backtrack, nll, ais, training)" in result.output
+    result = runner.invoke(app, ["curve", "kid", "--methods", "imle"])
+    assert result.exit_code == 2 and "unknown curve 'kid' (valid: backtrack, nll, ais, training, fid)" in result.output
+    result = runner.invoke(app, ["curve", "fid", "--methods", "imle"])  # it trains: it needs the data named
+    assert result.exit_code == 2 and "name the data with --dataset" in result.output
     result = runner.invoke(app, ["curve", "backtrack", "--methods", "imle", "--results-dir", str(tmp_path)])
     assert result.exit_code == 1 and "no stored run" in result.output, result.output
 
