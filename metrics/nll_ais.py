@@ -20,6 +20,7 @@ the split's fixed order). Noise comes from a CPU generator seeded with `EvalInpu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -88,7 +89,8 @@ def ais_negative_log_likelihood(inputs: EvalInputs) -> MetricResult:
         mean,
         details={
             **details,
-            "hmc_acceptance": result.acceptance,
+            # Undefined with a single distribution (no transitions): left out rather than stored as NaN.
+            **({"hmc_acceptance": result.acceptance} if math.isfinite(result.acceptance) else {}),
             "final_step_size": result.final_step_size,
         },
         card={

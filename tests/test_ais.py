@@ -164,3 +164,19 @@ def test_nll_ais_metric_ranks_real_images_above_noise_and_states_its_budget(smok
     assert card["n_images"] == settings["ais_max_images"] and card["steps"] == settings["ais_steps"]
     assert card["chains"] == settings["ais_chains"] and card["sigma"] == 0.1 and card["prior_components"] == 1
     assert math.isclose(real["bits_per_dim"], real["value"] / (784 * math.log(2)))
+
+
+@requires_data("fashion-mnist")
+def test_a_single_distribution_has_no_acceptance_rate_and_stores_no_nan(smoke_vae, fashion_split):
+    settings = {**profile_settings("smoke"), "ais_steps": 1, "ais_max_images": 2}
+    outcomes, _ = evaluate(
+        fashion_split.reference[:2],
+        reference=fashion_split.reference,
+        model=smoke_vae,
+        metric_names=["nll_ais"],
+        settings=settings,
+        seed=0,
+    )
+    outcome = outcomes["nll_ais"]
+    assert outcome["status"] == "ok" and "hmc_acceptance" not in outcome
+    assert all(not (isinstance(v, float) and math.isnan(v)) for v in outcome.values())
