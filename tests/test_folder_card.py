@@ -44,6 +44,18 @@ def test_the_folder_holds_exactly_the_drawn_train_images_and_its_card(nines):
 
 
 @requires_data("mnist")
+def test_a_carded_folder_is_named_by_its_card_not_by_where_it_lies(nines, tmp_path):
+    out, _ = nines
+    elsewhere = tmp_path / "moved" / out.name
+    write_folder(DATASETS.get("mnist"), "9", 30, seed=3, out=elsewhere)
+    other_draw = tmp_path / "redrawn" / out.name
+    write_folder(DATASETS.get("mnist"), "9", 30, seed=4, out=other_draw)
+    name = folder_dataset(f"folder:{out}@28", DATASETS.get).name
+    assert folder_dataset(f"folder:{elsewhere}@28", DATASETS.get).name == name  # same card: same split names
+    assert folder_dataset(f"folder:{other_draw}@28", DATASETS.get).name != name
+
+
+@requires_data("mnist")
 def test_the_card_names_the_ruler_and_the_class_the_evaluator_should_see(nines):
     out, _ = nines
     folder = folder_dataset(f"folder:{out}@28", DATASETS.get)

@@ -161,8 +161,8 @@ def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def folder_dataset(spec: str, lookup: Callable[[str], ImageDataset]) -> FolderDataset:
-    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of path and size>`; `lookup` finds
-    the registered dataset a folder card names."""
+    """The dataset behind `folder:PATH[@SIZE]`, named `folder-<folder name>-<hash of its card, or else its path, and
+    size>`; `lookup` finds the registered dataset a folder card names."""
     root, size = parse(spec)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) == 1:
@@ -171,7 +171,11 @@ def folder_dataset(spec: str, lookup: Callable[[str], ImageDataset]) -> FolderDa
             f"for one set of images, put them directly in {root}"
         )
     stem = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "images"
-    key = hashlib.sha256(f"{root}|{size}".encode()).hexdigest()[:8]
+    card_path = root / CARD
+    # A carded folder is defined by its card (the dataset, class, indices and seed of `write_folder`), so its name
+    # is the same on every machine and in every place; any other folder only by where it is.
+    identity = card_path.read_text() if not classes and card_path.is_file() else str(root)
+    key = hashlib.sha256(f"{identity}|{size}".encode()).hexdigest()[:8]
     common = dict(
         image_size=size,
         root=root,
