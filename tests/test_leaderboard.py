@@ -4,14 +4,16 @@ import re
 
 from bench.harness.leaderboard import AUGMENT_DIVERSITY, COPIES, write_leaderboard
 from bench.harness.store import ResultStore
+from methods import METHODS
 
 SPLIT = "fashion-mnist/novel9-4shot.v1"
 CARD = {"version": "1", "feature_weights_sha256": "a" * 64, "n_samples": 1000}
 OTHER_CARD = {**CARD, "feature_weights_sha256": "b" * 64}
 
 
-def record(method, values, seed=0, is_reference=False, cards=None, loss_curves=False):
-    """A successful run record; `cards` maps a metric to its card (default `CARD`)."""
+def record(method, values, seed=0, is_reference=False, cards=None, loss_curves=False, version=None):
+    """A successful run record; `cards` maps a metric to its card (default `CARD`); `version` is the method's code
+    version the record says it was made by (none by default)."""
     artifacts = {"grid": f"grids/{SPLIT}/{method}/quick/seed{seed}.png"}
     if loss_curves:
         artifacts["loss_curves"] = f"plots/{SPLIT}/{method}/quick/seed{seed}.png"
@@ -19,7 +21,7 @@ def record(method, values, seed=0, is_reference=False, cards=None, loss_curves=F
         "schema": 1,
         "status": "ok",
         "key": {"method": method, "split_id": SPLIT, "profile": "quick", "seed": seed},
-        "method": {"name": method, "is_reference": is_reference},
+        "method": {"name": method, "is_reference": is_reference, **({"version": version} if version else {})},
         "evaluation": {"n_samples": 1000},
         "timings": {"fit": 1.0},
         "artifacts": artifacts,
@@ -147,6 +149,22 @@ def test_nothing_extra_is_printed_when_every_card_agrees(tmp_path):
     )
     sections = text[text.index("\n## ") :]
     assert not re.search("[¹²³⁴⁵⁶⁷⁸⁹]", sections) and "measured otherwise" not in text and "(card" not in text
+
+
+def test_rows_recorded_by_another_version_of_the_code_say_so(tmp_path):
+    current_vae, current_imle = str(METHODS.get("vae").version), str(METHODS.get("imle").version)
+    text = render(
+        tmp_path,
+        [
+            record("vae", {"fid": 100.0}, seed=0, version="0"),
+            record("vae", {"fid": 110.0}, seed=1, version=current_vae),
+            record("imle", {"fid": 120.0}, version=current_imle),
+            record("unregistered", {"fid": 130.0}, version="7"),
+        ],
+    )
+    rows = headline_rows(text)
+    assert f"recorded v0, code v{current_vae}" in rows["vae"][1]
+    assert "recorded" not in rows["imle"][1] and "recorded" not in rows["unregistered"][1]
 
 
 def test_headline_fits_a_screen_and_has_no_card_tags(tmp_path):

@@ -29,6 +29,7 @@ from bench.harness.markdown import markdown_table
 from bench.harness.published import PUBLISHED_CLAIMS, PUBLISHED_TABLES, PublishedClaim, PublishedTable
 from bench.harness.store import ResultStore
 from bench.sdk.files import atomic_write_bytes
+from methods import METHODS
 from metrics import METRICS, ROLES, in_display_order, metrics_with_role
 
 HEADER = (
@@ -44,6 +45,8 @@ HEADER = (
     "and is not averaged, ranked or bolded with the others.\n"
     "↑ higher is better, ↓ lower is better, · a diagnostic with no better direction. Metric definitions: "
     "[docs/metric-reference.md](docs/metric-reference.md); protocol: [docs/protocol.md](docs/protocol.md).\n"
+    "A method whose runs were recorded by another version of its code than the one now registered says so\n"
+    "after its name (`recorded v1, code v2`): those numbers measure the older code; rerun it to measure this one.\n"
     "{verdicts}"
 )
 
@@ -65,6 +68,7 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             "train_seed": key.get("train_seed", 0),
             "status": record["status"],
             "is_reference": record.get("method", {}).get("is_reference", False),
+            "method_version": str(record.get("method", {}).get("version", "")),
             "n_samples": record.get("evaluation", {}).get("n_samples"),
             "grid": record.get("artifacts", {}).get("grid"),
             "loss_curves": record.get("artifacts", {}).get("loss_curves"),
@@ -352,6 +356,18 @@ class _Links:
         return f"g{self.count}"
 
 
+def version_note(method: str, method_runs: pd.DataFrame) -> str:
+    """`recorded v1, code v2` when a method's runs were recorded by a version of its code other than the one now
+    registered; "" when they agree or the method is not registered here (samples scored by `bench evaluate`, a
+    plugin that is not installed)."""
+    try:
+        current = str(METHODS.get(method).version)
+    except KeyError:
+        return ""
+    recorded = sorted({v for v in method_runs["method_version"].dropna() if v and v != current})
+    return f"recorded v{', v'.join(recorded)}, code v{current}" if recorded else ""
+
+
 def _first_artifact(method_runs: pd.DataFrame, column: str) -> str | None:
     if column not in method_runs:
         return None
@@ -470,6 +486,8 @@ def _headline(
             name = f"*{name}*"
         if loss:
             name += f" · [loss][{links.label(loss, definitions)}]"
+        if stale := version_note(method, method_runs):
+            name += f" · {stale}"
         if method in order.references:
             rank, verdict = "ref", ""
         else:
