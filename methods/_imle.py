@@ -160,6 +160,12 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
     def pretrain_on_base(self, task: FewShotTask, budget: IMLEBudget, seed: int, generator: torch.Generator) -> None:
         """The matching network (perceptual matching), the generator, and with `pretrained` IMLE on the base images."""
         cfg = self.config
+        if cfg.pretrained and not len(task.base_images):
+            # Without base images a `-pretrained` entry would be its plain variant under another name.
+            raise ValueError(
+                "the -pretrained IMLE entries pretrain on base classes and this task has no base images "
+                "(the unconditional protocol has no base set: run imle, adaimle or rsimle)"
+            )
         self.matching = None
         if budget.matching == "perceptual" and not len(task.base_images):
             # The unconditional protocol (a folder without classes) has no base classes to train the network on.
@@ -251,9 +257,6 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
         (nearest sample each, the vanilla rule) and pulled towards. Thresholds or rejections of the variant
         apply to the support phase only."""
         cfg, optimizer = self.config, self.optimizer
-        if not len(task.base_images):
-            self.training_log["pretrain"] = "skipped: the task has no base images"
-            return
         losses = []
         for round_index in range(budget.pretrain_rounds):
             chosen = torch.randperm(len(task.base_images), generator=generator)[: cfg.pretrain_subset]

@@ -123,12 +123,15 @@ class FIGR(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method):
     # -- Algorithm 1 --------------------------------------------------------------------------
     def pretrain_on_base(self, task: FewShotTask, budget: FIGRBudget, seed: int, generator: torch.Generator) -> None:
         cfg = self.config
+        if not len(task.base_images):
+            # Without meta-training FIGR is a few SGD steps on a random network: a row of noise under FIGR's name.
+            raise ValueError(
+                "figr meta-trains on tasks drawn from base classes and this task has no base images "
+                "(the unconditional protocol has no base set)"
+            )
         with seeded_init(seed):
             self.meta_g, self.meta_d = (m.to(self.device) for m in self.build(task))
         self.generator_net, self.critic_net = copy.deepcopy(self.meta_g), copy.deepcopy(self.meta_d)
-        if not len(task.base_images):
-            self.training_log["meta_train"] = "skipped: the task has no base images"
-            return
         classes = task.base_labels.unique()
         members = {int(c): torch.nonzero(task.base_labels == c).flatten() for c in classes}
 

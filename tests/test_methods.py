@@ -1,5 +1,7 @@
 """Smoke tests run for every registered method: a new method file is tested automatically."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import requires_data
@@ -85,3 +87,23 @@ def test_transfer_and_latent_contracts(name, fashion_split):
         z = fitted.sample_latent(4, torch.Generator().manual_seed(0)).requires_grad_(True)
         fitted.decode(z).sum().backward()
         assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def _without_base(task):
+    return dataclasses.replace(task, base_images=task.base_images[:0], base_labels=task.base_labels[:0])
+
+
+@pytest.mark.parametrize("name", ["figr", "imle-pretrained", "adaimle-pretrained", "rsimle-pretrained"])
+def test_methods_built_on_base_classes_refuse_a_task_without_them(name, fashion_split):
+    """The unconditional protocol (a folder) has no base set: FIGR without meta-training, or a -pretrained entry
+    without pretraining, would be another method under this one's name; the run fails with the reason."""
+    cls = METHODS.get(name)
+    with pytest.raises(ValueError, match="no base images"):
+        cls().fit(_without_base(fashion_split.task_for(cls)), cls.profiles["smoke"], 0)
+
+
+def test_a_plain_generator_trains_from_scratch_without_base_classes(fashion_split):
+    cls = METHODS.get("imle")
+    method = cls()
+    method.fit(_without_base(fashion_split.task_for(cls)), cls.profiles["smoke"], 0)
+    assert method.sample(4, torch.Generator().manual_seed(0)).shape == (4, 1, 28, 28)
