@@ -286,12 +286,12 @@ def in_display_order(names) -> list[str]:
     return sorted(set(names), key=position)
 
 
-def profile_settings(profile: str) -> dict:
-    """Every registered metric's profile settings in `profile`: what the runner hands the metrics and records
-    in the run (`evaluation.settings`). Two metrics declaring one key must agree on its value."""
+def profile_settings(profile: str, names: list[str] | None = None) -> dict:
+    """Every registered metric's (or only `names`') profile settings in `profile`: what the runner hands the metrics
+    and records in the run (`evaluation.settings`). Two metrics declaring one key must agree on its value."""
     merged: dict = {}
     declared_by: dict[str, str] = {}
-    for name in in_display_order(METRICS.names()):
+    for name in in_display_order(METRICS.names() if names is None else names):
         declared = METRICS.get(name).settings
         for key, value in (declared.for_profile(profile) if declared else {}).items():
             if key in merged and merged[key] != value:

@@ -12,7 +12,7 @@ from bench.harness.plan import RunSpec
 from bench.harness.rescore import rescore
 from bench.harness.store import ResultStore
 from metrics import METRICS as REGISTERED_METRICS
-from metrics import Metric, profile_setting
+from metrics import Metric, profile_setting, profile_settings
 from metrics.nll import NllSettings
 
 pytestmark = requires_data("fashion-mnist")
@@ -75,6 +75,30 @@ def test_a_metric_change_is_picked_up_without_training(stored_runs, tmp_path, mo
     assert record["metrics"]["nll"]["card"]["importance_samples"] == 2
     assert record["metrics"]["mse"]["value"] == before
     assert record["evaluation"]["settings"]["nll_importance_samples"] == 2
+
+
+def test_rescoring_some_metrics_leaves_the_others_settings_as_they_were_measured(stored_runs, tmp_path, monkeypatch):
+    """A record says which settings its values were measured with: rescoring `mse` after `nll`'s setting changed
+    must not claim the kept `nll` value was measured with the new one (the record stays stale for `bench run`)."""
+    store = _copy(stored_runs, tmp_path)
+    measured_with = next(r for r in store.records() if r["key"]["method"] == "vae")["evaluation"]["settings"]
+
+    @dataclass(frozen=True)
+    class FewerImportanceSamples(NllSettings):
+        nll_importance_samples: int = profile_setting(100, "K", smoke=measured_with["nll_importance_samples"] + 1)
+
+    nll = REGISTERED_METRICS.get("nll")
+    monkeypatch.setitem(
+        REGISTERED_METRICS._entries, "nll", Metric(**{**nll.__dict__, "settings": FewerImportanceSamples})
+    )
+    rescore(store, methods=["vae"], metric_names=["mse"])
+    record = next(r for r in store.records() if r["key"]["method"] == "vae")
+    assert record["evaluation"]["settings"] == measured_with
+    assert profile_settings("smoke") != measured_with
+
+    rescore(store, methods=["vae"], metric_names=["nll"])
+    record = next(r for r in store.records() if r["key"]["method"] == "vae")
+    assert record["evaluation"]["settings"] == profile_settings("smoke")
 
 
 def test_a_missing_or_foreign_checkpoint_keeps_the_old_model_metrics_and_says_why(stored_runs, tmp_path):

@@ -7,7 +7,8 @@ the same `bench.harness.scoring.score` as the run did, with the profile's curren
 with unchanged code and evaluator every value is reproduced exactly. A metric that needs the
 fitted model keeps its old outcome when the checkpoint is missing or does not match its digest,
 and the outcome says why (`kept`). The record is rewritten atomically, with a `rescored` entry
-(when, by which code, which metrics, what was kept).
+(when, by which code, which metrics, what was kept). The record's `evaluation.settings` take the current values of
+the rescored metrics' settings only: the other values were measured with the settings they keep.
 """
 
 from __future__ import annotations
@@ -153,7 +154,10 @@ def rescore_record(
 
     updated = _merged(record, metrics, task_metrics, kept)
     changed = [name for name in metrics if not _same(record.get("metrics", {}).get(name), metrics[name])]
-    updated["evaluation"] = {**record["evaluation"], "settings": profile_settings(key.profile), "device": device}
+    # Only the settings of the metrics scored now are current; the others keep what their values were measured
+    # with, so a record whose other metrics' settings have since changed stays stale for `bench run`.
+    settings = {**record["evaluation"].get("settings", {}), **profile_settings(key.profile, to_score)}
+    updated["evaluation"] = {**record["evaluation"], "settings": settings, "device": device}
     updated["rescored"] = {
         "at": utc_now(),
         "code": git_commit(),
