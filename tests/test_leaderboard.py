@@ -167,6 +167,21 @@ def test_rows_recorded_by_another_version_of_the_code_say_so(tmp_path):
     assert "recorded" not in rows["imle"][1] and "recorded" not in rows["unregistered"][1]
 
 
+def test_ais_likelihoods_of_models_with_different_priors_are_compared_on_one_scale(tmp_path):
+    """The prior is the model's, not the measurement's: `nll_ais` of a 32-d and a 64-d latent model rank together."""
+    ais = {**CARD, "sigma": 0.1, "steps": 100}
+    text = render(
+        tmp_path,
+        [
+            record("a", {"nll_ais": 140.0}, cards={"nll_ais": {**ais, "prior": "N(0, I_32)", "prior_components": 1}}),
+            record("b", {"nll_ais": 200.0}, cards={"nll_ais": {**ais, "prior": "N(0, I_64)", "prior_components": 4}}),
+            record("c", {"nll_ais": 150.0}, cards={"nll_ais": {**ais, "sigma": 0.2, "prior": "N(0, I_64)"}}),
+        ],
+    )
+    assert cell(text, "a", "nll_ais ↓") == "**140**" and cell(text, "b", "nll_ais ↓") == "200"
+    assert "sigma" in text[text.index("¹ `c`") :].splitlines()[0]  # another observation model is measured otherwise
+
+
 def test_headline_fits_a_screen_and_has_no_card_tags(tmp_path):
     metrics = {
         "fid": 1234.5,

@@ -102,8 +102,11 @@ BOOTSTRAP_RESAMPLES = 2000
 
 
 # `evaluator_trained_on` describes the evaluator whose weights `feature_weights_sha256` identifies
-# (added to cards after some records were written; it changes no measurement).
-DESCRIPTIVE_CARD_KEYS = frozenset({"evaluator_trained_on"})
+# (added to cards after some records were written; it changes no measurement). `prior` and
+# `prior_components` (`nll_ais`) describe the model measured, not the measurement: AIS estimates each
+# model's log p(x) on the same images under the same observation, the scale on which Wu et al. compare
+# decoders with different priors.
+DESCRIPTIVE_CARD_KEYS = frozenset({"evaluator_trained_on", "prior", "prior_components"})
 
 
 def card_fingerprint(card: dict) -> str:
@@ -111,7 +114,7 @@ def card_fingerprint(card: dict) -> str:
 
     Seeds (card keys ending in `seed`) are left out: they differ between seeds by design, and
     the spread they cause is what the mean ± std over seeds reports. So are the descriptive keys
-    in `DESCRIPTIVE_CARD_KEYS`, which say in words what a hash in the same card already pins down.
+    in `DESCRIPTIVE_CARD_KEYS`, which describe what was measured rather than how.
     """
     return hashlib.sha256(json.dumps(measured_card(card), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
