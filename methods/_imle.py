@@ -160,12 +160,6 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
     def pretrain_on_base(self, task: FewShotTask, budget: IMLEBudget, seed: int, generator: torch.Generator) -> None:
         """The matching network (perceptual matching), the generator, and with `pretrained` IMLE on the base images."""
         cfg = self.config
-        if cfg.pretrained and not len(task.base_images):
-            # Without base images a `-pretrained` entry would be its plain variant under another name.
-            raise ValueError(
-                "the -pretrained IMLE entries pretrain on base classes and this task has no base images "
-                "(the unconditional protocol has no base set: run imle, adaimle or rsimle)"
-            )
         self.matching = None
         if budget.matching == "perceptual" and not len(task.base_images):
             # The unconditional protocol (a folder without classes) has no base classes to train the network on.
@@ -298,3 +292,4 @@ class PretrainedIMLE:
 
     Config = PretrainedIMLEConfig
     profiles = PRETRAINED_IMLE_PROFILES
+    needs_base_classes = True  # without base images the entry would be its plain variant under another name

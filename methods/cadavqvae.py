@@ -415,6 +415,7 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "paper": CADAVQVAEBudget(episodes=540, adapt_steps=900, pool_size=300, base_images_per_class=30),
     }
     capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "reconstruct", "embed", "transfer"})
+    needs_base_classes = True  # meta-trains on the base classes and their descriptions
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
@@ -448,11 +449,6 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         self, task: FewShotTask, budget: CADAVQVAEBudget, seed: int, generator: torch.Generator
     ) -> None:
         cfg = self.config
-        if not len(task.base_images):
-            raise ValueError(
-                "cadavqvae needs base classes with their descriptions to meta-train on; this task has no "
-                "base images (the unconditional protocol)"
-            )
         table = self._semantics(task)
         base_classes = task.base_labels.unique()
         if task.novel_class in base_classes.tolist():

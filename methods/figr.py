@@ -102,6 +102,7 @@ class FIGR(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method):
         "paper": FIGRBudget(meta_iterations=100_000, inner_steps=10, adapt_steps=10, inner_optimizer="sgd"),
     }
     capabilities = frozenset({"latent", "latent_prior", "transfer"})
+    needs_base_classes = True  # without meta-training, a few SGD steps on a random network
 
     def build(self, task: FewShotTask) -> tuple[nn.Module, nn.Module]:
         cfg = self.config
@@ -123,12 +124,6 @@ class FIGR(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method):
     # -- Algorithm 1 --------------------------------------------------------------------------
     def pretrain_on_base(self, task: FewShotTask, budget: FIGRBudget, seed: int, generator: torch.Generator) -> None:
         cfg = self.config
-        if not len(task.base_images):
-            # Without meta-training FIGR is a few SGD steps on a random network: a row of noise under FIGR's name.
-            raise ValueError(
-                "figr meta-trains on tasks drawn from base classes and this task has no base images "
-                "(the unconditional protocol has no base set)"
-            )
         with seeded_init(seed):
             self.meta_g, self.meta_d = (m.to(self.device) for m in self.build(task))
         self.generator_net, self.critic_net = copy.deepcopy(self.meta_g), copy.deepcopy(self.meta_d)

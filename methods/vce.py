@@ -225,6 +225,7 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         ),
     }
     capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "transfer"})
+    needs_base_classes = True  # learns to convert between images of one class, on the base classes
     likelihood_description = (
         "conditional on the support images: p(x) = (1/k) sum_j p(x | s_j), each an IWAE "
         "estimate with K/k importance samples (k = 1: VCE's Table 1 quantity p(x | q))"
@@ -239,8 +240,7 @@ class VCE(PretrainThenAdapt, SamplesFromLatent, Method):
         members = class_members(task.base_labels, 2)
         if not members:
             raise ValueError(
-                "vce trains on pairs of images of one class and the task has no base class with two "
-                "images (the unconditional protocol has no base set)"
+                "vce trains on pairs of images of one class and the task has no base class with two images"
             )
         with seeded_init(seed):
             self.model = ConvertorEncoder(task.image_shape, budget.channels, budget.residual_blocks, cfg.norm).to(

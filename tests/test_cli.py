@@ -413,6 +413,28 @@ def test_a_folder_without_classes_runs_the_unconditional_protocol(tmp_path, flat
 
 
 @requires_data("fashion-mnist")
+def test_a_folder_without_classes_is_run_only_by_the_methods_that_need_neither_base_classes_nor_unseen_images(
+    tmp_path, flat_folder
+):
+    from bench.harness.api import run_spec
+    from methods import METHODS
+
+    dataset = f"folder:{flat_folder}@28"
+    chosen = run_spec("all", dataset=dataset, profile="smoke").methods
+    assert "imle" in chosen and "support-copy" in chosen
+    for name in ("figr", "vce", "cadavqvae", "imle-pretrained", "oracle"):
+        assert name not in chosen
+    assert all(not METHODS.get(m).needs_base_classes for m in chosen)
+    # Naming one is an error before anything is built, with the reason and the methods that do run.
+    result = invoke("run", "--methods", "imle,figr", "--dataset", dataset, "--results-dir", tmp_path / "results")
+    assert result.exit_code == 2, result.output
+    assert "figr trains on base classes" in result.output and "Methods that run on it: adaimle" in result.output
+    assert not (tmp_path / "results").exists()
+    # A dataset with base classes runs them all.
+    assert "figr" in run_spec("all", dataset="fashion-mnist").methods
+
+
+@requires_data("fashion-mnist")
 def test_the_unconditional_split_holds_out_a_seeded_tenth(flat_folder):
     from bench.data.datasets import DATASETS
     from bench.data.splits import make_run_split

@@ -93,13 +93,47 @@ def _without_base(task):
     return dataclasses.replace(task, base_images=task.base_images[:0], base_labels=task.base_labels[:0])
 
 
-@pytest.mark.parametrize("name", ["figr", "imle-pretrained", "adaimle-pretrained", "rsimle-pretrained"])
+# The methods whose algorithm is their base-class phase, by the papers (meta-training, pretraining, conversion
+# between images of one base class): written out here so that a method losing its declaration fails this file.
+BUILT_ON_BASE_CLASSES = {
+    "figr",
+    "imle-pretrained",
+    "adaimle-pretrained",
+    "rsimle-pretrained",
+    "cadavqvae",
+    "cadavqvae-plain",
+    "vce",
+    "vce-vae",
+    "vce-sigma0",
+}
+
+
+def test_the_methods_built_on_base_classes_declare_it():
+    assert {name for name, cls in METHODS.items() if cls.needs_base_classes} == BUILT_ON_BASE_CLASSES
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_ON_BASE_CLASSES))
 def test_methods_built_on_base_classes_refuse_a_task_without_them(name, fashion_split):
     """The unconditional protocol (a folder) has no base set: FIGR without meta-training, or a -pretrained entry
-    without pretraining, would be another method under this one's name; the run fails with the reason."""
+    without pretraining, would be another method under this one's name; the run fails with the reason, before any
+    network is built."""
     cls = METHODS.get(name)
-    with pytest.raises(ValueError, match="no base images"):
-        cls().fit(_without_base(fashion_split.task_for(cls)), cls.profiles["smoke"], 0)
+    method = cls()
+    with pytest.raises(ValueError, match=f"{name} trains on base classes and this task has no base images"):
+        method.fit(_without_base(fashion_split.task_for(cls)), cls.profiles["smoke"], 0)
+    assert not method.timings and not method.training_log
+
+
+def test_only_a_transfer_method_can_need_base_classes():
+    """`pretrain` is where the declaration is checked: a method without it would never be refused."""
+    from methods.imle import IMLE
+
+    class Plain(IMLE):
+        capabilities = frozenset({"latent"})
+        needs_base_classes = True
+
+    with pytest.raises(TypeError, match="needs_base_classes"):
+        Plain.validate_definition("plain")
 
 
 def test_a_plain_generator_trains_from_scratch_without_base_classes(fashion_split):

@@ -28,7 +28,7 @@ import torch
 
 from bench.data.datasets import DATASETS
 from bench.data.datasets.folder import PREFIX as FOLDER_PREFIX
-from bench.data.splits import DEFAULT_CHARACTERS, TaskSet, make_run_split, validate_shots
+from bench.data.splits import DEFAULT_CHARACTERS, UNCONDITIONAL_PROTOCOL, TaskSet, make_run_split, validate_shots
 from bench.harness.executor import default_jobs, run_benchmark
 from bench.harness.leaderboard import write_leaderboard
 from bench.harness.plan import EVAL_SAMPLES, RunSpec
@@ -207,6 +207,7 @@ def run_spec(
     method_list = METHODS.resolve(names, method_names(references=False) + method_names(methods=False))
     # A folder spec travels as given: worker processes can build the folder's dataset from it, not from its name.
     dataset_name = dataset.strip() if dataset.strip().startswith(FOLDER_PREFIX) else DATASETS.get(dataset).name
+    method_list = methods_that_apply(method_list, dataset_name, named=names.strip().lower() != "all")
     metric_list = METRICS.resolve(metrics if isinstance(metrics, str) else ",".join(metrics)) if metrics else None
     validate_shots(shots)
     DATASETS.get(dataset).novel_classes(novel_class)
@@ -234,6 +235,33 @@ def run_spec(
         # With the modules of methods registered from outside (a Python caller's own module), for worker processes.
         imports=tuple(dict.fromkeys([*imports, *(m for m in user_modules(method_list) if m != "__main__")])),
     )
+
+
+def what_is_missing(method: str, dataset: str) -> str | None:
+    """Why `method` cannot run on `dataset` (None if it can): the unconditional protocol (a folder without classes)
+    has no base classes and no unseen images of a novel class."""
+    if UNCONDITIONAL_PROTOCOL not in DATASETS.get(dataset).protocols:
+        return None
+    cls = METHODS.get(method)
+    if cls.needs_base_classes:
+        return "trains on base classes"
+    if cls.sees_unseen_novel_images:
+        return "draws the class's unseen images"
+    return None
+
+
+def methods_that_apply(method_list: list[str], dataset: str, named: bool) -> list[str]:
+    """`method_list` on `dataset`: `all` leaves out the methods the dataset's protocol cannot run; naming one is a
+    ValueError that lists those which can, before anything is built."""
+    missing = {name: reason for name in method_list if (reason := what_is_missing(name, dataset))}
+    if named and missing:
+        runnable = [name for name in method_names() if not what_is_missing(name, dataset)]
+        raise ValueError(
+            f"{dataset} is a folder without classes (the unconditional protocol: no base classes, no unseen images of "
+            f"the class): {'; '.join(f'{name} {reason}' for name, reason in missing.items())}. "
+            f"Methods that run on it: {', '.join(runnable)}"
+        )
+    return [name for name in method_list if name not in missing]
 
 
 def default_leaderboard(results_dir: Path) -> Path:

@@ -164,6 +164,7 @@ def _listing(what: str) -> list[dict]:
                 "reference": cls.reference,
                 "version": cls.version,
                 "capabilities": sorted(cls.capabilities),
+                "needs_base_classes": cls.needs_base_classes,
                 "profiles": list(cls.profiles),
                 "origin": METHODS.origin(name),
             }
@@ -264,7 +265,9 @@ def _datasets_table() -> Table:
 @app.command()
 def run(
     methods: str = typer.Option(
-        ..., "--methods", help="comma-separated method names, or 'all' (every method, then the reference rows)"
+        ...,
+        "--methods",
+        help="comma-separated method names, or 'all' (every method the dataset can run, then the reference rows)",
     ),
     dataset: str = typer.Option(..., "--dataset"),
     shots: int = typer.Option(4, "--shots", help="support images of the novel class"),
@@ -356,6 +359,7 @@ def run(
         overwrite=overwrite,
         imports=imports,
     )
+    _note_left_out(methods, spec)
     if executor not in EXECUTORS:
         fail(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
     if address is not None and executor != "ray":
@@ -384,6 +388,17 @@ def run(
         out.print(f"records in {results_dir / 'runs'}; {leaderboard_line}")
     if any(o.status == "failed" for o in summary):
         raise typer.Exit(1)
+
+
+def _note_left_out(methods: str, spec) -> None:
+    """Say which methods `all` left out because the dataset's protocol cannot run them (`methods_that_apply`)."""
+    from bench.harness.api import what_is_missing
+
+    if methods.strip().lower() != "all":
+        return
+    left_out = [f"{name} ({reason})" for name in METHODS.names() if (reason := what_is_missing(name, spec.dataset))]
+    if left_out:
+        err.print(f"left out on {spec.dataset}: {', '.join(left_out)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_spec(methods: str, **options):

@@ -36,6 +36,10 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   sharing one base set (Omniglot's novel characters) pretrains once and adapts a copy per task
   with the same result as fitting each task from scratch. `PretrainThenAdapt` implements both
   and hands the noise generator from one to the other; a method writes what each phase trains.
+  A transfer method whose algorithm *is* its base-class phase (meta-training, a pretrained
+  generator) sets `needs_base_classes`: on a task without base images (the unconditional
+  protocol) it would otherwise be another method under its name, so `pretrain` refuses it, and
+  `bench run --methods all` on a folder leaves it out.
 
 A metric that needs a capability the method lacks is recorded as not applicable.
 """
@@ -55,7 +59,7 @@ import torch
 from bench.sdk.ais import LatentPrior
 from bench.sdk.profiles import PROFILES
 from bench.sdk.progress import NullReporter, Reporter
-from bench.sdk.registry import UnknownNameError
+from bench.sdk.registry import UnknownNameError, key_for_module
 from bench.sdk.task import FewShotTask
 
 CAPABILITIES = {
@@ -86,6 +90,8 @@ class Method(abc.ABC):
     is_reference: ClassVar[bool] = False
     # Only a reference row may see the novel class's other train images (`FewShotTask.unseen_novel`).
     sees_unseen_novel_images: ClassVar[bool] = False
+    # The algorithm is its base-class phase (with `transfer`): refused on a task without base images.
+    needs_base_classes: ClassVar[bool] = False
     # How many images `sample` produces per forward pass; bounds memory on large requests.
     sample_batch_size: ClassVar[int] = 500
     # For `log_likelihood`: what p(x) is when it is not the plain marginal of an unconditional
@@ -153,6 +159,8 @@ class Method(abc.ABC):
                 raise TypeError(f"method '{name}': profile '{profile}' is not a {cls.Budget.__name__}")
         if cls.sees_unseen_novel_images and not cls.is_reference:
             raise TypeError(f"method '{name}': only reference rows may see the novel class's unseen images")
+        if cls.needs_base_classes and "transfer" not in cls.capabilities:
+            raise TypeError(f"method '{name}': needs_base_classes is checked by `pretrain`; declare 'transfer'")
         if inspect.isabstract(cls):
             raise TypeError(f"method '{name}' does not implement {sorted(cls.__abstractmethods__)}")
         for capability in cls.capabilities:
@@ -188,6 +196,11 @@ class PretrainThenAdapt(abc.ABC):
         self.adapt(task, budget, seed)
 
     def pretrain(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        if getattr(self, "needs_base_classes", False) and not len(task.base_images):
+            raise ValueError(
+                f"{key_for_module(type(self).__module__)} trains on base classes and this task has no base images (the unconditional "
+                "protocol has none); without them it would be another method under this one's name"
+            )
         generator = torch.Generator().manual_seed(seed)
         self.pretrain_on_base(task, budget, seed, generator)
         self._noise_after_pretraining = generator.get_state()
