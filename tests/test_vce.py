@@ -181,11 +181,17 @@ def test_unknown_loss_and_classless_tasks_are_refused(fashion_split):
         VCEConfig(loss="introvae")
     import dataclasses
 
+    task = fashion_split.task
     classless = dataclasses.replace(
-        fashion_split.task, base_images=torch.empty(0, 1, 28, 28), base_labels=torch.empty(0, dtype=torch.long)
+        task, base_images=torch.empty(0, 1, 28, 28), base_labels=torch.empty(0, dtype=torch.long)
     )
-    with pytest.raises(ValueError, match="pairs of images of one class"):
+    with pytest.raises(ValueError, match="vce trains on base classes and this task has no base images"):
         VCE().fit(classless, VCEBudget(1, 4, 0, 0, 1, 1), 0)
+    # Base classes of one image each: no pair to convert between.
+    first = torch.stack([torch.nonzero(task.base_labels == c)[0, 0] for c in task.base_labels.unique()])
+    singletons = dataclasses.replace(task, base_images=task.base_images[first], base_labels=task.base_labels[first])
+    with pytest.raises(ValueError, match="pairs of images of one class"):
+        VCE().fit(singletons, VCEBudget(1, 4, 0, 0, 1, 1), 0)
 
 
 def test_the_sigma_zero_ablation_drops_only_the_style_term():
