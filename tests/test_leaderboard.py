@@ -94,12 +94,30 @@ def test_headline_ranks_by_fid_and_bolds_the_best_method_per_direction(tmp_path)
     assert cell(text, "oracle", "fid ↓") == "5.000" and rows["oracle"][1].startswith("*[oracle][")
     assert sum("**" in c for r in rows.values() for c in r[2:]) == 2
     # The method links the grid of its lowest seed and, when recorded, its loss curves.
-    grid, loss = re.fullmatch(r"\[a\]\[(g\d+)\] · \[loss\]\[(g\d+)\]", rows["a"][1]).groups()
+    grid, loss = re.fullmatch(r"\[a\]\[([a-z]+\d+)\] · \[loss\]\[([a-z]+\d+)\]", rows["a"][1]).groups()
     assert f"[{grid}]: results/grids/{SPLIT}/a/quick/seed0.png" in text
     assert f"[{loss}]: results/plots/{SPLIT}/a/quick/seed0.png" in text
     assert "[loss]" not in rows["b"][1]
     # The full table keeps every metric with its bootstrap interval.
     assert "110.00 ± 14.14 [100.00, 120.00]" in full_row(text, "a") and "0.0300" in full_row(text, "a")
+
+
+def test_a_row_added_to_one_section_renumbers_no_other_sections_links(tmp_path):
+    def standard(rec):
+        """`rec` in the `standard` section, which follows `quick`'s on the page."""
+        rec["key"]["profile"] = "standard"
+        rec["artifacts"] = {name: path.replace("/quick/", "/standard/") for name, path in rec["artifacts"].items()}
+        return rec
+
+    later = [standard(record(m, {"fid": 10.0 * i}, loss_curves=True)) for i, m in enumerate(["x", "y"], 1)]
+    before = render(tmp_path / "before", [record("a", {"fid": 1.0}, loss_curves=True), *later])
+    after = render(tmp_path / "after", [record(m, {"fid": 1.0}, loss_curves=True) for m in ("a", "b")] + later)
+
+    def standard_section(text):
+        return text[text.index("· profile `standard`") :]
+
+    assert "[b][" in after and standard_section(after) == standard_section(before)
+    assert f"]: results/plots/{SPLIT}/y/standard/seed0.png" in standard_section(after)
 
 
 def test_a_metric_without_direction_is_never_bold_nor_ranked_by(tmp_path):

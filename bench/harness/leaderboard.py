@@ -179,8 +179,8 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
     if frame.empty:
         parts.append("\nNo runs are stored yet: run `bench run --methods all --dataset fashion-mnist`.\n")
         return "".join(parts)
-    links = _Links(results_root, leaderboard_path)
-    for (split_id, profile), table in frame.groupby(["split_id", "profile"], sort=True):
+    for section, ((split_id, profile), table) in enumerate(frame.groupby(["split_id", "profile"], sort=True), 1):
+        links = _Links(results_root, leaderboard_path, section)
         runs = table.drop_duplicates(["method", "seed", "train_seed"])
         n_samples = sorted({int(n) for n in runs["n_samples"].dropna()})
         parts.append(f"\n## {split_id} · profile `{profile}`\n\n")
@@ -345,18 +345,30 @@ def _card_difference(card: dict, majority: dict, fingerprint: str, majority_fing
     return ", ".join(f"{k}: {_shorten(card.get(k))} vs {_shorten(majority.get(k))}" for k in keys)
 
 
-class _Links:
-    """Reference-style links (`[text][g1]` in a table, `[g1]: path` under it): they keep table lines short."""
+def _letters(number: int) -> str:
+    """1 -> a, 26 -> z, 27 -> aa: a section's link prefix."""
+    letters = ""
+    while number > 0:
+        number, remainder = divmod(number - 1, 26)
+        letters = chr(ord("a") + remainder) + letters
+    return letters
 
-    def __init__(self, results_root: Path, leaderboard_path: Path):
-        self.results_root, self.leaderboard_path = results_root, leaderboard_path
+
+class _Links:
+    """Reference-style links (`[text][b1]` in a table, `[b1]: path` under it): they keep table lines short.
+    Numbered within each section, whose letters prefix them (a, b, ..., z, aa, ab, ...), so a row added to one
+    section renumbers no other section's links."""
+
+    def __init__(self, results_root: Path, leaderboard_path: Path, section: int = 1):
+        self.results_root, self.leaderboard_path, self.section = results_root, leaderboard_path, section
         self.count = 0
 
     def label(self, artifact: str, pending: list[str]) -> str:
         self.count += 1
+        label = f"{_letters(self.section)}{self.count}"
         target = os.path.relpath(self.results_root / artifact, self.leaderboard_path.parent)
-        pending.append(f"[g{self.count}]: " + (f"<{target}>" if " " in target else target))
-        return f"g{self.count}"
+        pending.append(f"[{label}]: " + (f"<{target}>" if " " in target else target))
+        return label
 
 
 def version_note(method: str, method_runs: pd.DataFrame) -> str:
