@@ -415,7 +415,8 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
         "paper": CADAVQVAEBudget(episodes=540, adapt_steps=900, pool_size=300, base_images_per_class=30),
     }
     capabilities = frozenset({"latent", "latent_prior", "log_likelihood", "reconstruct", "embed", "transfer"})
-    needs_base_classes = True  # meta-trains on the base classes and their descriptions
+    needs_base_classes = True  # meta-trains on the base classes
+    needs_class_descriptions = True  # and on their descriptions, as the novel class's is its sampling condition
     likelihood_batch_size: int = 64
     likelihood_chunk_size: int = 2048
 
@@ -435,11 +436,6 @@ class CADAVQVAE(PretrainThenAdapt, SamplesFromLatent, Method):
     # -- semantics ----------------------------------------------------------------------------
     def _semantics(self, task: FewShotTask) -> torch.Tensor:
         """The class-embedding table of the task's descriptions; the card goes into the training log."""
-        if not task.class_descriptions:
-            raise ValueError(
-                f"cadavqvae conditions on class descriptions and {task.info.dataset} has no class descriptions "
-                f"(`bench list datasets` shows which datasets have them)"
-            )
         table = class_embeddings(task.class_descriptions)
         self.training_log["semantics"] = embedding_card(task.class_descriptions)
         return table

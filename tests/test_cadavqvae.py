@@ -287,13 +287,6 @@ def test_meta_learning_switch_changes_the_training_and_both_sample_valid_images(
     assert not torch.equal(*samples)
 
 
-def test_tasks_without_base_images_or_descriptions_fail_with_the_reason():
-    with pytest.raises(ValueError, match="no base images"):
-        CADAVQVAE().pretrain(_task(base=False), TINY, seed=0)
-    with pytest.raises(ValueError, match="omniglot has no class descriptions"):
-        CADAVQVAE().pretrain(_task(dataset="omniglot"), TINY, seed=0)
-
-
 def test_colour_images_of_other_sizes_and_every_capability():
     task = _task(dataset="cifar10", shape=(3, 8, 12))
     method = CADAVQVAE()

@@ -430,8 +430,18 @@ def test_a_folder_without_classes_is_run_only_by_the_methods_that_need_neither_b
     assert result.exit_code == 2, result.output
     assert "figr trains on base classes" in result.output and "Methods that run on it: adaimle" in result.output
     assert not (tmp_path / "results").exists()
-    # A dataset with base classes runs them all.
-    assert "figr" in run_spec("all", dataset="fashion-mnist").methods
+    # A dataset with base classes and class descriptions runs them all.
+    assert {"figr", "cadavqvae"} <= set(run_spec("all", dataset="fashion-mnist").methods)
+
+
+@requires_data("omniglot")
+def test_a_dataset_without_class_descriptions_is_not_run_by_the_methods_conditioned_on_them(tmp_path):
+    from bench.harness.api import run_spec
+
+    chosen = run_spec("all", dataset="omniglot").methods
+    assert "cadavqvae" not in chosen and "cadavqvae-plain" not in chosen and {"vce", "figr", "oracle"} <= set(chosen)
+    result = invoke("run", "--methods", "cadavqvae", "--dataset", "omniglot", "--results-dir", tmp_path / "results")
+    assert result.exit_code == 2 and "cadavqvae conditions on class descriptions" in result.output, result.output
 
 
 @requires_data("fashion-mnist")

@@ -124,6 +124,15 @@ def test_methods_built_on_base_classes_refuse_a_task_without_them(name, fashion_
     assert not method.timings and not method.training_log
 
 
+@pytest.mark.parametrize("name", ["cadavqvae", "cadavqvae-plain"])
+def test_methods_conditioned_on_class_descriptions_refuse_a_dataset_without_them(name, fashion_split):
+    cls = METHODS.get(name)
+    assert cls.needs_class_descriptions
+    task = dataclasses.replace(fashion_split.task_for(cls), class_descriptions=())
+    with pytest.raises(ValueError, match=f"{name} conditions on class descriptions and fashion-mnist has none"):
+        cls().fit(task, cls.profiles["smoke"], 0)
+
+
 def test_only_a_transfer_method_can_need_base_classes():
     """`pretrain` is where the declaration is checked: a method without it would never be refused."""
     from methods.imle import IMLE

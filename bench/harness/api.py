@@ -239,14 +239,15 @@ def run_spec(
 
 def what_is_missing(method: str, dataset: str) -> str | None:
     """Why `method` cannot run on `dataset` (None if it can): the unconditional protocol (a folder without classes)
-    has no base classes and no unseen images of a novel class."""
-    if UNCONDITIONAL_PROTOCOL not in DATASETS.get(dataset).protocols:
-        return None
-    cls = METHODS.get(method)
-    if cls.needs_base_classes:
-        return "trains on base classes"
-    if cls.sees_unseen_novel_images:
-        return "draws the class's unseen images"
+    has no base classes and no unseen images of a novel class; some datasets have no class descriptions."""
+    cls, data = METHODS.get(method), DATASETS.get(dataset)
+    unconditional = UNCONDITIONAL_PROTOCOL in data.protocols
+    if unconditional and cls.needs_base_classes:
+        return "trains on base classes, which a folder without classes does not have"
+    if unconditional and cls.sees_unseen_novel_images:
+        return "draws the class's unseen images, which a folder without classes does not have"
+    if cls.needs_class_descriptions and not data.class_descriptions:
+        return "conditions on class descriptions, which this dataset does not have"
     return None
 
 
@@ -257,8 +258,7 @@ def methods_that_apply(method_list: list[str], dataset: str, named: bool) -> lis
     if named and missing:
         runnable = [name for name in method_names() if not what_is_missing(name, dataset)]
         raise ValueError(
-            f"{dataset} is a folder without classes (the unconditional protocol: no base classes, no unseen images of "
-            f"the class): {'; '.join(f'{name} {reason}' for name, reason in missing.items())}. "
+            f"on {dataset}: {'; '.join(f'{name} {reason}' for name, reason in missing.items())}. "
             f"Methods that run on it: {', '.join(runnable)}"
         )
     return [name for name in method_list if name not in missing]

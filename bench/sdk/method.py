@@ -39,7 +39,8 @@ Optional capabilities are declared in `capabilities`, never guessed from attribu
   A transfer method whose algorithm *is* its base-class phase (meta-training, a pretrained
   generator) sets `needs_base_classes`: on a task without base images (the unconditional
   protocol) it would otherwise be another method under its name, so `pretrain` refuses it, and
-  `bench run --methods all` on a folder leaves it out.
+  `bench run --methods all` on a folder leaves it out. `needs_class_descriptions` is the same for
+  a method conditioned on the classes' descriptions (Omniglot and folders have none).
 
 A metric that needs a capability the method lacks is recorded as not applicable.
 """
@@ -92,6 +93,8 @@ class Method(abc.ABC):
     sees_unseen_novel_images: ClassVar[bool] = False
     # The algorithm is its base-class phase (with `transfer`): refused on a task without base images.
     needs_base_classes: ClassVar[bool] = False
+    # Conditions on the classes' descriptions (`FewShotTask.class_descriptions`; with `transfer`): refused without.
+    needs_class_descriptions: ClassVar[bool] = False
     # How many images `sample` produces per forward pass; bounds memory on large requests.
     sample_batch_size: ClassVar[int] = 500
     # For `log_likelihood`: what p(x) is when it is not the plain marginal of an unconditional
@@ -159,8 +162,9 @@ class Method(abc.ABC):
                 raise TypeError(f"method '{name}': profile '{profile}' is not a {cls.Budget.__name__}")
         if cls.sees_unseen_novel_images and not cls.is_reference:
             raise TypeError(f"method '{name}': only reference rows may see the novel class's unseen images")
-        if cls.needs_base_classes and "transfer" not in cls.capabilities:
-            raise TypeError(f"method '{name}': needs_base_classes is checked by `pretrain`; declare 'transfer'")
+        for need in ("needs_base_classes", "needs_class_descriptions"):
+            if getattr(cls, need) and "transfer" not in cls.capabilities:
+                raise TypeError(f"method '{name}': {need} is checked by `pretrain`; declare 'transfer'")
         if inspect.isabstract(cls):
             raise TypeError(f"method '{name}' does not implement {sorted(cls.__abstractmethods__)}")
         for capability in cls.capabilities:
@@ -196,10 +200,16 @@ class PretrainThenAdapt(abc.ABC):
         self.adapt(task, budget, seed)
 
     def pretrain(self, task: FewShotTask, budget: Any, seed: int) -> None:
+        name = key_for_module(type(self).__module__)
         if getattr(self, "needs_base_classes", False) and not len(task.base_images):
             raise ValueError(
-                f"{key_for_module(type(self).__module__)} trains on base classes and this task has no base images (the unconditional "
-                "protocol has none); without them it would be another method under this one's name"
+                f"{name} trains on base classes and this task has no base images (the unconditional protocol has "
+                "none); without them it would be another method under this one's name"
+            )
+        if getattr(self, "needs_class_descriptions", False) and not task.class_descriptions:
+            raise ValueError(
+                f"{name} conditions on class descriptions and {task.info.dataset} has none (`bench list datasets` "
+                "shows which datasets have them)"
             )
         generator = torch.Generator().manual_seed(seed)
         self.pretrain_on_base(task, budget, seed, generator)
