@@ -165,6 +165,7 @@ def _listing(what: str) -> list[dict]:
                 "version": cls.version,
                 "capabilities": sorted(cls.capabilities),
                 "needs_base_classes": cls.needs_base_classes,
+                "needs_class_descriptions": cls.needs_class_descriptions,
                 "profiles": list(cls.profiles),
                 "origin": METHODS.origin(name),
             }
