@@ -119,7 +119,9 @@ def test_methods_built_on_base_classes_refuse_a_task_without_them(name, fashion_
     network is built."""
     cls = METHODS.get(name)
     method = cls()
-    with pytest.raises(ValueError, match=f"{name} trains on base classes and this task has no base images"):
+    with pytest.raises(
+        ValueError, match=f"{name} on fashion-mnist: trains on base classes, which this data does not have"
+    ):
         method.fit(_without_base(fashion_split.task_for(cls)), cls.profiles["smoke"], 0)
     assert not method.timings and not method.training_log
 
@@ -129,7 +131,9 @@ def test_methods_conditioned_on_class_descriptions_refuse_a_dataset_without_them
     cls = METHODS.get(name)
     assert cls.needs_class_descriptions
     task = dataclasses.replace(fashion_split.task_for(cls), class_descriptions=())
-    with pytest.raises(ValueError, match=f"{name} conditions on class descriptions and fashion-mnist has none"):
+    with pytest.raises(
+        ValueError, match=f"{name} on fashion-mnist: conditions on class descriptions, which this data does not have"
+    ):
         cls().fit(task, cls.profiles["smoke"], 0)
 
 

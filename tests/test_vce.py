@@ -185,7 +185,7 @@ def test_unknown_loss_and_classless_tasks_are_refused(fashion_split):
     classless = dataclasses.replace(
         task, base_images=torch.empty(0, 1, 28, 28), base_labels=torch.empty(0, dtype=torch.long)
     )
-    with pytest.raises(ValueError, match="vce trains on base classes and this task has no base images"):
+    with pytest.raises(ValueError, match="vce on fashion-mnist: trains on base classes, which this data does not have"):
         VCE().fit(classless, VCEBudget(1, 4, 0, 0, 1, 1), 0)
     # Base classes of one image each: no pair to convert between.
     first = torch.stack([torch.nonzero(task.base_labels == c)[0, 0] for c in task.base_labels.unique()])

@@ -238,17 +238,13 @@ def run_spec(
 
 
 def what_is_missing(method: str, dataset: str) -> str | None:
-    """Why `method` cannot run on `dataset` (None if it can): the unconditional protocol (a folder without classes)
-    has no base classes and no unseen images of a novel class; some datasets have no class descriptions."""
-    cls, data = METHODS.get(method), DATASETS.get(dataset)
-    unconditional = UNCONDITIONAL_PROTOCOL in data.protocols
-    if unconditional and cls.needs_base_classes:
-        return "trains on base classes, which a folder without classes does not have"
-    if unconditional and cls.sees_unseen_novel_images:
-        return "draws the class's unseen images, which a folder without classes does not have"
-    if cls.needs_class_descriptions and not data.class_descriptions:
-        return "conditions on class descriptions, which this dataset does not have"
-    return None
+    """Why `method` cannot run on `dataset` (None if it can), from the dataset's declarations alone: the
+    unconditional protocol (a folder without classes) has no base classes and no unseen novel images."""
+    data = DATASETS.get(dataset)
+    with_classes = UNCONDITIONAL_PROTOCOL not in data.protocols
+    return METHODS.get(method).what_is_missing(
+        base_images=with_classes, class_descriptions=bool(data.class_descriptions), unseen_novel_images=with_classes
+    )
 
 
 def methods_that_apply(method_list: list[str], dataset: str, named: bool) -> list[str]:

@@ -174,6 +174,21 @@ class Method(abc.ABC):
                 if not hasattr(cls, attr):
                     raise TypeError(f"method '{name}' declares '{capability}' but has no '{attr}'")
 
+    @classmethod
+    def what_is_missing(cls, *, base_images: bool, class_descriptions: bool, unseen_novel_images: bool) -> str | None:
+        """Why this method cannot run on data with (or without) these parts, or None if it can: the one reading of
+        the declarations above, for `pretrain` (a task in hand) and the harness (a dataset, before it is loaded)."""
+        if cls.needs_base_classes and not base_images:
+            return "trains on base classes, which this data does not have"
+        if cls.sees_unseen_novel_images and not unseen_novel_images:
+            return "draws the novel class's unseen images, which this data does not have"
+        if cls.needs_class_descriptions and not class_descriptions:
+            return (
+                "conditions on class descriptions, which this data does not have "
+                "(`bench list datasets` shows which datasets have them)"
+            )
+        return None
+
 
 class PretrainThenAdapt(abc.ABC):
     """Mixin for methods with the `transfer` capability: `fit` is exactly `pretrain` then `adapt`, and
@@ -200,17 +215,14 @@ class PretrainThenAdapt(abc.ABC):
         self.adapt(task, budget, seed)
 
     def pretrain(self, task: FewShotTask, budget: Any, seed: int) -> None:
-        name = key_for_module(type(self).__module__)
-        if getattr(self, "needs_base_classes", False) and not len(task.base_images):
-            raise ValueError(
-                f"{name} trains on base classes and this task has no base images (the unconditional protocol has "
-                "none); without them it would be another method under this one's name"
-            )
-        if getattr(self, "needs_class_descriptions", False) and not task.class_descriptions:
-            raise ValueError(
-                f"{name} conditions on class descriptions and {task.info.dataset} has none (`bench list datasets` "
-                "shows which datasets have them)"
-            )
+        # Unseen novel images are for reference rows only (`validate_definition`), which do not pretrain.
+        missing = self.what_is_missing(
+            base_images=bool(len(task.base_images)),
+            class_descriptions=bool(task.class_descriptions),
+            unseen_novel_images=True,
+        )
+        if missing:
+            raise ValueError(f"{key_for_module(type(self).__module__)} on {task.info.dataset}: {missing}")
         generator = torch.Generator().manual_seed(seed)
         self.pretrain_on_base(task, budget, seed, generator)
         self._noise_after_pretraining = generator.get_state()
