@@ -50,3 +50,35 @@ def smoke_vae(fashion_split):
     method = VAE()
     method.fit(fashion_split.task, VAE.profiles["smoke"], 0)
     return method
+
+
+def failing_method(reason: str, on_fit: int | None = None):
+    """A throw-away method whose `fit` raises `TrainingDiverged(reason)`: every time, or only the `on_fit`-th."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from bench.sdk.method import PROFILES, Method, TrainingDiverged
+
+    @dataclass
+    class Config:
+        pass
+
+    @dataclass(frozen=True)
+    class Budget:
+        steps: int = 1
+
+    class Failing(Method):
+        title, reference = "fails on purpose", "test"
+        fits = 0
+
+        def fit(self, task, budget, seed):
+            type(self).fits += 1
+            if on_fit in (None, type(self).fits):
+                raise TrainingDiverged(reason)
+
+        def sample(self, n, generator):
+            return torch.zeros(n, 1, 28, 28)
+
+    Failing.Config, Failing.Budget, Failing.profiles = Config, Budget, {p: Budget() for p in PROFILES}
+    return Failing

@@ -65,6 +65,12 @@ def test_leaderboard_rows_are_mean_and_std_over_seeds(store, tmp_path):
     assert "1 (1 failed)" in _row(text, "gan")
 
 
+def test_failed_runs_are_listed_with_their_reason(store, tmp_path):
+    text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
+    listed = text.split("Failed runs")[1].split("\n\n")[1].splitlines()
+    assert listed == ["- `gan` seed 1 (failed): diverged"]  # the fixture's one failed record, and only it
+
+
 def test_reference_rows_get_their_own_table(store, tmp_path):
     text = write_leaderboard(store, tmp_path / "leaderboard.md")[0].read_text()
     section = text.split("Reference rows (not ranked):")

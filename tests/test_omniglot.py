@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import requires_data
+from conftest import failing_method, requires_data
 
 from bench.data.datasets.omniglot import DRAWERS, N_BACKGROUND, N_EVALUATION, shrink
 from bench.data.splits import load_dataset, make_character_tasks, make_split
@@ -167,3 +167,18 @@ def test_every_gan_runs_over_characters(tmp_path, name):
     outcome = run_benchmark(spec, ResultStore(tmp_path))[0]
     assert outcome.status == "ok", outcome.record.get("failure")
     assert all(outcome.record["metrics"][m]["status"] == "ok" for m in ("mse", "support_nn_mse"))
+
+
+def test_a_run_that_fails_on_one_character_names_it(tmp_path, monkeypatch):
+    """A task set's failure says which task failed: the reason the leaderboard prints is the record's."""
+    failing = failing_method("finetune: loss became nan at step 3", on_fit=2)
+    monkeypatch.setitem(METHODS._entries, "fails-on-second-task", failing)
+    spec = RunSpec(
+        ["fails-on-second-task"], dataset="omniglot", shots=1, seeds=[0], profile="smoke", characters=3, n_samples=30
+    )
+    store = ResultStore(tmp_path)
+    outcome = run_benchmark(spec, store)[0]
+    failure = store.load(outcome.key)["failure"]
+    second = make_character_tasks("omniglot", 1, 0, 3).splits[1].info.novel_class_name
+    assert outcome.status == "failed" and failure["diverged"] is True
+    assert failure["reason"] == f"task 1 ({second}), 2 of 3: finetune: loss became nan at step 3"

@@ -5,43 +5,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 
 import pytest
-import torch
-from conftest import REPO, requires_data
+from conftest import REPO, failing_method, requires_data
 
 from bench.harness.executor import run_benchmark
 from bench.harness.plan import RunSpec
 from bench.harness.store import ResultStore, RunKey
-from bench.sdk.method import PROFILES, Method, TrainingDiverged
 from methods import METHODS
 
 pytestmark = requires_data("fashion-mnist")
 
 SMOKE = dict(dataset="fashion-mnist", shots=4, profile="smoke", n_samples=50)
-
-
-@dataclass
-class _Config:
-    pass
-
-
-@dataclass(frozen=True)
-class _Budget:
-    steps: int = 1
-
-
-class Diverging(Method):
-    title, reference = "diverges", "test"
-    Config, Budget = _Config, _Budget
-    profiles = {p: _Budget() for p in PROFILES}
-
-    def fit(self, task, budget, seed):
-        raise TrainingDiverged("pretrain: loss became nan at step 3")
-
-    def sample(self, n, generator):
-        return torch.zeros(n, 1, 28, 28)
 
 
 def test_two_seeds_write_two_complete_records(tmp_path):
@@ -90,7 +65,7 @@ def test_same_seed_gives_identical_scores_in_separate_stores(tmp_path):
 
 
 def test_a_diverged_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setitem(METHODS._entries, "diverging", Diverging)
+    monkeypatch.setitem(METHODS._entries, "diverging", failing_method("pretrain: loss became nan at step 3"))
     store = ResultStore(tmp_path)
     outcomes = run_benchmark(RunSpec(["diverging", "vae"], seeds=[0], **SMOKE), store)
     assert [o.status for o in outcomes] == ["failed", "ok"]

@@ -73,6 +73,7 @@ def scores_frame(records: list[dict]) -> pd.DataFrame:
             "grid": record.get("artifacts", {}).get("grid"),
             "loss_curves": record.get("artifacts", {}).get("loss_curves"),
             "fit_seconds": record.get("timings", {}).get("fit"),
+            "failure": (record.get("failure") or {}).get("reason") if record["status"] != "ok" else None,
             # What class rotation groups by: the same dataset, shots and protocol with another held-out class.
             "dataset": record.get("split", {}).get("dataset"),
             "novel_class": record.get("split", {}).get("novel_class"),
@@ -205,6 +206,7 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
                     fooled,
                 )
             )
+        parts.append(_failures(runs))
         for published in PUBLISHED_TABLES:
             if re.fullmatch(published.split_pattern, split_id):
                 parts.append(_published_section(published, table))
@@ -215,6 +217,19 @@ def render(records: list[dict], results_root: Path, leaderboard_path: Path) -> s
         if table["novel_class"].nunique() > 1:
             parts.append(_rotation_section(group, profile, table))
     return "".join(parts)
+
+
+def _failures(runs: pd.DataFrame) -> str:
+    """The runs of a section that failed, each with the reason its record gives (a row with no values says why)."""
+    failed = runs[runs["status"] != "ok"].sort_values(["method", "seed", "train_seed"])
+    if failed.empty:
+        return ""
+    lines = ["\nFailed runs (recorded with their reason; `bench run` tries them again):\n\n"]
+    for run in failed.itertuples():
+        training = f", training seed {run.train_seed}" if run.train_seed else ""
+        reason = run.failure if isinstance(run.failure, str) and run.failure else "no reason recorded"
+        lines.append(f"- `{run.method}` seed {run.seed}{training} ({run.status}): {reason}\n")
+    return "".join(lines)
 
 
 def headline_metrics(present) -> list[str]:

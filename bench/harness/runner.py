@@ -93,9 +93,10 @@ def run_one(plan: RunPlan, store: ResultStore, reporter: Reporter) -> dict:
         samples, models = fit_and_sample(plan, reporter, timings, training_log, task_logs, pretraining)
     except Exception as exc:  # a failed run is data: recorded with its reason, the sweep goes on
         record["status"] = "failed"
+        failed_task = getattr(exc, "failed_task", None)
         record["failure"] = {
             "type": type(exc).__name__,
-            "reason": str(exc),
+            "reason": f"{failed_task}: {exc}" if failed_task else str(exc),
             "diverged": isinstance(exc, TrainingDiverged),
             "traceback": traceback.format_exc(limit=6),
         }
@@ -237,9 +238,11 @@ def fit_and_sample(
                 method = _fitted(
                     plan, task, NullReporter() if plan.is_task_set else reporter, timings, task_log, pretrained
                 )
-            except Exception:
+            except Exception as exc:
                 if plan.is_task_set:
-                    training_log[f"task {index} ({task.info.novel_class_name})"] = task_log
+                    name = f"task {index} ({task.info.novel_class_name})"
+                    training_log[name] = task_log
+                    exc.failed_task = f"{name}, {index + 1} of {len(plan.tasks)}"  # the record's failure names it
                 raise
             if plan.is_task_set:
                 task_logs.append(task_log)
