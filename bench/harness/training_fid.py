@@ -142,7 +142,9 @@ def write_fid_curve(result: dict, out: Path) -> tuple[Path, Path]:
     axis.set_yscale("log")
     axis.legend(fontsize=8)
     axis.set_title(
-        f"{result['metric']} of {result['samples']:,} samples over training: {result['split']}, {result['profile']}",
+        # Two lines: a folder split's id alone is wider than the axes.
+        f"{result['metric']} of {result['samples']:,} samples over training\n"
+        f"{result['split']} · {result['profile']}, seed {result['seed']}",
         fontsize=8,
     )
     save_figure(figure, png_path, dpi=110)
