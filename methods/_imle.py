@@ -9,7 +9,7 @@ The variants differ only in the selection (`IMLEMethod.select`):
 - `imle`: every example takes the nearest sample of the new pool, every round;
 - `adaimle` (Adaptive IMLE): per-example thresholds, an example re-selects only when the new pool
   has a sample within its threshold, which then tightens (a curriculum at each example's pace);
-- `rsimle` (Rejection-Sampling IMLE): pool samples closer than epsilon to any training image are
+- `rsimle` (Rejection-Sampling IMLE): each training image's nearest pool samples closer than epsilon are
   rejected before the selection, so the selected codes follow the test-time prior.
 
 Distances (`IMLEBudget.matching`): at `paper` the perceptual distance of `methods/_perceptual.py`,
@@ -68,6 +68,9 @@ class IMLEConfig:
     pixel_weight: float = 0.1  # perceptual: weight of the per-pixel squared difference beside the features' distance
     # rsimle: epsilon = rejection_fraction x the median distance from a training image to its nearest other one.
     rejection_fraction: float = 0.7
+    # rsimle: each training image rejects at most its nearest rejection_share x m / n pool samples (the authors' code:
+    # its 5 nearest of a pool of 10 n), so no round loses more than that share of the pool.
+    rejection_share: float = 0.5
     # Start from a generator pretrained with IMLE on the base classes (the `-pretrained` registry entries:
     # the two protocols are never mixed in one leaderboard row).
     pretrained: bool = False

@@ -1,6 +1,7 @@
 """The IMLE core and its three selection rules, against independent computations and by meaning."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from methods._imle import IMLEBudget, pairwise_squared_distances
 from methods._perceptual import MatchingNet, PerceptualMatching
 from methods.adaimle import AdaptiveIMLE
 from methods.imle import IMLE
-from methods.rsimle import RejectionSamplingIMLE, rejection_threshold
+from methods.rsimle import RejectionSamplingIMLE, rejected_samples, rejection_threshold
 
 
 def test_chunked_distances_equal_brute_force():
@@ -54,9 +55,36 @@ def test_rejection_sampling_never_selects_a_sample_near_any_training_image():
     index, take = method.select(distances, None)
     assert take.all() and index.tolist() == [2, 2]
     assert method.rejections == [pytest.approx(1 / 3)]
-    # Every sample rejected: nobody takes a new code.
-    _, take = method.select(torch.full((2, 3), 1.9), torch.zeros(2))
-    assert not take.any()
+
+
+def test_each_training_image_rejects_only_its_nearest_share_of_the_pool():
+    # Brute force: image i rejects those of its ceil(share x m / n) nearest samples that lie within epsilon.
+    generator = torch.Generator().manual_seed(3)
+    distances = torch.rand(6, 40, generator=generator)
+    epsilon_squared, share = 0.3, 0.5
+    expected = set()
+    for row in distances.tolist():
+        nearest = sorted(range(40), key=row.__getitem__)[: math.ceil(share * 40 / 6)]
+        expected |= {j for j in nearest if row[j] < epsilon_squared}
+    assert set(rejected_samples(distances, epsilon_squared, share).nonzero().flatten().tolist()) == expected
+
+
+def test_a_collapsed_generator_still_gets_fresh_codes():
+    # Every pool sample within epsilon of every training image (a generator drawing one tile near all of them):
+    # at most half the pool is rejected and every example takes a new code, so the round still teaches.
+    method = RejectionSamplingIMLE()
+    method.prepare_selection(torch.tensor([[0.0], [2.0], [4.0], [6.0]]))  # epsilon 1.4
+    distances = torch.rand(4, 100, generator=torch.Generator().manual_seed(0))  # all under 1.4^2
+    index, take = method.select(distances, torch.ones(4))
+    assert take.all() and method.rejections[0] <= 0.5
+    assert not rejected_samples(distances, method.epsilon_squared, 0.5)[index].any()
+
+
+def test_with_every_sample_rejected_nobody_takes_a_new_code():
+    method = RejectionSamplingIMLE(dataclasses.replace(RejectionSamplingIMLE.Config(), rejection_share=1.0))
+    method.prepare_selection(torch.tensor([[0.0], [2.0]]))
+    _, take = method.select(torch.tensor([[0.1, 0.2, 5.0], [5.0, 0.3, 0.1]]), torch.zeros(2))
+    assert method.rejections == [1.0] and not take.any()
 
 
 def test_epsilon_is_a_fraction_of_the_median_spacing_of_the_training_images():
