@@ -255,22 +255,26 @@ class IMLEMethod(StandardNormalLatent, PretrainThenAdapt, LatentSampler, Method)
         apply to the support phase only."""
         cfg, optimizer = self.config, self.optimizer
         losses = []
-        for round_index in range(budget.pretrain_rounds):
-            chosen = torch.randperm(len(task.base_images), generator=generator)[: cfg.pretrain_subset]
-            images = task.base_images[chosen]
-            targets = self._embed_all(images)
-            pool_z, pool = self._pool(budget.pool_size, generator)
-            selected = pool_z[pairwise_squared_distances(targets, pool).argmin(1)]
-            batches = minibatches(torch.arange(len(images)), cfg.batch_size, generator)
+        handle = self.reporter.task("IMLE rounds on the base classes", budget.pretrain_rounds)
+        try:
+            for round_index in range(budget.pretrain_rounds):
+                chosen = torch.randperm(len(task.base_images), generator=generator)[: cfg.pretrain_subset]
+                images = task.base_images[chosen]
+                targets = self._embed_all(images)
+                pool_z, pool = self._pool(budget.pool_size, generator)
+                selected = pool_z[pairwise_squared_distances(targets, pool).argmin(1)]
+                batches = minibatches(torch.arange(len(images)), cfg.batch_size, generator)
 
-            def loss_fn(step: int, batches=batches, selected=selected, targets=targets) -> dict[str, torch.Tensor]:
-                index = next(batches)
-                generated = to_unit(self.generator_net(selected[index].to(self.device)))
-                return {"loss": (self._embed(generated) - targets[index].to(self.device)).pow(2).mean()}
+                def loss_fn(step: int, batches=batches, selected=selected, targets=targets) -> dict[str, torch.Tensor]:
+                    index = next(batches)
+                    generated = to_unit(self.generator_net(selected[index].to(self.device)))
+                    return {"loss": (self._embed(generated) - targets[index].to(self.device)).pow(2).mean()}
 
-            losses.append(
-                optimise(loss_fn, optimizer, budget.steps_per_round, phase=f"pretrain round {round_index}")["loss"]
-            )
+                phase = f"pretrain round {round_index}"
+                losses.append(optimise(loss_fn, optimizer, budget.steps_per_round, phase=phase)["loss"])
+                handle.advance()
+        finally:
+            handle.close()
         self.training_log["pretrain"] = {"curve": {"step": list(range(1, len(losses) + 1)), "loss": losses}}
 
     @torch.no_grad()

@@ -144,11 +144,30 @@ def test_training_pulls_samples_towards_the_training_images(cls, fashion_split):
 def test_pretrained_entries_pretrain_on_the_base_classes_and_plain_ones_do_not(fashion_split):
     from methods import METHODS
 
+    class CountingReporter:  # how far each reported loop advanced
+        def __init__(self):
+            self.advanced: dict[str, int] = {}
+
+        def task(self, description, total):
+            reporter = self
+
+            class Handle:
+                def advance(self, amount=1):
+                    reporter.advanced[description] = reporter.advanced.get(description, 0) + amount
+
+                def close(self):
+                    pass
+
+            return Handle()
+
     plain, pretrained = METHODS.get("imle")(), METHODS.get("imle-pretrained")()
+    pretrained.reporter = CountingReporter()
     plain.fit(fashion_split.task, plain.profiles["smoke"], 0)
     pretrained.fit(fashion_split.task, pretrained.profiles["smoke"], 0)
     assert "pretrain" not in plain.timings and "pretrain" not in plain.training_log
     assert pretrained.timings["pretrain"] > 0 and len(pretrained.training_log["pretrain"]["curve"]["loss"]) == 2
+    # The base-class phase reports its progress round by round, as the support phase does.
+    assert pretrained.reporter.advanced == {"IMLE rounds on the base classes": 2, "IMLE rounds": 4}
     z = plain.sample_latent(4, torch.Generator().manual_seed(0))
     assert not torch.allclose(plain.decode(z), pretrained.decode(z))
 
