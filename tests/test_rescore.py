@@ -146,3 +146,27 @@ def test_rescore_rejects_unknown_names_and_empty_folders(tmp_path):
     assert result.exit_code == 2 and "Valid methods" in result.output
     result = CliRunner().invoke(app, ["rescore", "--results-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no run records" in " ".join(result.output.split())
+
+
+def test_a_folder_run_is_rescored_in_a_process_that_never_read_its_folder(tmp_path, monkeypatch):
+    from bench.data.datasets import DATASETS
+    from bench.data.datasets.folder import write_folder
+
+    folder = tmp_path / "boots"
+    write_folder(DATASETS.get("fashion-mnist"), "9", 40, seed=3, out=folder)
+    spec = RunSpec(
+        ["support-copy"], dataset=f"folder:{folder}@28", shots=36, profile="smoke", n_samples=30, metrics=["fid", "mse"]
+    )
+    store = ResultStore(tmp_path / "results")
+    assert [o.status for o in run_benchmark(spec, store)] == ["ok"]
+    before = _metrics(store)
+    # A fresh process knows the folder's dataset only by the spec it was read from: forget it.
+    (name,) = [n for n in DATASETS._entries if n.startswith("folder-boots-")]
+    monkeypatch.delitem(DATASETS._entries, name)
+    outcomes = rescore(store)
+    assert [o.status for o in outcomes] == ["rescored"] and _metrics(store) == before
+    # Without the folder there is nothing to rebuild the split from, and the reason names it.
+    monkeypatch.delitem(DATASETS._entries, name)
+    folder.rename(tmp_path / "elsewhere")
+    (outcome,) = rescore(store)
+    assert outcome.status == "failed" and str(folder) in outcome.reason and "cannot be read here" in outcome.reason

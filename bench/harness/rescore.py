@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.data.datasets import DATASETS
+from bench.data.datasets.folder import PREFIX as FOLDER_PREFIX
 from bench.data.splits import Split, TaskSet, make_run_split
 from bench.harness.checkpoints import CheckpointError, load_checkpoint
 from bench.harness.environment import git_commit, thread_count, utc_now
@@ -26,6 +28,7 @@ from bench.harness.samples import SampleFileError, load_samples
 from bench.harness.scoring import score
 from bench.harness.store import ResultStore, RunKey
 from bench.sdk.progress import NullReporter, Reporter
+from bench.sdk.registry import UnknownNameError
 from metrics import METRICS, in_display_order, profile_settings
 
 
@@ -45,13 +48,47 @@ class RescoreOutcome:
 def rebuild_split(record: dict) -> Split | TaskSet:
     info = record["split"]
     characters = len(info.get("tasks", ())) or 1
-    split = make_run_split(info["dataset"], info["shots"], info["seed"], info.get("novel_class"), characters)
+    split = make_run_split(_dataset_spec(record), info["shots"], info["seed"], info.get("novel_class"), characters)
     if split.info.sha256 != info["sha256"]:
         raise RescoreError(
             f"the split {info['split_id']} (seed {info['seed']}) no longer has the content the run was "
             "scored on (its sha256 changed): re-run it instead"
         )
     return split
+
+
+def _dataset_spec(record: dict) -> str:
+    """What `DATASETS.get` takes for the record's dataset: its registered name, or for a folder split (a `folder-...`
+    name, registered only once a `folder:PATH@SIZE` spec is read) that spec, from the folder and image size the record
+    holds."""
+    info = record["split"]
+    name = info["dataset"]
+    try:
+        DATASETS.get(name)
+        return name
+    except UnknownNameError:
+        if not name.startswith("folder-"):
+            raise
+    folders = {entry.get("path") for entry in info.get("data_provenance", {}).values()}
+    shapes = {
+        tuple(m["card"]["image_shape"])
+        for m in record.get("metrics", {}).values()
+        if "image_shape" in m.get("card", {})
+    }
+    if len(folders) != 1 or None in folders or len(shapes) != 1:
+        raise RescoreError(f"the record of {info['split_id']} names no single folder and image size to rebuild it from")
+    folder, size = folders.pop(), shapes.pop()[-1]
+    try:
+        dataset = DATASETS.get(f"{FOLDER_PREFIX}{folder}@{size}")
+    except (OSError, ValueError) as exc:
+        raise RescoreError(
+            f"{info['split_id']} was made from the folder {folder}, which cannot be read here: {exc}"
+        ) from exc
+    if dataset.name != name:
+        raise RescoreError(
+            f"the folder {folder} now makes the dataset {dataset.name}, not the run's {name}: its card or images changed"
+        )
+    return f"{FOLDER_PREFIX}{folder}@{size}"
 
 
 def _load_samples(store: ResultStore, record: dict, split: Split | TaskSet) -> torch.Tensor:
