@@ -161,7 +161,7 @@ def test_a_folder_run_is_rescored_in_a_process_that_never_read_its_folder(tmp_pa
     assert [o.status for o in run_benchmark(spec, store)] == ["ok"]
     before = _metrics(store)
     # A fresh process knows the folder's dataset only by the spec it was read from: forget it.
-    (name,) = [n for n in DATASETS._entries if n.startswith("folder-boots-")]
+    (name,) = {record["split"]["dataset"] for record in store.records()}
     monkeypatch.delitem(DATASETS._entries, name)
     outcomes = rescore(store)
     assert [o.status for o in outcomes] == ["rescored"] and _metrics(store) == before
