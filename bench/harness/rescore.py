@@ -77,9 +77,10 @@ def _dataset_spec(record: dict) -> str:
     }
     if len(folders) != 1 or None in folders or len(shapes) != 1:
         raise RescoreError(f"the record of {info['split_id']} names no single folder and image size to rebuild it from")
-    folder, size = folders.pop(), shapes.pop()[-1]
+    folder = folders.pop()
+    spec = f"{FOLDER_PREFIX}{folder}@{shapes.pop()[-1]}"
     try:
-        dataset = DATASETS.get(f"{FOLDER_PREFIX}{folder}@{size}")
+        dataset = DATASETS.get(spec)
     except (OSError, ValueError) as exc:
         raise RescoreError(
             f"{info['split_id']} was made from the folder {folder}, which cannot be read here: {exc}"
@@ -88,7 +89,7 @@ def _dataset_spec(record: dict) -> str:
         raise RescoreError(
             f"the folder {folder} now makes the dataset {dataset.name}, not the run's {name}: its card or images changed"
         )
-    return f"{FOLDER_PREFIX}{folder}@{size}"
+    return spec
 
 
 def _load_samples(store: ResultStore, record: dict, split: Split | TaskSet) -> torch.Tensor:
